@@ -63,4 +63,3 @@ def create_app(
             app.asgi_app, mode=settings.proxy_mode, trusted_hops=settings.proxy_trusted_hops
         )
     return app
-

@@ -87,9 +87,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         durable=_bool("LOGIN_LOG_DURABLE", config["LOGIN_LOG_DURABLE"]),
         max_pending=_number("LOGIN_LOG_MAX_PENDING", config["LOGIN_LOG_MAX_PENDING"], int, 1),
         full_timeout=_number("LOGIN_LOG_FULL_TIMEOUT", config["LOGIN_LOG_FULL_TIMEOUT"], float, 0),
-        username_max_length=_number(
-            "USERNAME_MAX_LENGTH", config["USERNAME_MAX_LENGTH"], int, 1
-        ),
+        username_max_length=_number("USERNAME_MAX_LENGTH", config["USERNAME_MAX_LENGTH"], int, 1),
         proxy_trusted_hops=_number("PROXY_TRUSTED_HOPS", config["PROXY_TRUSTED_HOPS"], int, 0),
         proxy_mode=_choice("PROXY_MODE", config["PROXY_MODE"], {"legacy", "modern"}),
     )

@@ -26,12 +26,11 @@ TEXT_PREFIX = "登录日志:用户名:"
 TIME_LABEL = ",登录时间:"
 IP_LABEL = ",ip地址:"
 
-_UNSAFE = (
-    "\\\\,\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
-)
-_NEEDS_ESCAPE = re.compile(f"[{_UNSAFE}]")
+# DEL and C1 controls, bidi controls, line/paragraph separators, lone surrogates.
+_INVISIBLE = "\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+_NEEDS_ESCAPE = re.compile(f"[\\\\,\x00-\x1f{_INVISIBLE}]")
 # In JSON the backslash and the C0 controls are already escaped by json.dumps.
-_JSON_NEEDS_ESCAPE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_JSON_NEEDS_ESCAPE = re.compile(f"[{_INVISIBLE}]")
 _ESCAPE_SEQUENCE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
 
 
@@ -69,9 +68,9 @@ def unescape(value: str) -> str:
 
 def format_text(record: LoginRecord) -> bytes:
     """The original's line, with the username and IP escaped, as UTF-8."""
+    username, ip = escape(record.username), escape(record.ip)
     time = record.time.isoformat(sep=" ", timespec="microseconds")
-    line = f"{TEXT_PREFIX}{escape(record.username)}{TIME_LABEL}{time}{IP_LABEL}{escape(record.ip)}\n"
-    return line.encode()
+    return f"{TEXT_PREFIX}{username}{TIME_LABEL}{time}{IP_LABEL}{ip}\n".encode()
 
 
 def _json_escape_char(match: re.Match[str]) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from quart import Quart
 
-from conftest import GatedStore, read_records, wait_for_records
 from quart_app.records import TEXT_PREFIX
+
+from conftest import GatedStore, read_records, wait_for_records
 
 
 async def test_index_says_hello_and_logs_nothing(client, log_path: Path) -> None:
@@ -44,9 +45,7 @@ async def test_get_login_logs_the_original_line(app: Quart, log_path: Path) -> N
     assert before <= record.time <= after
 
 
-async def test_time_is_when_the_login_happened_not_when_written(
-    make_app, log_path: Path
-) -> None:
+async def test_time_is_when_the_login_happened_not_when_written(make_app, log_path: Path) -> None:
     store: GatedStore | None = None
 
     def gated(settings):

@@ -1,0 +1,91 @@
+"""Running the real thing: hypercorn with the project's hypercorn.toml, as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running hypercorn; ``url`` is its base URL."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    stderr_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send ``sig`` and return the exit status once it has exited."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def _wait_until_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"hypercorn did not listen on port {port} within {timeout} s")
+
+
+@contextmanager
+def run_server(
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    workers: int = 1,
+    startup_timeout: float = 20,
+) -> Iterator[Server]:
+    """Start ``hypercorn --config hypercorn.toml quart_app:app`` on a free port.
+
+    ``env`` adds ``QUART_*`` settings. The server is killed if still running at
+    the end; tests that care how it stops call :meth:`Server.stop` themselves.
+    """
+    port = free_port()
+    stderr_path = tmp_path / f"hypercorn-{port}.log"
+    command = [
+        sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml",
+        "-b", f"127.0.0.1:{port}", "-w", str(workers), "quart_app:app",
+    ]  # fmt: skip
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=stderr,
+            stderr=stderr,
+        )
+    try:
+        _wait_until_listening(process, port, startup_timeout)
+        yield Server(process, f"http://127.0.0.1:{port}", stderr_path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
