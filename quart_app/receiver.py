@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,9 @@ def connect_audit_receiver(
 
     It is connected strongly: blinker's default weak reference would let a
     receiver with no other owner be garbage collected, and logins would stop
-    being logged without a word. blinker drops it when ``app`` is collected.
-    The receiver holds no reference to ``app``, so that can happen.
+    being logged without a word. It is disconnected when ``app`` is collected
+    (blinker alone would forget the sender but keep the receiver, and with it
+    the writer); it holds no reference to ``app``, so that can happen.
     """
 
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
@@ -33,4 +35,5 @@ def connect_audit_receiver(
         await writer.submit(formatter(record))
 
     login_signal.connect(audit_login, sender=app, weak=False)
+    weakref.finalize(app, login_signal.disconnect, audit_login)
     return audit_login

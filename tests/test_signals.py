@@ -1,0 +1,93 @@
+"""The login signal: its sender, other receivers, app isolation, weak references."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from pathlib import Path
+
+from quart import Quart, request
+
+from quart_app import create_app
+from quart_app.signals import login_signal
+
+from conftest import read_records, wait_for_records
+
+
+async def test_own_sync_and_async_receivers_get_the_app_as_sender(
+    app: Quart, log_path: Path
+) -> None:
+    seen: list[tuple[str, object, str, str, bool]] = []
+
+    def sync_receiver(sender: object, *, username: str) -> None:
+        # Inline on the loop thread, with the request still there.
+        on_loop = threading.current_thread() is threading.main_thread()
+        seen.append(("sync", sender, username, request.args["username"], on_loop))
+
+    async def async_receiver(sender: object, *, username: str) -> None:
+        seen.append(("async", sender, username, request.args["username"], True))
+
+    login_signal.connect(sync_receiver, sender=app)
+    login_signal.connect(async_receiver, sender=app)
+    try:
+        async with app.test_app() as test_app:
+            response = await test_app.test_client().get("/login/?username=ann")
+            assert response.status_code == 200
+    finally:
+        login_signal.disconnect(sync_receiver)
+        login_signal.disconnect(async_receiver)
+
+    assert sorted(seen, key=lambda s: s[0]) == [
+        ("async", app, "ann", "ann", True),
+        ("sync", app, "ann", "ann", True),
+    ]
+    assert [r.username for r in read_records(log_path)] == ["ann"]
+
+
+async def test_a_refused_login_sends_no_signal(app: Quart) -> None:
+    seen: list[str] = []
+
+    async def receiver(sender: object, *, username: str) -> None:
+        seen.append(username)
+
+    login_signal.connect(receiver, sender=app)
+    try:
+        async with app.test_app() as test_app:
+            assert (await test_app.test_client().get("/login/?username=")).status_code == 400
+    finally:
+        login_signal.disconnect(receiver)
+    assert seen == []
+
+
+async def test_two_apps_each_log_only_their_own_logins(tmp_path: Path) -> None:
+    path_a, path_b = tmp_path / "a.txt", tmp_path / "b.txt"
+    app_a = create_app({"LOGIN_LOG_PATH": str(path_a)})
+    app_b = create_app({"LOGIN_LOG_PATH": str(path_b)})
+    async with app_a.test_app() as test_a, app_b.test_app() as test_b:
+        client_a, client_b = test_a.test_client(), test_b.test_client()
+        for i in range(3):
+            await client_a.get(f"/login/?username=a{i}")
+            await client_b.get(f"/login/?username=b{i}")
+    assert [r.username for r in read_records(path_a)] == ["a0", "a1", "a2"]
+    assert [r.username for r in read_records(path_b)] == ["b0", "b1", "b2"]
+
+
+async def test_receiver_survives_garbage_collection(app: Quart, log_path: Path) -> None:
+    # blinker's default weak reference would let the receiver, which nothing
+    # else holds, be collected here, and logins would stop being logged.
+    gc.collect()
+    async with app.test_app() as test_app:
+        gc.collect()
+        response = await test_app.test_client().get("/login/?username=after-gc")
+        assert response.status_code == 200
+        assert [r.username for r in await wait_for_records(log_path, 1)] == ["after-gc"]
+
+
+def test_a_collected_app_leaves_no_receiver_behind(tmp_path: Path) -> None:
+    gc.collect()  # apps of earlier tests
+    before = len(login_signal.receivers)
+    app = create_app({"LOGIN_LOG_PATH": str(tmp_path / "gone.txt")})
+    assert len(login_signal.receivers) == before + 1
+    del app
+    gc.collect()
+    assert len(login_signal.receivers) == before
