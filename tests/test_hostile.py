@@ -1,0 +1,232 @@
+"""Hostile input: forged lines and fields, oversize, wrong types and encodings, spoofed IPs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import string
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from quart import Quart
+
+from quart_app import create_app
+from quart_app.records import (
+    FORMATTERS,
+    TEXT_PREFIX,
+    LoginRecord,
+    escape,
+    format_text,
+    parse_line,
+)
+
+from conftest import read_records
+
+FORGERIES = [
+    "eve\n登录日志:用户名:admin,登录时间:2020-01-01 00:00:00+00:00,ip地址:10.0.0.1",
+    "eve\r\nfake",
+    "eve,登录时间:2020-01-01,ip地址:1.2.3.4",
+    "eve,ip地址:6.6.6.6",
+    "a\\x0ab",  # a literal backslash sequence must not unescape into a newline
+    "nul\x00del\x7fc1\x85\x9b",
+    "ls\u2028ps\u2029",
+    "bidi\u202egnp.exe\u202c\u2066\u2069\u200f\u061c",
+    "tab\tesc\x1b[31mred",
+    "lone surrogate \ud800",
+]
+PLAIN = ["张三", "o'brien", "Zoë", "👩‍💻 dev", "a b"]
+NOW = datetime.now(UTC)
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize("username", FORGERIES + PLAIN)
+@pytest.mark.parametrize("fmt", ["text", "jsonl"])
+async def test_no_username_forges_a_line_or_a_field(
+    make_app, log_path: Path, username: str, fmt: str
+) -> None:
+    app = make_app(LOGIN_LOG_FORMAT=fmt)
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().post("/login/", json={"username": username})
+        assert response.status_code == 200
+    raw = log_path.read_bytes()
+    assert raw.count(b"\n") == 1 and raw.endswith(b"\n")
+    text = raw.decode("utf-8")
+    assert text.splitlines() == [text[:-1]], "a line break that str.splitlines honours"
+    [record] = read_records(log_path)
+    assert record.username == username.strip()
+    assert record.ip == "<local>"
+
+
+@pytest.mark.parametrize("username", PLAIN)
+async def test_plain_names_are_written_as_they_are(app: Quart, log_path: Path, username) -> None:
+    async with app.test_app() as test_app:
+        await test_app.test_client().get("/login/", query_string={"username": username})
+    assert log_path.read_text(encoding="utf-8").startswith(f"{TEXT_PREFIX}{username},登录时间:")
+
+
+def test_escaping_reads_back_and_leaves_no_separator() -> None:
+    name = "x,登录时间:y\\z\n"
+    assert escape(name) == "x\\x2c登录时间:y\\\\z\\x0a"
+    assert parse_line(format_text(LoginRecord(name, NOW, "1.2.3.4")).decode()).username == name
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(min_size=1, max_size=300))
+def test_any_unicode_username_round_trips(username: str) -> None:
+    record = LoginRecord(username, NOW, "203.0.113.9")
+    for format_record in FORMATTERS.values():
+        line = format_record(record).decode("utf-8")
+        assert line.endswith("\n")
+        assert len(line[:-1].splitlines()) <= 1
+        assert parse_line(line) == record
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "message"),
+    [
+        ({"json": {"username": 42}}, 400, "username must be a string, not int"),
+        ({"json": {"username": ["a"]}}, 400, "username must be a string, not list"),
+        ({"json": {"username": None}}, 400, "username must be a string, not null"),
+        ({"json": ["username"]}, 400, "JSON body must be an object"),
+        (
+            {"data": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        (
+            {"data": b"username=a&username=b", "headers": FORM},
+            400,
+            "given 2 times",
+        ),
+        ({"data": b"username=%ff%fe", "headers": FORM}, 400, "not valid UTF-8"),
+        ({"data": b"username=%zz", "headers": FORM}, 400, "invalid percent-encoding"),
+        ({"data": b"<u>x</u>", "headers": {"content-type": "text/xml"}}, 415, "unsupported"),
+        ({"json": {"username": "x" * 257}}, 400, "longer than 256 characters"),
+    ],
+)
+async def test_bad_bodies_get_a_clear_4xx_and_log_nothing(
+    app: Quart, log_path: Path, kwargs, status: int, message: str
+) -> None:
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().post("/login/", **kwargs)
+        assert response.status_code == status
+        assert message in await response.get_data(as_text=True)
+    assert read_records(log_path) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (b"username=a&username=b", "given 2 times"),
+        (b"username=%ff", "not valid UTF-8"),
+        (b"username=%e5%bc", "not valid UTF-8"),
+        (b"username=100%", "invalid percent-encoding"),
+        (b"username=%g1", "invalid percent-encoding"),
+        (b"username=" + b"y" * 257, "longer than 256 characters"),
+    ],
+)
+async def test_bad_query_strings_get_400_and_log_nothing(
+    app: Quart, log_path: Path, query: bytes, message: str
+) -> None:
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().get("/login/", scope_base={"query_string": query})
+        assert response.status_code == 400
+        assert message in await response.get_data(as_text=True)
+    assert read_records(log_path) == []
+
+
+async def test_exactly_the_maximum_length_is_taken(make_app, log_path: Path) -> None:
+    app = make_app(USERNAME_MAX_LENGTH=10)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/login/?username=" + "z" * 10)).status_code == 200
+        assert (await client.get("/login/?username=" + "z" * 11)).status_code == 400
+    assert [r.username for r in read_records(log_path)] == ["z" * 10]
+
+
+async def test_oversize_body_is_refused(app: Quart, log_path: Path) -> None:
+    async with app.test_app() as test_app:
+        body = json.dumps({"username": "a", "pad": "p" * (65 * 1024)})
+        response = await test_app.test_client().post(
+            "/login/", data=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413
+    assert read_records(log_path) == []
+
+
+SPOOF_HEADERS = {
+    "X-Forwarded-For": "6.6.6.6",
+    "Forwarded": "for=6.6.6.6",
+    "X-Real-IP": "6.6.6.6",
+}
+
+
+async def test_forwarding_headers_are_ignored_by_default(app: Quart, log_path: Path) -> None:
+    async with app.test_app() as test_app:
+        await test_app.test_client().get(
+            "/login/?username=spoof",
+            headers=SPOOF_HEADERS,
+            scope_base={"client": ("192.0.2.10", 40000)},
+        )
+    assert [r.ip for r in read_records(log_path)] == ["192.0.2.10"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "hops", "headers", "expected"),
+    [
+        ("legacy", 1, {"X-Forwarded-For": "6.6.6.6, 198.51.100.4"}, "198.51.100.4"),
+        ("legacy", 2, {"X-Forwarded-For": "203.0.113.5, 198.51.100.4"}, "203.0.113.5"),
+        ("modern", 1, {"Forwarded": "for=6.6.6.6, for=198.51.100.4"}, "198.51.100.4"),
+    ],
+)
+async def test_trusted_proxy_hops_are_taken(
+    make_app, log_path: Path, mode: str, hops: int, headers, expected: str
+) -> None:
+    app = make_app(PROXY_TRUSTED_HOPS=hops, PROXY_MODE=mode)
+    async with app.test_app() as test_app:
+        await test_app.test_client().get(
+            "/login/?username=proxied",
+            headers=headers,
+            scope_base={"client": ("10.0.0.2", 40000)},
+        )
+    assert [r.ip for r in read_records(log_path)] == [expected]
+
+
+def test_printable_ascii_needs_no_escape_but_comma_and_backslash() -> None:
+    kept = set(string.printable) - set(string.whitespace) - {",", "\\"}
+    assert all(escape(c) == c for c in kept)
+
+
+@settings(max_examples=120, deadline=None)
+@given(username=st.text(max_size=300), use_json=st.booleans())
+def test_property_any_username_gives_one_exact_line_or_a_4xx(
+    tmp_path_factory: pytest.TempPathFactory, username: str, use_json: bool
+) -> None:
+    log_path = tmp_path_factory.mktemp("prop") / "login_log.txt"
+
+    async def login() -> int:
+        app = create_app({"LOGIN_LOG_PATH": str(log_path)})
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            if use_json:
+                response = await client.post("/login/", json={"username": username})
+            else:
+                query = b"username=" + quote(username, safe="", errors="surrogatepass").encode()
+                response = await client.get("/login/", scope_base={"query_string": query})
+            return response.status_code
+
+    status = asyncio.run(login())
+    assert status < 500
+    records = read_records(log_path)
+    # A lone surrogate has no UTF-8 form: in a query string it can only arrive as bad bytes.
+    has_surrogate = any("\ud800" <= c <= "\udfff" for c in username)
+    if status == 200:
+        assert [r.username for r in records] == [username.strip()]
+    else:
+        assert status == 400 and records == []
+        stripped = username.strip()
+        assert not stripped or len(stripped) > 256 or (has_surrogate and not use_json)
