@@ -13,6 +13,7 @@ from .receiver import connect_audit_receiver
 from .records import FORMATTERS
 from .routes import blueprint
 from .store import FileStore, RecordStore
+from .workers import forward_sigterm_to_parent
 from .writer import LogWriter
 
 StoreFactory = Callable[[Settings], RecordStore]
@@ -54,6 +55,7 @@ def create_app(
 
     @app.while_serving
     async def run_writer() -> AsyncGenerator[None, None]:
+        forward_sigterm_to_parent()
         await writer.start()
         yield
         await writer.stop()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +32,14 @@ class Server:
     stderr_path: Path
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        """Send ``sig`` and return the exit status once it has exited."""
+        """Send ``sig`` to hypercorn and return the exit status once it has exited."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to hypercorn and its workers at once, as systemd or a terminal would."""
+        os.killpg(self.process.pid, sig)
 
     @property
     def stderr(self) -> str:
@@ -81,11 +85,12 @@ def run_server(
             env={**os.environ, **(env or {})},
             stdout=stderr,
             stderr=stderr,
+            start_new_session=True,  # its own process group, so workers can be signalled too
         )
     try:
         _wait_until_listening(process, port, startup_timeout)
         yield Server(process, f"http://127.0.0.1:{port}", stderr_path)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # workers too: none may outlive the test
+        process.wait()

@@ -1,0 +1,150 @@
+"""Against real hypercorn: signals mid-load, several workers, a disk that really blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from conftest import read_records
+from server import run_server
+
+
+async def fire_logins(
+    url: str,
+    names: list[str],
+    results: dict[str, int | None],
+    *,
+    concurrency: int = 200,
+    method: str = "GET",
+) -> None:
+    """Send one login per name, filling ``results`` with each status (None: transport error)."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(name: str) -> None:
+            try:
+                if method == "GET":
+                    request = session.get(f"{url}/login/", params={"username": name})
+                else:
+                    request = session.post(f"{url}/login/", data={"username": name})
+                async with request as response:
+                    body = await response.text()
+                    results[name] = response.status
+                    if response.status == 200:
+                        assert body == "登录成功"
+            except (TimeoutError, aiohttp.ClientError):
+                results[name] = None
+
+        await asyncio.gather(*(one(n) for n in names))
+
+
+def assert_acknowledged_exactly_once(log_path: Path, results: dict[str, int | None]) -> int:
+    """Every login answered 200 is in the file exactly once; return how many there were."""
+    counts: dict[str, int] = {}
+    for record in read_records(log_path):
+        counts[record.username] = counts.get(record.username, 0) + 1
+    acknowledged = [name for name, status in results.items() if status == 200]
+    missing = [n for n in acknowledged if counts.get(n, 0) == 0]
+    doubled = [n for n, c in counts.items() if c > 1]
+    assert not missing, f"{len(missing)} acknowledged logins missing, e.g. {missing[:3]}"
+    assert not doubled, f"{len(doubled)} logins written twice, e.g. {doubled[:3]}"
+    assert set(counts) <= set(results), "a line for a login nobody sent"
+    return len(acknowledged)
+
+
+async def signal_when_half_answered(server, results: dict, total: int, sig: int) -> None:
+    while len(results) < total // 2:
+        await asyncio.sleep(0.005)
+    server.process.send_signal(sig)
+
+
+async def test_real_server_logs_a_curl_style_request(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.url}/login/?username=%E5%BC%A0%E4%B8%89") as r:
+                assert (r.status, await r.text()) == (200, "登录成功")
+            async with session.get(f"{server.url}/") as r:
+                assert (r.status, await r.text()) == (200, "Hello World!")
+            # "At once": the line is there by the time a second request is answered.
+            for _ in range(100):
+                if log_path.exists() and log_path.stat().st_size:
+                    break
+                await asyncio.sleep(0.01)
+        [record] = read_records(log_path)
+        assert (record.username, record.ip) == ("张三", "127.0.0.1")
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["default", "durable"])
+async def test_sigterm_mid_load_loses_nothing_and_exits_0(tmp_path: Path, durable: bool) -> None:
+    log_path = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_DURABLE": str(durable).lower()}
+    names = [f"term-{i}" for i in range(3000)]
+    with run_server(tmp_path, env) as server:
+        results: dict[str, int | None] = {}
+        await asyncio.gather(
+            fire_logins(server.url, names, results),
+            signal_when_half_answered(server, results, len(names), signal.SIGTERM),
+        )
+        status = await asyncio.to_thread(server.process.wait, 60)
+        assert status == 0, server.stderr
+    acknowledged = assert_acknowledged_exactly_once(log_path, results)
+    print(f"{acknowledged} of {len(names)} acknowledged before SIGTERM stopped the server")
+    assert acknowledged >= len(names) // 3
+
+
+async def test_sigterm_to_every_process_mid_load_loses_nothing(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    names = [f"group-{i}" for i in range(3000)]
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+        results: dict[str, int | None] = {}
+
+        async def stop_all() -> None:
+            while len(results) < len(names) // 2:
+                await asyncio.sleep(0.005)
+            server.signal_group(signal.SIGTERM)
+
+        await asyncio.gather(fire_logins(server.url, names, results), stop_all())
+        status = await asyncio.to_thread(server.process.wait, 60)
+        assert status == 0, server.stderr
+    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+
+
+async def test_durable_sigkill_mid_load_loses_no_acknowledged_login(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_DURABLE": "true"}
+    names = [f"kill-{i}" for i in range(3000)]
+    with run_server(tmp_path, env) as server:
+        results: dict[str, int | None] = {}
+
+        async def kill_all() -> None:
+            while len(results) < len(names) // 2:
+                await asyncio.sleep(0.005)
+            server.signal_group(signal.SIGKILL)
+
+        await asyncio.gather(fire_logins(server.url, names, results), kill_all())
+        await asyncio.to_thread(server.process.wait, 60)
+    # A SIGKILLed worker may leave half a batch at the end; every acknowledged
+    # login was fsynced before its answer, so it is complete and before that.
+    text = log_path.read_text(encoding="utf-8")
+    log_path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+
+
+async def test_several_workers_append_whole_lines(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    # Long names make big batches: a split write would tear lines between workers.
+    names = [f"w{i:05d}-" + "长" * 200 for i in range(4000)]
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
+        results: dict[str, int | None] = {}
+        await fire_logins(server.url, names, results, concurrency=256, method="POST")
+        assert list(results.values()).count(200) == len(names)
+        assert await asyncio.to_thread(server.stop) == 0, server.stderr
+    # read_records parses every line: a torn or interleaved line fails here.
+    assert assert_acknowledged_exactly_once(log_path, results) == len(names)
