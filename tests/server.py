@@ -64,20 +64,21 @@ def run_server(
     tmp_path: Path,
     env: Mapping[str, str] | None = None,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     startup_timeout: float = 20,
 ) -> Iterator[Server]:
     """Start ``hypercorn --config hypercorn.toml quart_app:app`` on a free port.
 
-    ``env`` adds ``QUART_*`` settings. The server is killed if still running at
-    the end; tests that care how it stops call :meth:`Server.stop` themselves.
+    ``env`` adds ``QUART_*`` settings; ``workers`` overrides the file's ``workers``.
+    The server is killed if still running at the end; tests that care how it
+    stops call :meth:`Server.stop` themselves.
     """
     port = free_port()
     stderr_path = tmp_path / f"hypercorn-{port}.log"
-    command = [
-        sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml",
-        "-b", f"127.0.0.1:{port}", "-w", str(workers), "quart_app:app",
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml"]
+    command += ["-b", f"127.0.0.1:{port}", "quart_app:app"]
+    if workers is not None:  # else hypercorn.toml's: one process
+        command += ["-w", str(workers)]
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             command,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from quart_app.records import parse_line
 
 from conftest import read_records
 from server import run_server
@@ -100,9 +103,11 @@ async def test_sigterm_mid_load_loses_nothing_and_exits_0(tmp_path: Path, durabl
 
 
 async def test_sigterm_to_every_process_mid_load_loses_nothing(tmp_path: Path) -> None:
+    # With worker processes (-w 2), SIGTERM reaches hypercorn's parent and the
+    # workers at once, as systemd or Kubernetes send it.
     log_path = tmp_path / "login_log.txt"
     names = [f"group-{i}" for i in range(3000)]
-    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
         results: dict[str, int | None] = {}
 
         async def stop_all() -> None:
@@ -148,3 +153,60 @@ async def test_several_workers_append_whole_lines(tmp_path: Path) -> None:
         assert await asyncio.to_thread(server.stop) == 0, server.stderr
     # read_records parses every line: a torn or interleaved line fails here.
     assert assert_acknowledged_exactly_once(log_path, results) == len(names)
+
+
+async def test_a_disk_that_really_blocks_stalls_nothing_but_the_writer(tmp_path: Path) -> None:
+    # A FIFO nobody reads is a log file whose write(2) really blocks once the
+    # pipe's 64 KiB buffer is full, like a hung network file system.
+    log_path = tmp_path / "login_log.txt"
+    os.mkfifo(log_path)
+    reader = os.open(log_path, os.O_RDONLY | os.O_NONBLOCK)
+    names = [f"fifo-{i:04d}-" + "x" * 240 for i in range(600)]  # ~160 KiB of lines
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+        results: dict[str, int | None] = {}
+        await fire_logins(server.url, names[:400], results, concurrency=50)
+        assert list(results.values()).count(200) == 400
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # until the writer is stuck with records waiting
+                async with session.get(f"{server.url}/healthz") as r:
+                    if (await r.json())["pending"] > 0:
+                        break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail("the writer never blocked")
+            # Blocked write: / still answers, and logins are still taken (queued).
+            for _ in range(20):
+                async with session.get(f"{server.url}/") as r:
+                    assert r.status == 200
+        await fire_logins(server.url, names[400:], results, concurrency=50)
+        assert list(results.values()).count(200) == len(names)
+
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1)
+        assert server.process.poll() is None, "exited while its records were still unwritten"
+
+        received = await asyncio.to_thread(read_until_eof, reader)
+        status = await asyncio.to_thread(server.process.wait, 60)
+        assert status == 0, server.stderr
+    lines = received.decode("utf-8").split("\n")
+    assert lines.pop() == ""
+    assert sorted(parse_line(line).username for line in lines) == sorted(names)
+
+
+def read_until_eof(fd: int) -> bytes:
+    """Everything written to the FIFO until its writer closes it."""
+    os.set_blocking(fd, True)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def test_real_server_refuses_to_start_on_a_bad_log_path(tmp_path: Path) -> None:
+    bad = tmp_path / "missing-dir" / "login_log.txt"
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(bad)}) as server:
+        status = server.process.wait(timeout=30)
+    assert status != 0
+    assert f"cannot open the login log {str(bad)!r} for appending" in server.stderr
+    assert "No such file or directory" in server.stderr
