@@ -7,6 +7,7 @@ where it can.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,8 @@ class Settings:
 def load_settings(config: Mapping[str, Any]) -> Settings:
     """Check the app's config and return it typed; raise :class:`ConfigError` if wrong."""
     path = config["LOGIN_LOG_PATH"]
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
     if not isinstance(path, str) or not path:
         raise ConfigError(f"LOGIN_LOG_PATH must be a file path, not {path!r}")
     return Settings(
