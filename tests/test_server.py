@@ -66,19 +66,29 @@ async def signal_when_half_answered(server, results: dict, total: int, sig: int)
     server.process.send_signal(sig)
 
 
-async def test_real_server_logs_a_curl_style_request(tmp_path: Path) -> None:
+async def raw_get(url: str, target: bytes) -> tuple[int, str]:
+    """GET ``target`` exactly as given, as curl sends it: raw UTF-8, no percent-encoding."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+async def test_real_server_takes_curls_raw_utf8_username(tmp_path: Path) -> None:
     log_path = tmp_path / "login_log.txt"
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.url}/login/?username=%E5%BC%A0%E4%B8%89") as r:
-                assert (r.status, await r.text()) == (200, "登录成功")
-            async with session.get(f"{server.url}/") as r:
-                assert (r.status, await r.text()) == (200, "Hello World!")
-            # "At once": the line is there by the time a second request is answered.
-            for _ in range(100):
-                if log_path.exists() and log_path.stat().st_size:
-                    break
-                await asyncio.sleep(0.01)
+        assert await raw_get(server.url, "/login/?username=张三".encode()) == (200, "登录成功")
+        assert await raw_get(server.url, b"/") == (200, "Hello World!")
+        # Raw bytes that are not UTF-8 are refused before they reach the app.
+        assert (await raw_get(server.url, b"/login/?username=\xff\xfe"))[0] == 400
+        # "At once": the line is on disk within moments of the answer.
+        for _ in range(100):
+            if read_records(log_path):
+                break
+            await asyncio.sleep(0.01)
         [record] = read_records(log_path)
         assert (record.username, record.ip) == ("张三", "127.0.0.1")
         assert server.stop() == 0
