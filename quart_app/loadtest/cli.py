@@ -1,0 +1,172 @@
+"""The ``quart-app-loadtest`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from .plot import PlotUnavailable, plot_summary, require_matplotlib
+from .report import summary_dict, summary_text
+from .runner import LOGIN_PATH, LoadConfig, ProgressCallback, run_load
+from .verify import verify_log
+
+DEFAULT_REQUESTS = 1000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    parser = argparse.ArgumentParser(
+        prog="quart-app-loadtest",
+        description="Load a quart_app server with logins and, with --verify, check that "
+        "every acknowledged login was logged exactly once.",
+    )
+    parser.add_argument("url", metavar="URL", help="the server's base URL, http://HOST:PORT")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument(
+        "-n", "--requests", type=int, help=f"send this many requests (default {DEFAULT_REQUESTS})"
+    )
+    amount.add_argument("-d", "--duration", type=float, help="send requests for this many seconds")
+    parser.add_argument(
+        "-c", "--concurrency", type=int, default=10, help="requests in flight (default 10)"
+    )
+    parser.add_argument("--method", choices=("get", "post"), default="get", help="(default get)")
+    parser.add_argument("--path", default=LOGIN_PATH, help=f"(default {LOGIN_PATH})")
+    parser.add_argument(
+        "--prefix", default="lt-", help="usernames are PREFIX + run id + '-' + n (default lt-)"
+    )
+    parser.add_argument("--run-id", help="the run id in the usernames (default: random)")
+    parser.add_argument(
+        "--no-usernames",
+        action="store_true",
+        help="send no username, e.g. to load / (no --verify then)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request (default 30)"
+    )
+    parser.add_argument(
+        "--verify",
+        metavar="LOGFILE",
+        help="after the run, check each login answered 200 is in LOGFILE exactly once",
+    )
+    parser.add_argument(
+        "--verify-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the writer to catch up (default 10)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput over time")
+    return parser
+
+
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadConfig:
+    if args.verify and args.no_usernames:
+        parser.error("--verify needs the usernames that --no-usernames turns off")
+    if args.plot:
+        try:
+            require_matplotlib()
+        except PlotUnavailable as exc:
+            parser.error(str(exc))
+    requests = args.requests
+    if requests is None and args.duration is None:
+        requests = DEFAULT_REQUESTS
+    extra = {"run_id": args.run_id} if args.run_id else {}
+    try:
+        return LoadConfig(
+            args.url,
+            requests=requests,
+            duration=args.duration,
+            concurrency=args.concurrency,
+            method=args.method,
+            path=args.path,
+            prefix=args.prefix,
+            usernames=not args.no_usernames,
+            timeout=args.timeout,
+            **extra,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+@contextmanager
+def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback | None]:
+    console = Console(stderr=True)
+    if not (wanted and console.is_terminal):
+        yield None
+        return
+    # Refreshed from run_load's callback, not rich's own thread: a thread
+    # redrawing would compete for the GIL with the loop sending requests.
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        auto_refresh=False,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=config.requests or config.duration)
+
+        def update(done: int, elapsed: float) -> None:
+            rate = done / elapsed if elapsed > 0 else 0.0
+            progress.update(
+                task,
+                completed=done if config.requests else elapsed,
+                description=f"{done:,} requests, {rate:,.0f}/s",
+            )
+            progress.refresh()
+
+        yield update
+
+
+async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
+    with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
+        summary = await run_load(config, progress=progress)
+    verify = None
+    if args.verify:
+        verify = await verify_log(
+            args.verify, summary.acknowledged, run_prefix=config.stem, max_wait=args.verify_timeout
+        )
+    if args.plot:
+        plot_summary(summary, args.plot)
+    if args.json:
+        print(json.dumps(summary_dict(summary, verify), ensure_ascii=False))
+    else:
+        print(summary_text(summary, verify))
+        if args.plot:
+            print(f"plot         {args.plot}")
+    return 0 if verify is None or verify.ok else 1
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # not installed on Windows
+        return asyncio.run(main)
+    # uvloop: a faster loop leaves more of the client's CPU for sending requests.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with ``argv`` (default: the process's); return the exit status.
+
+    0 when the run finished (and verified, with ``--verify``), 1 when an
+    acknowledged login is missing from the log or logged more than once,
+    2 for bad arguments.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = _config(parser, args)
+    try:
+        return _run(_main(args, config))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,69 @@
+"""A run's summary as one JSON object, or as a few lines for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runner import Summary
+from .verify import VerifyResult
+
+
+def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[str, Any]:
+    """The summary (and the verification, if any) as plain JSON-able values."""
+    config = summary.config
+    data: dict[str, Any] = {
+        "url": config.target,
+        "method": config.method.upper(),
+        "concurrency": config.concurrency,
+        "run_id": config.run_id,
+        "username_prefix": config.stem,
+        "requests": summary.requests,
+        "statuses": {str(status): count for status, count in summary.statuses.items()},
+        "errors": summary.error_count,
+        "error_types": summary.errors,
+        "duration_s": round(summary.duration_s, 3),
+        "rps": round(summary.rps, 1),
+        "latency_ms": summary.latency_ms(),
+    }
+    if verify is not None:
+        data["verify"] = verify.to_dict()
+    return data
+
+
+def _verify_lines(verify: VerifyResult) -> list[str]:
+    verdict = "OK" if verify.ok else "FAILED"
+    lines = [
+        f"verify       {verdict}: {verify.acknowledged:,} acknowledged, "
+        f"{verify.logged_once:,} logged once, {verify.missing:,} missing, "
+        f"{verify.doubled:,} logged more than once (waited {verify.waited_s:.2f} s)",
+        f"             {verify.unacknowledged_logged:,} unacknowledged logins logged (no fault)",
+    ]
+    if verify.missing_examples:
+        lines.append(f"             missing e.g. {', '.join(verify.missing_examples)}")
+    if verify.doubled_examples:
+        lines.append(f"             doubled e.g. {', '.join(verify.doubled_examples)}")
+    return lines
+
+
+def summary_text(summary: Summary, verify: VerifyResult | None = None) -> str:
+    """The summary for a terminal, one figure per line."""
+    config = summary.config
+    answered = "   ".join(f"{status}: {n:,}" for status, n in summary.statuses.items())
+    errors = ", ".join(f"{name}: {n:,}" for name, n in summary.errors.items())
+    latency = summary.latency_ms()
+    lines = [
+        f"{config.method.upper()} {config.target}   concurrency {config.concurrency}",
+        f"requests     {summary.requests:,} in {summary.duration_s:.2f} s",
+        f"answered     {answered or 'none'}",
+        f"errors       {summary.error_count:,}" + (f" ({errors})" if errors else ""),
+        f"throughput   {summary.rps:,.1f} answers/s",
+        "latency      "
+        + (
+            "   ".join(f"{name} {value:.2f} ms" for name, value in latency.items())
+            if latency
+            else "none answered"
+        ),
+    ]
+    if verify is not None:
+        lines += _verify_lines(verify)
+    return "\n".join(lines)
