@@ -1,0 +1,55 @@
+"""What both baselines share: the app, its routes, and the line a login becomes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from quart import Quart, current_app, request
+
+from quart_app.inputs import BadLogin, read_username
+from quart_app.records import LoginRecord, format_text
+from quart_app.signals import login_signal, send_login
+
+# What a receiver does with a finished line: (app, path, line) -> awaitable.
+LineSink = Callable[[Quart, str, bytes], Coroutine[Any, Any, None]]
+
+
+def log_path() -> str:
+    """The log file, from the variable the project uses; required so a run never
+    appends to the repository's own login_log.txt by accident."""
+    path = os.environ.get("QUART_LOGIN_LOG_PATH")
+    if not path:
+        raise RuntimeError("set QUART_LOGIN_LOG_PATH for the benchmark baselines")
+    return path
+
+
+def create_app(name: str, sink: LineSink) -> Quart:
+    """An app with the project's ``/`` and ``/login/``, logging each login through ``sink``."""
+    app = Quart(name)
+    path = log_path()
+
+    @app.get("/")
+    async def index() -> str:
+        return "Hello World!"
+
+    @app.get("/login/")
+    async def login() -> str:
+        # The project's own parsing and signal, so only the receiver differs.
+        username = await read_username(request, 256)
+        await send_login(current_app._get_current_object(), username)  # type: ignore[attr-defined]
+        return "登录成功"
+
+    @app.errorhandler(BadLogin)
+    async def bad_login(error: BadLogin) -> tuple[str, int]:
+        return error.message, error.status
+
+    async def receiver(sender: Quart, *, username: str, **_: Any) -> None:
+        record = LoginRecord(username, datetime.now(UTC), request.remote_addr or "-")
+        await sink(sender, path, format_text(record))
+
+    # weak=False: nothing else holds the closure (see quart_app.receiver).
+    login_signal.connect(receiver, sender=app, weak=False)
+    return app
