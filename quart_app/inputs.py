@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl
 
 from quart import Request
-from werkzeug.datastructures import MultiDict
 
 MISSING = "请输入用户名"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -29,19 +28,20 @@ class BadLogin(Exception):
         self.status = status
 
 
-def _check_urlencoded(raw: bytes, where: str) -> None:
+def _urlencoded_usernames(raw: bytes, where: str) -> list[str]:
     # Quart decodes these leniently (bad bytes become U+FFFD, a stray % stays),
-    # which would log a name the client never sent: check the raw bytes first.
+    # which would log a name the client never sent; so this parses the raw
+    # bytes itself, strictly, with the standard library, in a single pass.
     if _BAD_PERCENT.search(raw):
         raise BadLogin(f"invalid percent-encoding in the {where}")
     try:
-        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         raise BadLogin(f"the {where} is not valid UTF-8") from None
+    return [value for name, value in pairs if name == "username"]
 
 
-def _single(values: MultiDict[str, str], where: str) -> str | None:
-    found = values.getlist("username")
+def _single(found: list[str], where: str) -> str | None:
     if len(found) > 1:
         raise BadLogin(f"username is given {len(found)} times in the {where}; give it once")
     return found[0] if found else None
@@ -63,10 +63,10 @@ async def _from_body(request: Request) -> str | None:
             raise BadLogin("username must be a string, not null")
         return value
     if mimetype == _FORM:
-        _check_urlencoded(await request.get_data(as_text=False), "form body")
-        return _single(await request.form, "form")
+        body = await request.get_data(as_text=False)
+        return _single(_urlencoded_usernames(body, "form body"), "form")
     if mimetype == _MULTIPART:
-        return _single(await request.form, "form")
+        return _single((await request.form).getlist("username"), "form")
     raise BadLogin(
         f"unsupported content type {mimetype!r}: send a form or JSON with a username",
         status=415,
@@ -78,12 +78,12 @@ async def read_username(request: Request, max_length: int) -> str:
 
     A POST with an empty body falls back to the query string, as GET does.
     """
-    _check_urlencoded(request.query_string, "query string")
+    in_query = _urlencoded_usernames(request.query_string, "query string")
     username: str | None
     if request.method == "POST" and (request.content_length or request.mimetype):
         username = await _from_body(request)
     else:
-        username = _single(request.args, "query string")
+        username = _single(in_query, "query string")
     username = (username or "").strip()
     if not username:
         raise BadLogin(MISSING)

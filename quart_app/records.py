@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 TEXT_PREFIX = "登录日志:用户名:"
 TIME_LABEL = ",登录时间:"
@@ -34,8 +34,7 @@ _JSON_NEEDS_ESCAPE = re.compile(f"[{_INVISIBLE}]")
 _ESCAPE_SEQUENCE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
 
 
-@dataclass(frozen=True, slots=True)
-class LoginRecord:
+class LoginRecord(NamedTuple):
     """One login: who, when (timezone-aware) and from which address."""
 
     username: str

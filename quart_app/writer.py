@@ -19,6 +19,10 @@ from .store import RecordStore
 # One write(2) per batch keeps lines from several workers apart; a cap keeps a
 # backlog from turning into one huge allocation and write.
 MAX_BATCH_BYTES = 1 << 20
+# Without durable mode no login waits for the disk, so the writer waits this
+# long after the first record of a batch: the logins of the next moments join
+# it, and each batch's thread round trips are shared by more of them.
+BATCH_LINGER = 0.005
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 2.0
 
@@ -165,6 +169,8 @@ class LogWriter:
                     return
                 self._work.clear()
                 await self._work.wait()
+                if not (self.durable or self._stopping):
+                    await asyncio.sleep(BATCH_LINGER)
                 continue
             records, waiters = self._take_batch()
             await self._write(records, waiters)
