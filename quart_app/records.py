@@ -109,9 +109,16 @@ def parse_line(line: str) -> LoginRecord:
     line = line.removesuffix("\n")
     if line.startswith("{"):
         data = json.loads(line)
-        if data.get("event") != "login":
+        if not isinstance(data, dict) or data.get("event") != "login":
             raise ValueError(f"not a login record: {line!r}")
-        return LoginRecord(data["username"], datetime.fromisoformat(data["time"]), data["ip"])
+        try:
+            username, time, ip = data["username"], data["time"], data["ip"]
+            record = LoginRecord(username, datetime.fromisoformat(time), ip)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed login record ({exc!r}): {line!r}") from None
+        if not (isinstance(username, str) and isinstance(ip, str)):
+            raise ValueError(f"malformed login record: {line!r}")
+        return record
     if not line.startswith(TEXT_PREFIX):
         raise ValueError(f"not a login line: {line!r}")
     username, sep1, rest = line[len(TEXT_PREFIX) :].partition(TIME_LABEL)

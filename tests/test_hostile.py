@@ -74,6 +74,26 @@ def test_escaping_reads_back_and_leaves_no_separator() -> None:
     assert parse_line(format_text(LoginRecord(name, NOW, "1.2.3.4")).decode()).username == name
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "hello",
+        f"{TEXT_PREFIX}no-time-field",
+        "[1, 2]",
+        '{"event": "logout", "username": "a", "time": "2026-11-23T00:00:00+00:00", "ip": "x"}',
+        '{"event": "login", "time": "2026-11-23T00:00:00+00:00", "ip": "x"}',
+        '{"event": "login", "username": "a", "time": 5, "ip": "x"}',
+        '{"event": "login", "username": ["a"], "time": "2026-11-23T00:00:00+00:00", "ip": "x"}',
+        f"{TEXT_PREFIX}a,登录时间:yesterday,ip地址:x",
+    ],
+)
+def test_parse_line_refuses_what_is_not_a_login_line(line: str) -> None:
+    # Log readers (the load-test tool's --verify) rely on ValueError alone.
+    with pytest.raises(ValueError):
+        parse_line(line)
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(min_size=1, max_size=300))
 def test_any_unicode_username_round_trips(username: str) -> None:
