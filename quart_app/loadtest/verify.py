@@ -77,9 +77,7 @@ class _LogReader:
         for line in lines:
             try:
                 usernames.append(parse_line(line.decode()).username)
-            # Not a login line. parse_line raises KeyError or TypeError too, for
-            # JSON objects without the fields; UnicodeDecodeError is a ValueError.
-            except (ValueError, KeyError, TypeError):
+            except ValueError:  # not a login line (UnicodeDecodeError is one too)
                 continue
         return usernames
 
