@@ -473,7 +473,7 @@ def pick_load_generator(choice: str, threads: int, concurrency: int) -> LoadGene
             file=sys.stderr,
         )
     if importlib.util.find_spec("quart_app.loadtest") is None:
-        sys.exit("neither wrk nor quart_app.loadtest is available: install wrk, or the loadtest extra")
+        sys.exit("neither wrk nor quart_app.loadtest is available: install wrk")
     return Loadtest(concurrency)
 
 

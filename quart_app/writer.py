@@ -10,6 +10,7 @@ concurrent logins share one write and one fsync (group commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,8 @@ MAX_BATCH_BYTES = 1 << 20
 # long before each batch and the logins of the next moments join it. Each
 # batch's round trip to the writing thread cost the event loop 0.5-3 ms on the
 # benchmark machine (a 2-vCPU KVM guest), so batches must be few, not merely
-# large once a backlog builds. 20 ms is still "at once" for anyone reading the file.
+# large once a backlog builds. 20 ms is still "at once" for anyone reading the
+# file, and a login waiting for room (the queue is full) ends the wait.
 BATCH_LINGER = 0.02
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 2.0
@@ -75,6 +77,7 @@ class LogWriter:
         self._durable_waiters: list[asyncio.Future[None]] = []
         self._work = asyncio.Event()  # set when records are waiting
         self._room = asyncio.Event()  # set when a batch is stored
+        self._hurry = asyncio.Event()  # set when lingering would keep a login waiting
         self._task: asyncio.Task[None] | None = None
         self._give_up_at: float | None = None
 
@@ -82,7 +85,7 @@ class LogWriter:
         """Open the store (raising if it cannot be opened) and start writing."""
         await self.store.open()
         # Fresh events: an event is bound to the loop that first waits on it.
-        self._work, self._room = asyncio.Event(), asyncio.Event()
+        self._work, self._room, self._hurry = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="login-log-writer")
         self._accepting = True
@@ -100,6 +103,7 @@ class LogWriter:
         self._stopping = True
         self._give_up_at = asyncio.get_running_loop().time() + give_up_after
         self._work.set()
+        self._hurry.set()
         self._room.set()  # logins waiting for room are refused now
         await self._task
         self._task = None
@@ -135,6 +139,7 @@ class LogWriter:
         # Every waiter wakes when a batch is stored and the first to run take
         # the room; the order among them is not guaranteed, but each one ends
         # with its record taken or a refusal, never a record lost.
+        self._hurry.set()
         try:
             async with asyncio.timeout(self.full_timeout):
                 while self._accepting and self.pending >= self.max_pending:
@@ -172,10 +177,17 @@ class LogWriter:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            if not (self.durable or self._stopping):
-                await asyncio.sleep(BATCH_LINGER)
+            if not (self.durable or self._stopping or self.pending >= self.max_pending):
+                await self._linger()
             records, waiters = self._take_batch()
             await self._write(records, waiters)
+
+    async def _linger(self) -> None:
+        # Cut short when a login starts waiting for room or the writer stops.
+        self._hurry.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BATCH_LINGER):
+                await self._hurry.wait()
 
     def _take_batch(self) -> tuple[list[bytes], list[asyncio.Future[None]]]:
         records, waiters = self._records, self._durable_waiters

@@ -173,3 +173,33 @@ async def test_login_when_not_serving_is_refused_not_lost(app: Quart) -> None:
     response = await app.test_client().get("/login/?username=nobody")
     assert response.status_code == 503
     assert "not running" in await response.get_data(as_text=True)
+
+
+async def test_a_full_queue_cuts_the_batching_wait_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from quart_app import writer as writer_module
+    from quart_app.store import FileStore
+
+    # Far longer than full_timeout: a login waiting for room would get LogFull
+    # if the writer sat out its batching wait instead of writing at once.
+    monkeypatch.setattr(writer_module, "BATCH_LINGER", 30.0)
+    path = tmp_path / "log.txt"
+    writer = writer_module.LogWriter(
+        FileStore(str(path)),
+        max_pending=10,
+        full_timeout=5.0,
+        durable=False,
+        logger=logging.getLogger("test"),
+    )
+    await writer.start()
+    lines = [f"line {i}\n".encode() for i in range(100)]
+    await writer.submit(lines[0])
+    await asyncio.sleep(0.05)  # the writer is now waiting for more to batch
+    for line in lines[1:]:
+        await writer.submit(line)
+    assert writer.pending <= 10
+    await writer.stop()
+    assert path.read_bytes() == b"".join(lines)
