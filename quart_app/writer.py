@@ -20,12 +20,12 @@ from .store import RecordStore
 # One write(2) per batch keeps lines from several workers apart; a cap keeps a
 # backlog from turning into one huge allocation and write.
 MAX_BATCH_BYTES = 1 << 20
-# Without durable mode no login waits for the disk, so the writer waits this
-# long before each batch and the logins of the next moments join it. Each
+# Without durable mode no login waits for the disk, so batches start at most
+# this often: under load the logins of the interval share one batch. Each
 # batch's round trip to the writing thread cost the event loop 0.5-3 ms on the
 # benchmark machine (a 2-vCPU KVM guest), so batches must be few, not merely
-# large once a backlog builds. 20 ms is still "at once" for anyone reading the
-# file, and a login waiting for room (the queue is full) ends the wait.
+# large once a backlog builds. A login after a quiet spell is written at once,
+# and a login waiting for room (the queue is full) ends the wait.
 BATCH_LINGER = 0.02
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 2.0
@@ -170,6 +170,8 @@ class LogWriter:
         }
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_batch = float("-inf")
         while True:
             if not self._records:
                 if self._stopping:
@@ -177,16 +179,19 @@ class LogWriter:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            if not (self.durable or self._stopping or self.pending >= self.max_pending):
-                await self._linger()
+            wait = last_batch + BATCH_LINGER - loop.time()
+            full = self.pending >= self.max_pending
+            if wait > 0 and not (self.durable or self._stopping or full):
+                await self._linger(wait)
+            last_batch = loop.time()
             records, waiters = self._take_batch()
             await self._write(records, waiters)
 
-    async def _linger(self) -> None:
+    async def _linger(self, seconds: float) -> None:
         # Cut short when a login starts waiting for room or the writer stops.
         self._hurry.clear()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(BATCH_LINGER):
+            async with asyncio.timeout(seconds):
                 await self._hurry.wait()
 
     def _take_batch(self) -> tuple[list[bytes], list[asyncio.Future[None]]]:

@@ -196,10 +196,28 @@ async def test_a_full_queue_cuts_the_batching_wait_short(
     )
     await writer.start()
     lines = [f"line {i}\n".encode() for i in range(100)]
-    await writer.submit(lines[0])
-    await asyncio.sleep(0.05)  # the writer is now waiting for more to batch
-    for line in lines[1:]:
+    for line in lines[:2]:
+        await writer.submit(line)
+        # The first goes out at once (nothing was written lately); with the
+        # second the writer waits for more to batch, up to BATCH_LINGER.
+        await asyncio.sleep(0.05)
+    for line in lines[2:]:
         await writer.submit(line)
     assert writer.pending <= 10
     await writer.stop()
     assert path.read_bytes() == b"".join(lines)
+
+
+async def test_a_login_after_a_quiet_spell_is_written_at_once(
+    make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quart_app import writer as writer_module
+
+    # Batches are spaced out under load; one login alone must not wait for that.
+    monkeypatch.setattr(writer_module, "BATCH_LINGER", 30.0)
+    app = make_app()
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/login/?username=alone")).status_code == 200
+        records = await wait_for_records(log_path, 1, timeout=5)
+    assert [r.username for r in records] == ["alone"]
