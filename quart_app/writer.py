@@ -24,8 +24,9 @@ MAX_BATCH_BYTES = 1 << 20
 # this often: under load the logins of the interval share one batch. Each
 # batch's round trip to the writing thread cost the event loop 0.5-3 ms on the
 # benchmark machine (a 2-vCPU KVM guest), so batches must be few, not merely
-# large once a backlog builds. A login after a quiet spell is written at once,
-# and a login waiting for room (the queue is full) ends the wait.
+# large once a backlog builds. While logins come one batch of one at a time
+# they are written at once; a login waiting for room (the queue is full) ends
+# the wait.
 BATCH_LINGER = 0.02
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 2.0
@@ -171,7 +172,7 @@ class LogWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        last_batch = float("-inf")
+        last_batch, last_size = float("-inf"), 0
         while True:
             if not self._records:
                 if self._stopping:
@@ -180,11 +181,13 @@ class LogWriter:
                 await self._work.wait()
                 continue
             wait = last_batch + BATCH_LINGER - loop.time()
-            full = self.pending >= self.max_pending
-            if wait > 0 and not (self.durable or self._stopping or full):
+            # Logins one at a time (the last batch held one) are not load.
+            busy = last_size > 1 and not (self._stopping or self.pending >= self.max_pending)
+            if wait > 0 and busy and not self.durable:
                 await self._linger(wait)
             last_batch = loop.time()
             records, waiters = self._take_batch()
+            last_size = len(records)
             await self._write(records, waiters)
 
     async def _linger(self, seconds: float) -> None:

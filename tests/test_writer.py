@@ -196,19 +196,20 @@ async def test_a_full_queue_cuts_the_batching_wait_short(
     )
     await writer.start()
     lines = [f"line {i}\n".encode() for i in range(100)]
-    for line in lines[:2]:
-        await writer.submit(line)
-        # The first goes out at once (nothing was written lately); with the
-        # second the writer waits for more to batch, up to BATCH_LINGER.
+    for batch in (lines[:2], lines[2:3]):
+        for line in batch:
+            await writer.submit(line)
+        # The first batch goes out at once (nothing was written lately); after
+        # a batch of two the writer waits for more to batch, up to BATCH_LINGER.
         await asyncio.sleep(0.05)
-    for line in lines[2:]:
+    for line in lines[3:]:
         await writer.submit(line)
     assert writer.pending <= 10
     await writer.stop()
     assert path.read_bytes() == b"".join(lines)
 
 
-async def test_a_login_after_a_quiet_spell_is_written_at_once(
+async def test_logins_one_at_a_time_are_written_at_once(
     make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from quart_app import writer as writer_module
@@ -216,8 +217,10 @@ async def test_a_login_after_a_quiet_spell_is_written_at_once(
     # Batches are spaced out under load; one login alone must not wait for that.
     monkeypatch.setattr(writer_module, "BATCH_LINGER", 30.0)
     app = make_app()
+    names = ["alone", "then-me", "and-me"]
     async with app.test_app() as test_app:
         client = test_app.test_client()
-        assert (await client.get("/login/?username=alone")).status_code == 200
-        records = await wait_for_records(log_path, 1, timeout=5)
-    assert [r.username for r in records] == ["alone"]
+        for count, name in enumerate(names, 1):
+            assert (await client.get(f"/login/?username={name}")).status_code == 200
+            records = await wait_for_records(log_path, count, timeout=5)
+    assert [r.username for r in records] == names
