@@ -1,12 +1,24 @@
-"""quart_app: who logged in, from where and when, logged without slowing a Quart app."""
+"""quart_app: who logged in, from where and when, logged without slowing a Quart app.
 
-from .app import create_app
-from .http1 import accept_utf8_query_strings
+Importing the package does nothing but define things: :func:`create_app` builds
+an app; hypercorn serves :mod:`quart_app.asgi`.
+"""
 
-__all__ = ["app", "create_app"]
+from __future__ import annotations
 
-# So that hypercorn serving quart_app:app answers curl's raw UTF-8 query strings.
-accept_utf8_query_strings()
+from typing import TYPE_CHECKING, Any
 
-app = create_app()
-"""The app hypercorn serves as ``quart_app:app``, configured from ``QUART_*`` variables."""
+if TYPE_CHECKING:
+    from .app import create_app
+
+__all__ = ["create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily, so that importing quart_app.asgi can set PROMETHEUS_MULTIPROC_DIR
+    # before the app's modules import prometheus_client.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

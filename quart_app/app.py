@@ -1,4 +1,4 @@
-"""The application factory: config, writer, receiver and routes wired together."""
+"""The application factory: settings -> store -> writer -> receiver -> routes."""
 
 from __future__ import annotations
 
@@ -8,54 +8,61 @@ from typing import Any
 from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart
 
-from .config import DEFAULTS, Settings, load_settings
+from .config import Settings, defaults
+from .metrics import Metrics
 from .receiver import connect_audit_receiver
 from .records import FORMATTERS
 from .routes import blueprint
-from .store import FileStore, RecordStore
-from .workers import forward_sigterm_to_parent
+from .state import KEY, LoginLog
+from .stores import RecordStore
+from .stores.file import FileStore
 from .writer import LogWriter
 
 StoreFactory = Callable[[Settings], RecordStore]
 
 
-def _file_store(settings: Settings) -> RecordStore:
-    return FileStore(settings.log_path)
+def file_store(settings: Settings) -> RecordStore:
+    """The default store: the file at ``LOGIN_LOG_PATH``."""
+    return FileStore(
+        settings.login_log_path,
+        formatter=FORMATTERS[settings.login_log_format],
+        mode=settings.login_log_file_mode,
+    )
 
 
 def create_app(
-    config: Mapping[str, Any] | None = None, *, store_factory: StoreFactory = _file_store
+    config: Mapping[str, Any] | None = None, *, store_factory: StoreFactory = file_store
 ) -> Quart:
     """Build the app: defaults, then ``QUART_*`` environment variables, then ``config``.
 
     ``store_factory`` chooses where records are kept (a file by default).
     Raises :class:`~quart_app.config.ConfigError` for a value that cannot work;
-    an unwritable log path makes the app refuse to start serving.
+    a store that cannot be opened makes the app refuse to start serving.
     """
     app = Quart(__name__)
-    app.config.update(DEFAULTS)
+    app.config.update(defaults())
     app.config.from_prefixed_env()
     app.config.update(config or {})
-    settings = load_settings(app.config)
-    app.config.update(
-        USERNAME_MAX_LENGTH=settings.username_max_length,
-        LOGIN_LOG_DURABLE=settings.durable,
-    )
+    settings = Settings.from_config(app.config)
+    # Quart reads this key itself: it must hold the checked value.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
 
+    metrics = Metrics()
     writer = LogWriter(
         store_factory(settings),
-        max_pending=settings.max_pending,
-        full_timeout=settings.full_timeout,
-        durable=settings.durable,
+        max_pending=settings.login_log_max_pending,
+        full_timeout=settings.login_log_full_timeout,
+        durable=settings.login_log_durable,
+        drain_timeout=settings.login_log_drain_timeout,
         logger=app.logger,
+        metrics=metrics,
     )
-    app.extensions["login_log"] = writer
-    connect_audit_receiver(app, writer, FORMATTERS[settings.log_format])
+    app.extensions[KEY] = LoginLog(settings, writer, metrics)
+    connect_audit_receiver(app, writer)
     app.register_blueprint(blueprint)
 
     @app.while_serving
     async def run_writer() -> AsyncGenerator[None, None]:
-        forward_sigterm_to_parent()
         await writer.start()
         yield
         await writer.stop()

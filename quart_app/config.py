@@ -1,30 +1,21 @@
-"""Configuration: defaults, and checking the values an operator gave.
+"""The settings: one table that gives each key its default, its check and its meaning.
 
 Every key may be set in the Quart config, or in the environment with the
 ``QUART_`` prefix (``QUART_LOGIN_LOG_DURABLE=true``), which Quart parses as JSON
-where it can.
+where it can (so ``NaN``, ``Infinity`` and ``1e400`` arrive as floats). Every
+value is checked when the app is built; a bad one raises :class:`ConfigError`
+naming the key, so nothing breaks later while serving.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .records import FORMATTERS
-
-DEFAULTS: dict[str, Any] = {
-    "LOGIN_LOG_PATH": "login_log.txt",
-    "LOGIN_LOG_FORMAT": "text",
-    "LOGIN_LOG_DURABLE": False,
-    "LOGIN_LOG_MAX_PENDING": 10_000,
-    "LOGIN_LOG_FULL_TIMEOUT": 5.0,
-    "USERNAME_MAX_LENGTH": 256,
-    "PROXY_TRUSTED_HOPS": 0,
-    "PROXY_MODE": "legacy",
-    "MAX_CONTENT_LENGTH": 64 * 1024,
-}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -34,7 +25,11 @@ class ConfigError(ValueError):
     """A configuration value is not usable."""
 
 
-def _bool(key: str, value: Any) -> bool:
+Check = Callable[[str, Any], Any]
+
+
+def boolean(key: str, value: Any) -> bool:
+    """``true``/``false`` and the usual spellings of them."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -45,52 +40,184 @@ def _bool(key: str, value: Any) -> bool:
     raise ConfigError(f"{key} must be true or false, not {value!r}")
 
 
-def _number(key: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
+def integer(low: int, high: int) -> Check:
+    """A whole number in ``[low, high]``; ``1.9`` is refused, not rounded."""
+
+    def check(key: str, value: Any) -> int:
+        number: Any = value
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{key} must be a whole number, not {value!r}") from None
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            number = int(number)
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ConfigError(f"{key} must be a whole number, not {value!r}")
+        if not low <= number <= high:
+            raise ConfigError(f"{key} must be between {low} and {high}, not {value!r}")
+        return number
+
+    return check
+
+
+def seconds(low: float, high: float, *, low_open: bool = False) -> Check:
+    """A finite number of seconds in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+
+    def check(key: str, value: Any) -> float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{key} must be a number of seconds, not {value!r}") from None
+        too_low = number <= low if low_open else number < low
+        if not math.isfinite(number) or too_low or number > high:
+            bound = "more than" if low_open else "at least"
+            raise ConfigError(f"{key} must be {bound} {low:g} and at most {high:g}, not {value!r}")
+        return number
+
+    return check
+
+
+def fraction(key: str, value: Any) -> float:
+    """A share in ``(0, 1]``."""
     try:
         if isinstance(value, bool):
             raise ValueError
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a number, not {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{key} must be at least {minimum}, not {value!r}")
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key} must be a number between 0 and 1, not {value!r}") from None
+    if not (math.isfinite(number) and 0 < number <= 1):
+        raise ConfigError(f"{key} must be more than 0 and at most 1, not {value!r}")
     return number
 
 
-def _choice(key: str, value: Any, choices: Any) -> str:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(sorted(choices))}, not {value!r}")
-    return str(value)
+def choice(*choices: str) -> Check:
+    """One of ``choices``."""
+
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+        return str(value)
+
+    return check
+
+
+def path(key: str, value: Any) -> str:
+    """A non-empty file path (a ``str`` or path object)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a file path, not {value!r}")
+    return value
+
+
+def file_mode(key: str, value: Any) -> int:
+    """Permission bits: an int (``0o640``) or an octal string (``"0640"``)."""
+    mode: Any = value
+    if isinstance(value, str):
+        try:
+            mode = int(value.strip(), 8)
+        except ValueError:
+            raise ConfigError(f"{key} must be octal permissions like 0640, not {value!r}") from None
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ConfigError(f"{key} must be permissions between 0000 and 0777, not {value!r}")
+    if not mode & 0o200:
+        raise ConfigError(f"{key} must let the owner write the log, not {value!r}")
+    return mode
+
+
+def _setting(default: Any, check: Check, meaning: str) -> Any:
+    return field(default=default, metadata={"check": check, "meaning": meaning})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The checked, typed settings the app is built from."""
+    """The checked, typed settings. Each field is the lower-case form of its config key."""
 
-    log_path: str
-    log_format: str
-    durable: bool
-    max_pending: int
-    full_timeout: float
-    username_max_length: int
-    proxy_trusted_hops: int
-    proxy_mode: str
-
-
-def load_settings(config: Mapping[str, Any]) -> Settings:
-    """Check the app's config and return it typed; raise :class:`ConfigError` if wrong."""
-    path = config["LOGIN_LOG_PATH"]
-    if isinstance(path, os.PathLike):
-        path = os.fspath(path)
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"LOGIN_LOG_PATH must be a file path, not {path!r}")
-    return Settings(
-        log_path=path,
-        log_format=_choice("LOGIN_LOG_FORMAT", config["LOGIN_LOG_FORMAT"], FORMATTERS),
-        durable=_bool("LOGIN_LOG_DURABLE", config["LOGIN_LOG_DURABLE"]),
-        max_pending=_number("LOGIN_LOG_MAX_PENDING", config["LOGIN_LOG_MAX_PENDING"], int, 1),
-        full_timeout=_number("LOGIN_LOG_FULL_TIMEOUT", config["LOGIN_LOG_FULL_TIMEOUT"], float, 0),
-        username_max_length=_number("USERNAME_MAX_LENGTH", config["USERNAME_MAX_LENGTH"], int, 1),
-        proxy_trusted_hops=_number("PROXY_TRUSTED_HOPS", config["PROXY_TRUSTED_HOPS"], int, 0),
-        proxy_mode=_choice("PROXY_MODE", config["PROXY_MODE"], {"legacy", "modern"}),
+    login_log_path: str = _setting(
+        "login_log.txt",
+        path,
+        "the file lines are appended to; checked at start",
     )
+    login_log_format: str = _setting(
+        "text", choice(*FORMATTERS), "`text` (the original's line) or `jsonl` (JSON Lines)"
+    )
+    login_log_durable: bool = _setting(
+        False, boolean, "answer 200 only once the line is on disk (one fsync per batch)"
+    )
+    login_log_file_mode: int = _setting(
+        0o640, file_mode, "mode of a log file the app creates (octal string or int)"
+    )
+    login_log_max_pending: int = _setting(
+        10_000, integer(1, 10_000_000), "records that may wait to be written"
+    )
+    login_log_full_timeout: float = _setting(
+        5.0,
+        seconds(0, 3600),
+        "seconds a login waits for room (durable: for fsync) before 503",
+    )
+    login_log_drain_timeout: float = _setting(
+        15.0,
+        seconds(0, 3600, low_open=True),
+        "seconds a stop waits for the writer before giving up (exit 3)",
+    )
+    login_log_stall_seconds: float = _setting(
+        5.0,
+        seconds(0, 3600, low_open=True),
+        "`/readyz` fails while a record has waited longer than this",
+    )
+    login_log_high_water: float = _setting(
+        0.8, fraction, "`/readyz` fails while more than this share of the queue is full"
+    )
+    username_max_length: int = _setting(256, integer(1, 4096), "longer usernames get 400")
+    proxy_trusted_hops: int = _setting(
+        0,
+        integer(0, 16),
+        "proxies whose forwarding header gives the IP; 0: the socket peer",
+    )
+    proxy_mode: str = _setting(
+        "legacy",
+        choice("legacy", "modern"),
+        "`legacy`: `X-Forwarded-For`; `modern`: `Forwarded` (RFC 7239)",
+    )
+    max_content_length: int = _setting(
+        64 * 1024, integer(1, 1 << 30), "larger request bodies get 413 (Quart's own key)"
+    )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Check every key of :func:`table` found in ``config``; raise :class:`ConfigError`."""
+        values = {}
+        for item in fields(cls):
+            key = item.name.upper()
+            values[item.name] = item.metadata["check"](key, config.get(key, item.default))
+        settings = cls(**values)
+        if settings.login_log_durable and settings.login_log_full_timeout == 0:
+            raise ConfigError(
+                "LOGIN_LOG_FULL_TIMEOUT must be more than 0 when LOGIN_LOG_DURABLE is on: "
+                "every durable login would be answered 503"
+            )
+        return settings
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One row of the settings table."""
+
+    name: str
+    default: Any
+    meaning: str
+
+
+def table() -> list[Key]:
+    """Every setting, in order: the README's configuration table is this list."""
+    return [
+        Key(item.name.upper(), item.default, item.metadata["meaning"]) for item in fields(Settings)
+    ]
+
+
+def defaults() -> dict[str, Any]:
+    """Every key with its default value."""
+    return {key.name: key.default for key in table()}

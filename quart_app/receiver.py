@@ -1,4 +1,4 @@
-"""The audit receiver: turns a ``login`` signal into a queued log record."""
+"""The audit receiver: turns a ``login`` signal into a record for the writer."""
 
 from __future__ import annotations
 
@@ -16,24 +16,22 @@ from .writer import LogWriter
 Receiver = Callable[..., Coroutine[Any, Any, None]]
 
 
-def connect_audit_receiver(
-    app: object, writer: LogWriter, formatter: Callable[[LoginRecord], bytes]
-) -> Receiver:
+def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
     """Connect a receiver that logs ``app``'s logins (and only its own) to ``writer``.
 
-    It is connected strongly: blinker's default weak reference would let a
-    receiver with no other owner be garbage collected, and logins would stop
-    being logged without a word. It is disconnected when ``app`` is collected
-    (blinker alone would forget the sender but keep the receiver, and with it
-    the writer); it holds no reference to ``app``, so that can happen.
+    The signal holds the receiver strongly and is its only owner: blinker's
+    default weak reference would let it be garbage collected at once, and
+    logins would stop being logged without a word. It is disconnected, by its
+    id, when ``app`` is collected (blinker alone would forget the sender but
+    keep the receiver, and with it the writer); nothing it holds refers to
+    ``app``, so that can happen.
     """
 
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
         # Everything is captured now, in the request: the request is gone by
-        # the time the line is written, and the time is that of the login.
-        record = LoginRecord(username, datetime.now(UTC), request.remote_addr or "-")
-        await writer.submit(formatter(record))
+        # the time the record is written, and the time is that of the login.
+        await writer.submit(LoginRecord(username, datetime.now(UTC), request.remote_addr or "-"))
 
     login_signal.connect(audit_login, sender=app, weak=False)
-    weakref.finalize(app, login_signal.disconnect, audit_login)
+    weakref.finalize(app, login_signal.disconnect, id(audit_login))
     return audit_login

@@ -1,20 +1,24 @@
-"""The HTTP routes: ``/``, ``/login/`` and ``/healthz``."""
+"""The HTTP routes: ``/``, ``/login/``, the probes and ``/metrics``.
+
+The probes follow Kubernetes: ``/livez`` says whether the process should be
+restarted, ``/readyz`` whether it should get traffic, and ``/healthz`` gives
+the readiness status with the writer's figures. With several workers each
+answers for itself; ``/metrics`` is the fleet view.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, current_app, request
+from quart import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .inputs import BadLogin, read_username
 from .signals import send_login
-from .writer import LogUnavailable, LogWriter
+from .state import login_log
+from .writer import LogFull, LogUnavailable
 
 blueprint = Blueprint("login", __name__)
-
-
-def _writer() -> LogWriter:
-    return current_app.extensions["login_log"]
 
 
 @blueprint.get("/")
@@ -26,26 +30,80 @@ async def index() -> str:
 @blueprint.route("/login/", methods=["GET", "POST"])
 async def login() -> str:
     """Take a login: read the username and send the ``login`` signal."""
-    username = await read_username(request, current_app.config["USERNAME_MAX_LENGTH"])
+    username = await read_username(request, login_log().settings.username_max_length)
     await send_login(current_app._get_current_object(), username)  # type: ignore[attr-defined]
     return "登录成功"
 
 
+def not_ready_because() -> list[str]:
+    """Why the app should get no traffic now; empty when it is ready."""
+    log = login_log()
+    writer, settings = log.writer, log.settings
+    if writer.state != "running":
+        return [f"the login log is {writer.state}"]
+    reasons = []
+    if not writer.alive:
+        reasons.append("the writer task is not running")
+    if writer.failing:
+        reasons.append("writes are failing")
+    if writer.oldest_age() > settings.login_log_stall_seconds:
+        reasons.append(f"a record has waited over {settings.login_log_stall_seconds:g} s")
+    if writer.pending > settings.login_log_high_water * writer.max_pending:
+        reasons.append(f"over {settings.login_log_high_water:.0%} of the queue is full")
+    return reasons
+
+
+@blueprint.get("/livez")
+async def livez() -> tuple[str, int]:
+    """200 while the writer task is alive; no dependency is checked."""
+    alive = login_log().writer.alive
+    return ("ok", 200) if alive else ("the login log writer is not running", 503)
+
+
+@blueprint.get("/readyz")
+async def readyz() -> tuple[str, int]:
+    """200 when the app should get traffic, else 503 and why."""
+    reasons = not_ready_because()
+    return ("; ".join(reasons), 503) if reasons else ("ok", 200)
+
+
 @blueprint.get("/healthz")
 async def healthz() -> tuple[dict[str, Any], int]:
-    """The writer's figures; 503 while writes fail or the writer is not running."""
-    writer = _writer()
-    healthy = writer.running and not writer.failing
-    return {"status": "ok" if healthy else "degraded", **writer.stats()}, 200 if healthy else 503
+    """The readiness status with the writer's figures, as JSON."""
+    reasons = not_ready_because()
+    body = {"status": "unavailable" if reasons else "ok", "reasons": reasons}
+    return {**body, **login_log().writer.stats()}, 503 if reasons else 200
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    """The Prometheus metrics, in the text format."""
+    log = login_log()
+    log.writer.publish()
+    return Response(log.metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+
+def _refused(reason: str) -> None:
+    login_log().metrics.logins_refused.labels(reason).inc()
 
 
 @blueprint.app_errorhandler(BadLogin)
 async def bad_login(error: BadLogin) -> tuple[str, int]:
     """A request that cannot be taken: its status and why."""
+    _refused("unsupported_type" if error.status == 415 else "bad_request")
     return error.message, error.status
+
+
+@blueprint.app_errorhandler(RequestEntityTooLarge)
+async def too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
+    """A body over ``MAX_CONTENT_LENGTH``."""
+    _refused("too_large")
+    return f"the body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes", 413
 
 
 @blueprint.app_errorhandler(LogUnavailable)
 async def log_unavailable(error: LogUnavailable) -> tuple[str, int, dict[str, str]]:
-    """The log could not take the record: the login is refused, not lost."""
-    return f"登录失败, 请稍后再试 (login not recorded: {error})", 503, {"Retry-After": "1"}
+    """The log could not confirm the record: 503. It may or may not be in the log."""
+    _refused("log_full" if isinstance(error, LogFull) else "log_unavailable")
+    body = f"登录失败, 请稍后再试 (login not confirmed: {error}; it may or may not be logged)"
+    return body, 503, {"Retry-After": "1"}

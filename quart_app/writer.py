@@ -1,10 +1,10 @@
-"""The writer: one task per app that batches queued records into a store.
+"""The writer: one task per app that hands batches of login records to a store.
 
 Producers (the audit receiver) call :meth:`LogWriter.submit`, which never
-touches the store; the writer task takes everything waiting, joins it into one
-batch and appends it in one go, like ``logging.handlers.QueueListener`` but
-async and batching. Durable submits wait for their batch's ``sync``, so many
-concurrent logins share one write and one fsync (group commit).
+touches the store; the writer task takes everything waiting as one group and
+hands it to the store in batches, like ``logging.handlers.QueueListener`` but
+async and batching. In durable mode the logins of a group share one future,
+resolved once the group is written and synced (group commit).
 """
 
 from __future__ import annotations
@@ -12,271 +12,403 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .store import RecordStore
-
-# One write(2) per batch keeps lines from several workers apart; a cap keeps a
-# backlog from turning into one huge allocation and write.
-MAX_BATCH_BYTES = 1 << 20
-# Without durable mode no login waits for the disk, so batches start at most
-# this often: under load the logins of the interval share one batch. Each
-# batch's round trip to the writing thread cost the event loop 0.5-3 ms on the
-# benchmark machine (a 2-vCPU KVM guest), so batches must be few, not merely
-# large once a backlog builds. While logins come one batch of one at a time
-# they are written at once; a login waiting for room (the queue is full) ends
-# the wait.
-BATCH_LINGER = 0.02
-RETRY_FIRST_DELAY = 0.05
-RETRY_MAX_DELAY = 2.0
+from .metrics import Metrics
+from .records import LoginRecord, format_text
+from .stores import RecordStore
 
 
 class LogUnavailable(Exception):
-    """The record was not taken; the login must not be acknowledged."""
+    """The record was not confirmed; the login must not be acknowledged."""
 
 
 class LogFull(LogUnavailable):
     """Too many records are waiting and no room came up in time."""
 
 
-class LogWriter:
-    """Queue records for one store and write them from a single task.
+def describe_error(exc: BaseException) -> str:
+    """An error's type and reason, without the file name an ``OSError`` may carry."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
-    The queue is a plain list that the writer swaps for an empty one, taking
-    everything waiting in one step. An ``asyncio.Queue`` plus a semaphore for
-    the bound cost a put, a get, an acquire and a release per record, which the
-    benchmark showed at more than half of the writer's time; the list costs an
-    append. ``pending`` counts records from :meth:`submit` until their batch is
-    stored, so a batch being written or retried still counts against the bound.
+
+class LogWriter:
+    """Queue login records for one store and write them from a single task.
+
+    The queue is a plain list the writer swaps for an empty one, taking
+    everything waiting in one step: a submit costs an append. ``pending``
+    counts records from :meth:`submit` until their batch is stored, so a batch
+    being written or retried still counts against ``max_pending``.
+
+    Subclasses may override :meth:`abandon` (records a stop could not confirm)
+    and :meth:`set_aside` (records the store can never take); both log at
+    ERROR by default.
     """
+
+    retry_first_delay = 0.05
+    retry_max_delay = 2.0
 
     def __init__(
         self,
         store: RecordStore,
         *,
-        max_pending: int,
-        full_timeout: float,
-        durable: bool,
-        logger: logging.Logger,
+        max_pending: int = 10_000,
+        full_timeout: float = 5.0,
+        durable: bool = False,
+        drain_timeout: float = 15.0,
+        linger: float = 0.02,
+        max_batch: int = 2048,
+        logger: logging.Logger | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``linger``: under load, without durable mode, batches start at most this often.
+
+        ``max_batch`` caps the records handed to the store at once.
+        """
         self.store = store
         self.max_pending = max_pending
         self.full_timeout = full_timeout
         self.durable = durable
-        self.logger = logger
+        self.drain_timeout = drain_timeout
+        self.linger = linger
+        self.max_batch = max_batch
+        self.logger = logger or logging.getLogger(__name__)
+        self.metrics = metrics or Metrics()
+        self.state = "stopped"  # then "running", "draining", "stopped"; or "failed"
         self.pending = 0
+        self.taken = 0
+        self._taken_published = 0
         self.written = 0
         self.write_errors = 0
+        self.set_aside_count = 0
+        self.unconfirmed = 0
+        self.failing = False
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
-        self.failing = False
-        self._accepting = False
-        self._stopping = False
-        self._records: list[bytes] = []
-        # Durable mode only: one future per record, resolved once it is synced.
-        self._durable_waiters: list[asyncio.Future[None]] = []
-        self._work = asyncio.Event()  # set when records are waiting
-        self._room = asyncio.Event()  # set when a batch is stored
-        self._hurry = asyncio.Event()  # set when lingering would keep a login waiting
+        self._queue: list[LoginRecord] = []
+        self._queue_done: asyncio.Future[Sequence[LoginRecord]] | None = None
+        # Taken by the writer and not yet confirmed (written; durable: synced).
+        self._in_flight: list[LoginRecord] = []
+        self._in_flight_done: asyncio.Future[Sequence[LoginRecord]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._give_up_at: float | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._work = asyncio.Event()  # set when records are waiting
+        self._room = asyncio.Event()  # set when records were stored
+        self._hurry = asyncio.Event()  # set when lingering would keep a login waiting
 
     async def start(self) -> None:
         """Open the store (raising if it cannot be opened) and start writing."""
         await self.store.open()
         # Fresh events: an event is bound to the loop that first waits on it.
         self._work, self._room, self._hurry = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        self._stopping = False
+        self.state = "running"
         self._task = asyncio.create_task(self._run(), name="login-log-writer")
-        self._accepting = True
+        self._task.add_done_callback(self._ended)
+        self._publisher = asyncio.create_task(self._publish_every(1.0))
 
-    async def stop(self, give_up_after: float = 30.0) -> None:
-        """Stop taking records, write every one already taken, close the store.
+    async def stop(self) -> bool:
+        """Stop taking records and write every one taken, for at most ``drain_timeout`` s.
 
-        While the store keeps failing, retries go on for ``give_up_after``
-        seconds; records still unwritten then are logged in full at ERROR level,
-        so that even then none vanishes without a trace.
+        Returns True when all were written. Otherwise the records not confirmed
+        written, those of a write still hanging included, go to :meth:`abandon`
+        and False is returned: a thread stuck in the kernel cannot be stopped,
+        so the caller decides whether to wait for it.
         """
-        if self._task is None:
-            return
-        self._accepting = False
-        self._stopping = True
-        self._give_up_at = asyncio.get_running_loop().time() + give_up_after
-        self._work.set()
-        self._hurry.set()
-        self._room.set()  # logins waiting for room are refused now
-        await self._task
+        task = self._task
+        if task is None:
+            return self.unconfirmed == 0
+        if self.state == "running":
+            self.state = "draining"
+        self._wake_all()
+        try:
+            async with asyncio.timeout(self.drain_timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+        except asyncio.CancelledError:
+            # Cancelled from outside (a server's own stop bound passed first):
+            # say what is lost before going.
+            task.cancel()
+            self._abandon_leftovers("the stop was cancelled")
+            raise
+        except Exception:
+            self.logger.exception("login log: the writer failed while stopping")
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        self._abandon_leftovers(f"not written within the drain timeout of {self.drain_timeout} s")
         self._task = None
-        await self.store.close()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self._publisher = None
+        self.publish()
+        if self.state == "draining":
+            self.state = "stopped"
+        # The store's thread may be stuck in a write: do not wait on it for long.
+        with contextlib.suppress(TimeoutError, Exception):
+            async with asyncio.timeout(1):
+                await self.store.close()
+        return self.unconfirmed == 0
 
-    async def submit(self, data: bytes) -> None:
-        """Queue one formatted record.
+    async def submit(self, record: LoginRecord) -> None:
+        """Queue one record.
 
         Waits up to ``full_timeout`` for room when ``max_pending`` records are
         waiting, then raises :class:`LogFull`. In durable mode it returns only
-        once the record is stored and synced, or raises :class:`LogUnavailable`
-        after ``full_timeout``.
+        once the record is written and synced, and raises
+        :class:`LogUnavailable` when that is not confirmed within
+        ``full_timeout`` or the sync fails.
         """
-        if not self._accepting:
-            raise LogUnavailable("the login log is not running")
+        if self.state != "running":
+            raise LogUnavailable(f"the login log is {self.state}")
         if self.pending >= self.max_pending:
             await self._wait_for_room()
-        self._records.append(data)
+        self._queue.append(record)
         self.pending += 1
+        self.taken += 1
         self._work.set()
         if self.durable:
-            written = asyncio.get_running_loop().create_future()
-            self._durable_waiters.append(written)
-            try:
-                async with asyncio.timeout(self.full_timeout):
-                    # A timeout cancels the future, which tells the writer to
-                    # drop the record unless its write is already under way.
-                    await written
-            except TimeoutError:
-                raise LogUnavailable("the login log could not be written in time") from None
+            await self._confirmed(record)
+
+    async def _confirmed(self, record: LoginRecord) -> None:
+        done = self._queue_done
+        if done is None:
+            done = self._queue_done = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.full_timeout):
+                # Shielded: one login giving up must not cancel its group's future.
+                set_aside = await asyncio.shield(done)
+        except TimeoutError:
+            raise LogUnavailable("the login log could not confirm the record in time") from None
+        if any(item is record for item in set_aside):
+            raise LogUnavailable("the login log set the record aside")
 
     async def _wait_for_room(self) -> None:
-        # Every waiter wakes when a batch is stored and the first to run take
-        # the room; the order among them is not guaranteed, but each one ends
-        # with its record taken or a refusal, never a record lost.
+        # Every waiter wakes when records are stored and the first to run take
+        # the room; each one ends with its record taken or a refusal.
         self._hurry.set()
         try:
             async with asyncio.timeout(self.full_timeout):
-                while self._accepting and self.pending >= self.max_pending:
+                while self.state == "running" and self.pending >= self.max_pending:
                     self._room.clear()
                     await self._room.wait()
         except TimeoutError:
             raise LogFull(
                 f"the login log has {self.pending} records waiting to be written"
             ) from None
-        if not self._accepting:
-            raise LogUnavailable("the login log is shutting down")
+        if self.state != "running":
+            raise LogUnavailable(f"the login log is {self.state}")
 
     @property
-    def running(self) -> bool:
-        """Whether records are being taken."""
-        return self._accepting
+    def alive(self) -> bool:
+        """Whether the writer task is there to write (running or draining)."""
+        return self._task is not None and not self._task.done()
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest record not yet written was taken (0 if none)."""
+        oldest = self._in_flight or self._queue
+        if not oldest:
+            return 0.0
+        return max(0.0, (datetime.now(UTC) - oldest[0].time).total_seconds())
+
+    def publish(self) -> None:
+        """Bring the metrics up to date: logins taken, pending records, the oldest one's age.
+
+        Logins are counted in a plain int by :meth:`submit` and added to the
+        Prometheus counter here, once a second and at each scrape: an
+        increment per login would cost the login route a lock and, with
+        several workers, a write to a shared file.
+        """
+        self.metrics.logins_taken.inc(self.taken - self._taken_published)
+        self._taken_published = self.taken
+        self.metrics.pending.set(self.pending)
+        self.metrics.oldest_pending_age.set(self.oldest_age())
+
+    async def _publish_every(self, interval: float) -> None:
+        # A task of its own: the gauges must move while a write hangs.
+        while True:
+            self.publish()
+            await asyncio.sleep(interval)
 
     def stats(self) -> dict[str, Any]:
-        """The writer's figures, for the health endpoint."""
+        """The writer's figures (no path or address: they are shown to anyone)."""
         return {
+            "state": self.state,
             "pending": self.pending,
+            "max_pending": self.max_pending,
+            "oldest_pending_age_s": round(self.oldest_age(), 3),
             "written": self.written,
             "write_errors": self.write_errors,
+            "set_aside": self.set_aside_count,
+            "unconfirmed": self.unconfirmed,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "durable": self.durable,
-            "store": self.store.description,
+            "store": self.store.kind,
         }
+
+    def abandon(self, records: Sequence[LoginRecord], reason: str) -> None:
+        """Records that could not be confirmed written: each logged as one ERROR line.
+
+        Override to send them elsewhere. The lines are in the text format,
+        escaped, so one record is one line.
+        """
+        for record in records:
+            line = format_text(record).decode().removesuffix("\n")
+            self.logger.error("login log: NOT CONFIRMED WRITTEN (%s): %s", reason, line)
+
+    def set_aside(self, records: Sequence[LoginRecord]) -> None:
+        """Records the store can never take (it said so): each logged as one ERROR line.
+
+        Override to send them elsewhere.
+        """
+        for record in records:
+            line = format_text(record).decode().removesuffix("\n")
+            self.logger.error("login log: record set aside, the store refused it: %s", line)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        last_batch, last_size = float("-inf"), 0
+        last_start, last_size = float("-inf"), 0
         while True:
-            if not self._records:
-                if self._stopping:
+            if not self._queue:
+                if self.state != "running":
                     return
                 self._work.clear()
                 await self._work.wait()
                 continue
-            wait = last_batch + BATCH_LINGER - loop.time()
-            # Logins one at a time (the last batch held one) are not load.
-            busy = last_size > 1 and not (self._stopping or self.pending >= self.max_pending)
+            wait = last_start + self.linger - loop.time()
+            # Logins one at a time (the last group held one) are not load.
+            busy = last_size > 1 and self.state == "running"
             if wait > 0 and busy and not self.durable:
                 await self._linger(wait)
-            last_batch = loop.time()
-            records, waiters = self._take_batch()
+            if self.state == "running":
+                self._hurry.clear()
+            last_start = loop.time()
+            records, done = self._queue, self._queue_done
+            self._queue, self._queue_done = [], None
             last_size = len(records)
-            await self._write(records, waiters)
+            await self._write_group(records, done)
 
     async def _linger(self, seconds: float) -> None:
         # Cut short when a login starts waiting for room or the writer stops.
-        self._hurry.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._hurry.wait()
 
-    def _take_batch(self) -> tuple[list[bytes], list[asyncio.Future[None]]]:
-        records, waiters = self._records, self._durable_waiters
-        size = 0
-        for count, data in enumerate(records, 1):
-            size += len(data)
-            if size >= MAX_BATCH_BYTES and count < len(records):
-                self._records, self._durable_waiters = records[count:], waiters[count:]
-                return records[:count], waiters[:count]
-        self._records, self._durable_waiters = [], []
-        return records, waiters
+    async def _write_group(
+        self, records: list[LoginRecord], done: asyncio.Future[Sequence[LoginRecord]] | None
+    ) -> None:
+        self._in_flight, self._in_flight_done = records, done
+        set_aside: list[LoginRecord] = []
+        for start in range(0, len(records), self.max_batch):
+            batch = records[start : start + self.max_batch]
+            set_aside += await self._write_batch(batch)
+            if not self.durable:  # durable records are confirmed by the sync
+                self._in_flight = records[start + len(batch) :]
+            self._release(len(batch))
+        if self.durable and not await self._sync(len(records), done):
+            return
+        self._in_flight = []
+        self.written += len(records) - len(set_aside)
+        if done is not None and not done.done():
+            done.set_result(set_aside)
 
-    async def _write(self, records: list[bytes], waiters: list[asyncio.Future[None]]) -> None:
-        data = memoryview(b"")
-        offset = 0
-        delay = RETRY_FIRST_DELAY
+    async def _write_batch(self, records: list[LoginRecord]) -> Sequence[LoginRecord]:
+        batch = self.store.prepare(records)
+        delay = self.retry_first_delay
         while True:
-            if offset == 0:
-                records, waiters = self._drop_refused(records, waiters)
-                if not records:
-                    return
-                data = memoryview(b"".join(records))
+            started = time.perf_counter()
             try:
-                while offset < len(data):
-                    offset += await self.store.append(data[offset:])
-                if self.durable:
-                    await self.store.sync()
-                break
+                set_aside = await self.store.write(batch)
             except Exception as exc:
-                self._record_error(exc, len(records))
-                if self._give_up_at is not None and self._now() >= self._give_up_at:
-                    self._give_up(len(records), bytes(data[offset:]))
-                    return
+                self._failed(exc, f"{len(records)} records kept, retrying")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
-        if self.failing:
-            self.failing = False
-            self.logger.warning("login log: writing to %s works again", self.store.description)
-        self.written += len(records)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._release(len(records))
+                delay = min(delay * 2, self.retry_max_delay)
+                continue
+            self.metrics.write_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_records.observe(len(records))
+            self.metrics.records_written.inc(len(records) - len(set_aside))
+            self._recovered()
+            if set_aside:
+                self.set_aside_count += len(set_aside)
+                self.metrics.records_set_aside.inc(len(set_aside))
+                self.set_aside(set_aside)
+            return set_aside
 
-    def _drop_refused(
-        self, records: list[bytes], waiters: list[asyncio.Future[None]]
-    ) -> tuple[list[bytes], list[asyncio.Future[None]]]:
-        # Durable logins that already got their 503 are not written, as long
-        # as no byte of their batch has gone out yet.
-        live = [i for i, waiter in enumerate(waiters) if not waiter.cancelled()]
-        if len(live) == len(waiters):
-            return records, waiters
-        self._release(len(records) - len(live))
-        return [records[i] for i in live], [waiters[i] for i in live]
+    async def _sync(self, count: int, done: asyncio.Future[Sequence[LoginRecord]] | None) -> bool:
+        started = time.perf_counter()
+        try:
+            await self.store.sync()
+        except Exception as exc:
+            # Not retried: after a failed sync, whether the data reached the
+            # disk is unknown, and a later sync can succeed without it.
+            self._failed(exc, f"{count} logins refused (503); their lines may be in the log")
+            self._in_flight = []
+            if done is not None and not done.done():
+                done.set_exception(LogUnavailable("the login log could not confirm the record"))
+                done.exception()  # retrieved here: every waiter may have given up already
+            return False
+        self.metrics.sync_seconds.observe(time.perf_counter() - started)
+        self._recovered()
+        return True
 
-    def _record_error(self, exc: Exception, waiting: int) -> None:
+    def _failed(self, exc: Exception, consequence: str) -> None:
         self.write_errors += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.metrics.write_errors.inc()
+        self.last_error = describe_error(exc)
         self.last_error_at = datetime.now(UTC)
         if not self.failing:  # once per streak, not once per retry
             self.failing = True
             self.logger.error(
-                "login log: writing to %s failed (%s); %d records kept, retrying",
+                "login log: writing to %s failed (%s); %s",
                 self.store.description,
                 self.last_error,
-                waiting,
+                consequence,
                 exc_info=not isinstance(exc, OSError),
             )
 
-    def _give_up(self, count: int, unwritten: bytes) -> None:
-        self.logger.error(
-            "login log: giving up on %s at shutdown; unwritten records follow:\n%s",
-            self.store.description,
-            unwritten.decode(errors="replace"),
-        )
-        self._release(count)
+    def _recovered(self) -> None:
+        if self.failing:
+            self.failing = False
+            self.logger.warning("login log: writing to %s works again", self.store.description)
 
     def _release(self, count: int) -> None:
         self.pending -= count
         self._room.set()
 
-    @staticmethod
-    def _now() -> float:
-        return asyncio.get_running_loop().time()
+    def _wake_all(self) -> None:
+        self._work.set()
+        self._hurry.set()
+        self._room.set()  # logins waiting for room are refused now
+
+    def _abandon_leftovers(self, reason: str) -> None:
+        leftovers = self._in_flight + self._queue
+        self._in_flight, self._queue = [], []
+        for future in (self._in_flight_done, self._queue_done):
+            if future is not None and not future.done():
+                future.set_exception(LogUnavailable("the login log stopped"))
+                future.exception()
+        self._in_flight_done = self._queue_done = None
+        if leftovers:
+            self.pending = 0
+            self.unconfirmed += len(leftovers)
+            self.metrics.records_unconfirmed.inc(len(leftovers))
+            self.abandon(leftovers, reason)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self.state not in ("running", "draining"):
+            return
+        error = None if task.cancelled() else task.exception()
+        if self.state == "draining" and error is None:
+            return
+        self.state = "failed"
+        self.logger.error(
+            "login log: the writer task ended unexpectedly; logins are refused (503) from now",
+            exc_info=error,
+        )
+        self._wake_all()
+        self._abandon_leftovers("the writer task ended")

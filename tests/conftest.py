@@ -1,8 +1,9 @@
-"""Shared fixtures: an app per test on a temporary log, and stores that stall or fail."""
+"""Shared fixtures: an app per test on a temporary log, with a store a test can stall or fail."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,45 +15,51 @@ from quart.typing import TestClientProtocol
 
 from quart_app import create_app
 from quart_app.config import Settings
-from quart_app.records import LoginRecord, parse_line
-from quart_app.store import FileStore
+from quart_app.records import FORMATTERS, LoginRecord, parse_line
+from quart_app.state import KEY
+from quart_app.stores.file import FileStore
+from quart_app.writer import LogWriter
 
 
-class GatedStore(FileStore):
-    """A file store whose appends block in the writer's thread until the gate opens.
+class ControlledStore(FileStore):
+    """A file store a test can stall, slow down or make fail.
 
-    Like a stalled disk: the thread is stuck, the event loop is not.
+    ``gate``: while clear, writes block in the writer's thread, like a stalled
+    disk (the thread is stuck, the event loop is not); ``delay``: seconds each
+    write takes there; ``error``: raised by every write while set.
     """
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, **options: Any) -> None:
+        super().__init__(path, **options)
         self.gate = threading.Event()
+        self.gate.set()
         self.entered = threading.Event()
-        self.appends = 0
-
-    async def append(self, data: memoryview) -> int:
-        await asyncio.to_thread(self._wait)
-        self.appends += 1
-        return await super().append(data)
-
-    def _wait(self) -> None:
-        self.entered.set()
-        self.gate.wait(timeout=30)
-
-
-class FailingStore(FileStore):
-    """A file store whose appends raise ``error`` while it is set."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+        self.delay = 0.0
         self.error: OSError | None = None
         self.failures = 0
+        self.writes = 0
 
-    async def append(self, data: memoryview) -> int:
+    async def write(self, batch: Any) -> Any:
         if self.error is not None:
             self.failures += 1
             raise self.error
-        return await super().append(data)
+        return await super().write(batch)
+
+    def _write(self, batch: Any) -> None:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        if self.delay:
+            threading.Event().wait(self.delay)
+        self.writes += 1
+        super()._write(batch)
+
+
+@pytest.fixture(autouse=True)
+def no_quart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process apps see only the settings their test gives, not the shell's ``QUART_*``."""
+    for name in list(os.environ):
+        if name.startswith("QUART_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -62,15 +69,35 @@ def log_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_app(log_path: Path) -> Callable[..., Quart]:
-    """Build an app logging to the test's file; keyword args are config or the store."""
+    """Build an app logging to the test's file; keyword args are config keys.
 
-    def make(store: Callable[[Settings], Any] | None = None, **config: Any) -> Quart:
+    ``store=ControlledStore`` gives it a store the test can control (see
+    :func:`store_of`).
+    """
+
+    def make(store: type[FileStore] = FileStore, **config: Any) -> Quart:
         config.setdefault("LOGIN_LOG_PATH", str(log_path))
-        if store is None:
-            return create_app(config)
-        return create_app(config, store_factory=store)
+
+        def factory(settings: Settings) -> FileStore:
+            return store(
+                settings.login_log_path,
+                formatter=FORMATTERS[settings.login_log_format],
+                mode=settings.login_log_file_mode,
+            )
+
+        return create_app(config, store_factory=factory)
 
     return make
+
+
+def writer_of(app: Quart) -> LogWriter:
+    """The app's writer."""
+    return app.extensions[KEY].writer
+
+
+def store_of(app: Quart) -> Any:
+    """The app's store."""
+    return writer_of(app).store
 
 
 @pytest.fixture

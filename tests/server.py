@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -13,7 +14,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+import psutil
+
+from conftest import read_records
+
 ROOT = Path(__file__).resolve().parent.parent
+ENTRY = "quart_app.asgi:app"
 
 
 def free_port() -> int:
@@ -45,6 +52,14 @@ class Server:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def workers(self) -> list[psutil.Process]:
+        """hypercorn's worker processes (none in single-process mode)."""
+        return [
+            child
+            for child in psutil.Process(self.process.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+
 
 def _wait_until_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -67,7 +82,7 @@ def run_server(
     workers: int | None = None,
     startup_timeout: float = 20,
 ) -> Iterator[Server]:
-    """Start ``hypercorn --config hypercorn.toml quart_app:app`` on a free port.
+    """Start ``hypercorn --config hypercorn.toml ENTRY`` on a free port.
 
     ``env`` adds ``QUART_*`` settings; ``workers`` overrides the file's ``workers``.
     The server is killed if still running at the end; tests that care how it
@@ -76,7 +91,7 @@ def run_server(
     port = free_port()
     stderr_path = tmp_path / f"hypercorn-{port}.log"
     command = [sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml"]
-    command += ["-b", f"127.0.0.1:{port}", "quart_app:app"]
+    command += ["-b", f"127.0.0.1:{port}", ENTRY]
     if workers is not None:  # else hypercorn.toml's: one process
         command += ["-w", str(workers)]
     with stderr_path.open("wb") as stderr:
@@ -95,3 +110,52 @@ def run_server(
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # workers too: none may outlive the test
         process.wait()
+
+
+async def fire_logins(
+    url: str,
+    names: list[str],
+    results: dict[str, int | None],
+    *,
+    concurrency: int = 200,
+    method: str = "POST",
+) -> None:
+    """Send one login per name, filling ``results`` with each status (None: transport error).
+
+    POST by default: aiohttp silently resends a GET whose keep-alive connection
+    the server closed while stopping, and a server that had taken the first one
+    rightly logs that login twice. A POST is never resent.
+    """
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(name: str) -> None:
+            try:
+                if method == "GET":
+                    request = session.get(f"{url}/login/", params={"username": name})
+                else:
+                    request = session.post(f"{url}/login/", data={"username": name})
+                async with request as response:
+                    body = await response.text()
+                    results[name] = response.status
+                    if response.status == 200:
+                        assert body == "登录成功"
+            except (TimeoutError, aiohttp.ClientError):
+                results[name] = None
+
+        await asyncio.gather(*(one(n) for n in names))
+
+
+def assert_acknowledged_exactly_once(log_path: Path, results: dict[str, int | None]) -> int:
+    """Every login answered 200 is in the file exactly once; return how many there were."""
+    counts: dict[str, int] = {}
+    for record in read_records(log_path):
+        counts[record.username] = counts.get(record.username, 0) + 1
+    acknowledged = [name for name, status in results.items() if status == 200]
+    missing = [n for n in acknowledged if counts.get(n, 0) == 0]
+    doubled = [n for n, c in counts.items() if c > 1]
+    assert not missing, f"{len(missing)} acknowledged logins missing, e.g. {missing[:3]}"
+    assert not doubled, f"{len(doubled)} logins written twice, e.g. {doubled[:3]}"
+    assert set(counts) <= set(results), "a line for a login nobody sent"
+    return len(acknowledged)

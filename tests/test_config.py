@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from quart_app import create_app
-from quart_app.config import ConfigError
+from quart_app.config import ConfigError, Key, Settings, table
 
-from conftest import FailingStore, read_records
+from conftest import read_records
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_defaults_match_the_readme(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ["LOGIN_LOG_PATH", "LOGIN_LOG_FORMAT", "LOGIN_LOG_DURABLE"]:
-        monkeypatch.delenv(f"QUART_{key}", raising=False)
-    config = create_app().config
-    assert config["LOGIN_LOG_PATH"] == "login_log.txt"
-    assert config["LOGIN_LOG_FORMAT"] == "text"
-    assert config["LOGIN_LOG_DURABLE"] is False
-    assert config["LOGIN_LOG_MAX_PENDING"] == 10_000
-    assert config["LOGIN_LOG_FULL_TIMEOUT"] == 5
-    assert config["USERNAME_MAX_LENGTH"] == 256
-    assert config["PROXY_TRUSTED_HOPS"] == 0
-    assert config["MAX_CONTENT_LENGTH"] == 64 * 1024
+def shown(key: Key) -> str:
+    """A default as the README writes it."""
+    if key.name == "LOGIN_LOG_FILE_MODE":
+        return f"0{key.default:o}"
+    if isinstance(key.default, bool):
+        return str(key.default).lower()
+    if isinstance(key.default, float):
+        return f"{key.default:g}"
+    return str(key.default)
+
+
+def readme_table() -> dict[str, tuple[str, str]]:
+    """The README's configuration table: key -> (default, meaning)."""
+    rows = {}
+    for line in README.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"`[A-Z_]+`", cells[0]):
+            rows[cells[0].strip("`")] = (cells[1].strip("`"), cells[2])
+    return rows
+
+
+def test_the_readme_table_is_the_settings_table() -> None:
+    documented = readme_table()
+    assert list(documented) == [key.name for key in table()]
+    for key in table():
+        assert documented[key.name] == (shown(key), key.meaning), key.name
+
+
+def test_defaults_apply_without_configuration() -> None:
+    settings = Settings.from_config(create_app().config)
+    assert settings == Settings()
+    assert create_app().config["MAX_CONTENT_LENGTH"] == 64 * 1024
 
 
 async def test_environment_variables_configure_the_app(
@@ -51,15 +77,29 @@ def test_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"LOGIN_LOG_FORMAT": "xml"}, "LOGIN_LOG_FORMAT must be one of jsonl, text, not 'xml'"),
+        ({"LOGIN_LOG_FORMAT": "xml"}, "LOGIN_LOG_FORMAT must be one of text, jsonl, not 'xml'"),
         ({"LOGIN_LOG_DURABLE": "maybe"}, "LOGIN_LOG_DURABLE must be true or false"),
-        ({"LOGIN_LOG_MAX_PENDING": 0}, "LOGIN_LOG_MAX_PENDING must be at least 1"),
-        ({"LOGIN_LOG_MAX_PENDING": "lots"}, "LOGIN_LOG_MAX_PENDING must be a number"),
+        ({"LOGIN_LOG_MAX_PENDING": 0}, "LOGIN_LOG_MAX_PENDING must be between 1 and"),
+        ({"LOGIN_LOG_MAX_PENDING": "lots"}, "LOGIN_LOG_MAX_PENDING must be a whole number"),
+        ({"LOGIN_LOG_MAX_PENDING": 1.9}, "LOGIN_LOG_MAX_PENDING must be a whole number"),
+        ({"LOGIN_LOG_MAX_PENDING": 1e400}, "LOGIN_LOG_MAX_PENDING must be a whole number"),
         ({"LOGIN_LOG_FULL_TIMEOUT": -1}, "LOGIN_LOG_FULL_TIMEOUT must be at least 0"),
+        ({"LOGIN_LOG_FULL_TIMEOUT": float("nan")}, "LOGIN_LOG_FULL_TIMEOUT must be at least 0"),
+        ({"LOGIN_LOG_FULL_TIMEOUT": float("inf")}, "LOGIN_LOG_FULL_TIMEOUT must be at least 0"),
+        ({"LOGIN_LOG_FULL_TIMEOUT": "soon"}, "LOGIN_LOG_FULL_TIMEOUT must be a number of seconds"),
+        ({"LOGIN_LOG_DRAIN_TIMEOUT": 0}, "LOGIN_LOG_DRAIN_TIMEOUT must be more than 0"),
+        ({"LOGIN_LOG_STALL_SECONDS": "1e400"}, "LOGIN_LOG_STALL_SECONDS must be more than 0"),
+        ({"LOGIN_LOG_HIGH_WATER": 1.5}, "LOGIN_LOG_HIGH_WATER must be more than 0 and at most 1"),
         ({"LOGIN_LOG_PATH": ""}, "LOGIN_LOG_PATH must be a file path"),
-        ({"PROXY_TRUSTED_HOPS": -1}, "PROXY_TRUSTED_HOPS must be at least 0"),
+        ({"PROXY_TRUSTED_HOPS": -1}, "PROXY_TRUSTED_HOPS must be between 0 and 16"),
         ({"PROXY_MODE": "magic"}, "PROXY_MODE must be one of legacy, modern"),
-        ({"USERNAME_MAX_LENGTH": True}, "USERNAME_MAX_LENGTH must be a number"),
+        ({"USERNAME_MAX_LENGTH": True}, "USERNAME_MAX_LENGTH must be a whole number"),
+        ({"MAX_CONTENT_LENGTH": "abc"}, "MAX_CONTENT_LENGTH must be a whole number"),
+        ({"MAX_CONTENT_LENGTH": None}, "MAX_CONTENT_LENGTH must be a whole number"),
+        (
+            {"LOGIN_LOG_DURABLE": True, "LOGIN_LOG_FULL_TIMEOUT": 0},
+            "LOGIN_LOG_FULL_TIMEOUT must be more than 0 when LOGIN_LOG_DURABLE is on",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(config, message: str) -> None:
@@ -68,21 +108,61 @@ def test_bad_values_are_refused_with_a_clear_message(config, message: str) -> No
     assert message in str(error.value)
 
 
-async def test_health_is_ok_and_not_logged(client, log_path: Path) -> None:
-    response = await client.get("/healthz")
-    assert response.status_code == 200
-    body = await response.get_json()
-    assert body["status"] == "ok"
-    assert body["pending"] == 0 and body["written"] == 0 and body["write_errors"] == 0
-    assert read_records(log_path) == []
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("QUART_LOGIN_LOG_FULL_TIMEOUT", "NaN", "LOGIN_LOG_FULL_TIMEOUT"),
+        ("QUART_LOGIN_LOG_FULL_TIMEOUT", "Infinity", "LOGIN_LOG_FULL_TIMEOUT"),
+        ("QUART_MAX_CONTENT_LENGTH", "abc", "MAX_CONTENT_LENGTH"),
+        ("QUART_MAX_CONTENT_LENGTH", "1e400", "MAX_CONTENT_LENGTH"),
+        ("QUART_LOGIN_LOG_MAX_PENDING", "1.9", "LOGIN_LOG_MAX_PENDING"),
+        ("QUART_LOGIN_LOG_FILE_MODE", "0999", "LOGIN_LOG_FILE_MODE"),
+    ],
+)
+def test_bad_environment_values_stop_the_app_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=key):
+        create_app()
 
 
-async def test_short_writes_are_finished_not_torn(make_app, log_path: Path) -> None:
-    class ShortStore(FailingStore):
-        async def append(self, data: memoryview) -> int:
-            return await super().append(data[:7])  # the kernel may take less than asked
+def test_good_environment_spellings_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUART_LOGIN_LOG_MAX_PENDING", "500")
+    monkeypatch.setenv("QUART_LOGIN_LOG_FULL_TIMEOUT", "2.5")
+    monkeypatch.setenv("QUART_LOGIN_LOG_FILE_MODE", "0600")
+    monkeypatch.setenv("QUART_MAX_CONTENT_LENGTH", "1e3")
+    settings = Settings.from_config(create_app().config)
+    assert settings.login_log_max_pending == 500
+    assert settings.login_log_full_timeout == 2.5
+    assert settings.login_log_file_mode == 0o600
+    assert settings.max_content_length == 1000
 
-    app = make_app(store=lambda s: ShortStore(s.log_path))
+
+def test_importing_the_package_builds_nothing_and_patches_nothing() -> None:
+    # A bad setting in the environment must not stop `import quart_app` (the
+    # load-test tool imports it), and h11 stays as it is for other users.
+    code = (
+        "import h11._readers as r; before = r.request_line_re; "
+        "import quart_app, quart_app.loadtest, sys; "
+        "assert r.request_line_re is before; "
+        "assert 'quart_app.app' not in sys.modules and 'prometheus_client' not in sys.modules"
+    )
+    env = {**os.environ, "QUART_LOGIN_LOG_FORMAT": "xml"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+async def test_short_writes_are_finished_not_torn(
+    make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+
+    def short_write(fd: int, data: bytes) -> int:
+        return real_write(fd, data[:7])  # the kernel may take less than asked
+
+    monkeypatch.setattr(os, "write", short_write)
+    app = make_app()
     async with app.test_app() as test_app:
         client = test_app.test_client()
         for name in ["短写一", "short-two"]:

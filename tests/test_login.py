@@ -12,7 +12,7 @@ from quart import Quart
 
 from quart_app.records import TEXT_PREFIX
 
-from conftest import GatedStore, read_records, wait_for_records
+from conftest import ControlledStore, read_records, store_of, wait_for_records
 
 
 async def test_index_says_hello_and_logs_nothing(client, log_path: Path) -> None:
@@ -46,18 +46,12 @@ async def test_get_login_logs_the_original_line(app: Quart, log_path: Path) -> N
 
 
 async def test_time_is_when_the_login_happened_not_when_written(make_app, log_path: Path) -> None:
-    store: GatedStore | None = None
-
-    def gated(settings):
-        nonlocal store
-        store = GatedStore(settings.log_path)
-        return store
-
-    app = make_app(store=gated)
+    app = make_app(store=ControlledStore)
+    store = store_of(app)
+    store.gate.clear()
     async with app.test_app() as test_app:
         answered = datetime.now(UTC)
         await test_app.test_client().get("/login/?username=early")
-        assert store is not None
         await asyncio.to_thread(store.entered.wait, 5)
         await asyncio.sleep(0.3)
         store.gate.set()

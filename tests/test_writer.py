@@ -1,31 +1,33 @@
-"""The writer under stress: a stalled disk, a full queue, durable mode, start-up."""
+"""The writer under stress: a stalled disk, a full queue, durable mode, batches, start-up."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from quart import Quart
 from quart.testing.app import LifespanError
 
-from conftest import GatedStore, read_records, wait_for_records
+from quart_app.records import LoginRecord
+from quart_app.stores.file import FileStore
+from quart_app.writer import LogWriter
+
+from conftest import ControlledStore, read_records, store_of, wait_for_records
 
 
-def gated_app(make_app, **config) -> tuple[Quart, list[GatedStore]]:
-    stores: list[GatedStore] = []
-
-    def factory(settings):
-        stores.append(GatedStore(settings.log_path))
-        return stores[-1]
-
-    return make_app(store=factory, **config), stores
+def record(name: str) -> LoginRecord:
+    return LoginRecord(name, datetime.now(UTC), "192.0.2.1")
 
 
 async def test_requests_answer_while_the_disk_is_stalled(make_app, log_path: Path) -> None:
-    app, [store] = gated_app(make_app)
+    app = make_app(store=ControlledStore)
+    store = store_of(app)
+    store.gate.clear()
     async with app.test_app() as test_app:
         client = test_app.test_client()
         first = await client.get("/login/?username=first")
@@ -46,15 +48,12 @@ async def test_requests_answer_while_the_disk_is_stalled(make_app, log_path: Pat
         records = await wait_for_records(log_path, len(names) + 1)
     assert [r.username for r in records] == ["first", *names]
     # The 100 logins queued behind the stall went out as one batch.
-    assert store.appends == 2
+    assert store.writes == 2
 
 
 async def test_slow_writes_catch_up(make_app, log_path: Path) -> None:
-    class SlowStore(GatedStore):
-        def _wait(self) -> None:
-            threading.Event().wait(0.2)  # 200 ms per batch, in the writer's thread
-
-    app = make_app(store=lambda s: SlowStore(s.log_path))
+    app = make_app(store=ControlledStore)
+    store_of(app).delay = 0.2  # 200 ms per batch, in the writer's thread
     names = [f"slow-{i}" for i in range(300)]
     async with app.test_app() as test_app:
         client = test_app.test_client()
@@ -67,13 +66,16 @@ async def test_slow_writes_catch_up(make_app, log_path: Path) -> None:
 
 
 async def test_full_queue_answers_503_and_logs_only_what_it_took(make_app, log_path: Path) -> None:
-    app, [store] = gated_app(make_app, LOGIN_LOG_MAX_PENDING=3, LOGIN_LOG_FULL_TIMEOUT=0.2)
+    app = make_app(store=ControlledStore, LOGIN_LOG_MAX_PENDING=3, LOGIN_LOG_FULL_TIMEOUT=0.2)
+    store = store_of(app)
+    store.gate.clear()
     async with app.test_app() as test_app:
         client = test_app.test_client()
         responses = [await client.get(f"/login/?username=u{i}") for i in range(5)]
         assert [r.status_code for r in responses] == [200, 200, 200, 503, 503]
         body = await responses[3].get_data(as_text=True)
-        assert "login not recorded" in body and "3 records waiting" in body
+        assert "login not confirmed" in body and "3 records waiting" in body
+        assert responses[3].headers["Retry-After"] == "1"
         health = await client.get("/healthz")
         assert (await health.get_json())["pending"] == 3
         store.gate.set()
@@ -87,17 +89,17 @@ async def test_durable_answers_only_after_fsync(
     make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
-    fsync_entered = threading.Event()
-    fsync_gate = threading.Event()
-    real_fsync = os.fsync
+    sync_entered = threading.Event()
+    sync_gate = threading.Event()
+    real_sync = os.fdatasync
 
-    def gated_fsync(fd: int) -> None:
-        fsync_entered.set()
-        fsync_gate.wait(10)
-        real_fsync(fd)
+    def gated_sync(fd: int) -> None:
+        sync_entered.set()
+        sync_gate.wait(10)
+        real_sync(fd)
         events.append("fsync")
 
-    monkeypatch.setattr(os, "fsync", gated_fsync)
+    monkeypatch.setattr("quart_app.stores.file._datasync", gated_sync)
     app = make_app(LOGIN_LOG_DURABLE=True)
     async with app.test_app() as test_app:
         client = test_app.test_client()
@@ -108,10 +110,10 @@ async def test_durable_answers_only_after_fsync(
             events.append(f"response {response.status_code} {len(read_records(log_path))}")
 
         task = asyncio.create_task(login())
-        await asyncio.to_thread(fsync_entered.wait, 5)
+        await asyncio.to_thread(sync_entered.wait, 5)
         await asyncio.sleep(0.2)
         assert not task.done(), "durable login answered before its fsync finished"
-        fsync_gate.set()
+        sync_gate.set()
         await task
     assert events == ["fsync", "response 200 1"]
 
@@ -119,15 +121,17 @@ async def test_durable_answers_only_after_fsync(
 async def test_durable_logins_share_fsyncs(
     make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fsyncs: list[int] = []
-    real_fsync = os.fsync
+    syncs: list[int] = []
+    real_sync = os.fdatasync
 
-    def counting_fsync(fd: int) -> None:
-        fsyncs.append(fd)
-        real_fsync(fd)
+    def counting_sync(fd: int) -> None:
+        syncs.append(fd)
+        real_sync(fd)
 
-    monkeypatch.setattr(os, "fsync", counting_fsync)
-    app, [store] = gated_app(make_app, LOGIN_LOG_DURABLE=True)
+    monkeypatch.setattr("quart_app.stores.file._datasync", counting_sync)
+    app = make_app(store=ControlledStore, LOGIN_LOG_DURABLE=True)
+    store = store_of(app)
+    store.gate.clear()
     names = [f"d{i}" for i in range(200)]
     async with app.test_app() as test_app:
         client = test_app.test_client()
@@ -139,7 +143,7 @@ async def test_durable_logins_share_fsyncs(
     assert {r.status_code for r in responses} == {200}
     assert sorted(r.username for r in read_records(log_path)) == sorted(names)
     # Group commit: far fewer fsyncs than logins (one per batch).
-    assert len(fsyncs) == store.appends <= 3
+    assert len(syncs) == store.writes <= 3
 
 
 async def test_startup_fails_on_an_unwritable_path(make_app, tmp_path: Path) -> None:
@@ -172,55 +176,69 @@ async def test_startup_fails_without_permission(make_app, tmp_path: Path) -> Non
 async def test_login_when_not_serving_is_refused_not_lost(app: Quart) -> None:
     response = await app.test_client().get("/login/?username=nobody")
     assert response.status_code == 503
-    assert "not running" in await response.get_data(as_text=True)
+    assert "the login log is stopped" in await response.get_data(as_text=True)
 
 
-async def test_a_full_queue_cuts_the_batching_wait_short(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import logging
-
-    from quart_app import writer as writer_module
-    from quart_app.store import FileStore
-
+async def test_a_full_queue_cuts_the_batching_wait_short(tmp_path: Path) -> None:
+    path = tmp_path / "log.txt"
     # Far longer than full_timeout: a login waiting for room would get LogFull
     # if the writer sat out its batching wait instead of writing at once.
-    monkeypatch.setattr(writer_module, "BATCH_LINGER", 30.0)
-    path = tmp_path / "log.txt"
-    writer = writer_module.LogWriter(
-        FileStore(str(path)),
-        max_pending=10,
-        full_timeout=5.0,
-        durable=False,
-        logger=logging.getLogger("test"),
-    )
+    writer = LogWriter(FileStore(str(path)), max_pending=10, full_timeout=5.0, linger=30.0)
     await writer.start()
-    lines = [f"line {i}\n".encode() for i in range(100)]
-    for batch in (lines[:2], lines[2:3]):
-        for line in batch:
-            await writer.submit(line)
+    records = [record(f"line-{i}") for i in range(100)]
+    for batch in (records[:2], records[2:3]):
+        for item in batch:
+            await writer.submit(item)
         # The first batch goes out at once (nothing was written lately); after
-        # a batch of two the writer waits for more to batch, up to BATCH_LINGER.
+        # a batch of two the writer waits for more to batch, up to the linger.
         await asyncio.sleep(0.05)
-    for line in lines[3:]:
-        await writer.submit(line)
+    for item in records[3:]:
+        await writer.submit(item)
     assert writer.pending <= 10
-    await writer.stop()
-    assert path.read_bytes() == b"".join(lines)
+    assert await writer.stop()
+    assert read_records(path) == records
 
 
-async def test_logins_one_at_a_time_are_written_at_once(
-    make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from quart_app import writer as writer_module
-
+async def test_logins_one_at_a_time_are_written_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "log.txt"
     # Batches are spaced out under load; one login alone must not wait for that.
-    monkeypatch.setattr(writer_module, "BATCH_LINGER", 30.0)
-    app = make_app()
+    writer = LogWriter(FileStore(str(path)), linger=30.0)
+    await writer.start()
     names = ["alone", "then-me", "and-me"]
-    async with app.test_app() as test_app:
-        client = test_app.test_client()
-        for count, name in enumerate(names, 1):
-            assert (await client.get(f"/login/?username={name}")).status_code == 200
-            records = await wait_for_records(log_path, count, timeout=5)
-    assert [r.username for r in records] == names
+    for count, name in enumerate(names, 1):
+        await writer.submit(record(name))
+        await wait_for_records(path, count, timeout=5)
+    assert await writer.stop()
+    assert [r.username for r in read_records(path)] == names
+
+
+async def test_a_group_larger_than_a_batch_is_written_whole_and_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "log.txt"
+    store = ControlledStore(str(path))
+    store.gate.clear()  # everything queues up behind the first write
+    writer = LogWriter(store, max_batch=100)
+    await writer.start()
+    records = [record(f"r{i:05d}") for i in range(1001)]
+    await writer.submit(records[0])
+    await asyncio.to_thread(store.entered.wait, 5)
+    for item in records[1:]:
+        await writer.submit(item)
+    store.gate.set()
+    assert await writer.stop()
+    assert read_records(path) == records
+    assert store.writes == 1 + 10  # the first alone, then 1,000 in batches of 100
+
+
+async def test_the_oldest_pending_age_grows_while_a_write_hangs(tmp_path: Path) -> None:
+    store = ControlledStore(str(tmp_path / "log.txt"))
+    store.gate.clear()
+    writer = LogWriter(store, logger=logging.getLogger("test"))
+    await writer.start()
+    await writer.submit(record("stuck"))
+    await asyncio.to_thread(store.entered.wait, 5)
+    await asyncio.sleep(0.3)
+    assert writer.oldest_age() >= 0.3
+    assert writer.stats()["pending"] == 1
+    store.gate.set()
+    assert await writer.stop()
+    assert writer.oldest_age() == 0

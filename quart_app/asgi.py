@@ -1,0 +1,34 @@
+"""What hypercorn serves: ``hypercorn --config hypercorn.toml quart_app.asgi:app``.
+
+Importing this module builds the app from ``QUART_*`` settings and prepares
+the process for serving (see :mod:`quart_app.serving`); import
+:func:`quart_app.create_app` instead to build an app without touching the
+process.
+"""
+
+from __future__ import annotations
+
+from .serving import finish, stop_gracefully_on_signals, use_shared_metrics_directory
+
+# Before anything imports prometheus_client, which reads it once.
+use_shared_metrics_directory()
+
+from . import create_app  # noqa: E402
+from .http1 import accept_utf8_query_strings  # noqa: E402
+from .state import KEY  # noqa: E402
+
+# So that curl's raw UTF-8 query strings are answered, not refused by h11.
+accept_utf8_query_strings()
+
+app = create_app()
+"""The app, configured from ``QUART_*`` environment variables."""
+
+
+@app.before_serving
+async def _handle_signals() -> None:
+    stop_gracefully_on_signals()
+
+
+@app.after_serving
+async def _finish() -> None:
+    finish(app.extensions[KEY].writer.unconfirmed)

@@ -1,0 +1,151 @@
+"""What only a process served by hypercorn needs; :mod:`quart_app.asgi` applies it.
+
+hypercorn has no hooks for any of this, hence this module:
+
+* Signals. In single-process mode hypercorn stops gracefully on SIGINT and
+  SIGTERM only; SIGHUP (the terminal closing) would kill it at once, so it is
+  turned into SIGTERM. With ``-w N`` the parent handles signals and a worker
+  keeps the default actions, dying at once with its queued records: here a
+  worker stops gracefully on SIGTERM and SIGHUP (the parent, if alive, starts
+  a new one, as it does after ``max_requests``), and when its parent dies.
+* The metrics directory that ``prometheus_client`` needs with several workers.
+* The exit: when a stop could not confirm every record, the process exits
+  with :data:`EXIT_UNCONFIRMED` at once, because a thread stuck in ``write(2)``
+  cannot be interrupted and Python would wait for it for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from typing import Any
+
+EXIT_UNCONFIRMED = 3
+"""Exit status of a process that stopped with login records not confirmed written."""
+
+METRICS_DIR_PREFIX = "quart_app-metrics-"
+
+logger = logging.getLogger(__name__)
+
+
+def _worker_parent() -> Any:
+    # hypercorn starts its workers with multiprocessing's spawn method; its
+    # own process (workers = 0) has no multiprocessing parent.
+    return multiprocessing.parent_process()
+
+
+def use_shared_metrics_directory() -> None:
+    """In a hypercorn worker, set ``PROMETHEUS_MULTIPROC_DIR`` to one directory per server.
+
+    Must run before ``prometheus_client`` is imported. Every worker of one
+    server derives the same name from the parent's pid and multiprocessing
+    authentication key (random per parent), so a restarted server starts
+    afresh; directories of servers whose parent is gone are removed. A
+    directory set by the operator is left as it is.
+    """
+    parent = _worker_parent()
+    if parent is None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    key = hashlib.sha256(bytes(multiprocessing.current_process().authkey)).hexdigest()[:16]
+    root = tempfile.gettempdir()
+    _remove_directories_of_dead_servers(root)
+    path = os.path.join(root, f"{METRICS_DIR_PREFIX}{parent.pid}-{key}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def _remove_directories_of_dead_servers(root: str) -> None:
+    for name in os.listdir(root):
+        if not name.startswith(METRICS_DIR_PREFIX):
+            continue
+        pid = name.removeprefix(METRICS_DIR_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_gracefully_on_signals() -> None:
+    """Make SIGHUP (and, in a worker, SIGTERM and the parent's death) stop gracefully.
+
+    Call from the serving process's event loop, once it runs.
+    """
+    loop = asyncio.get_running_loop()
+    parent = _worker_parent()
+    if parent is None:
+        # hypercorn's own handler for SIGTERM does the graceful stop.
+        loop.add_signal_handler(signal.SIGHUP, os.kill, os.getpid(), signal.SIGTERM)
+        return
+
+    def parent_gone() -> None:
+        loop.remove_reader(parent.sentinel)
+        logger.warning("hypercorn's parent process is gone: this worker stops")
+        _stop_this_worker()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, _stop_this_worker)
+    # The sentinel becomes readable when the parent exits, however it died.
+    loop.add_reader(parent.sentinel, parent_gone)
+    if not _alive(parent.pid):  # gone before the reader was in place
+        parent_gone()
+
+
+def _stop_this_worker() -> None:
+    # hypercorn stops a worker gracefully when its WorkerContext's terminate
+    # event is set (that is how max_requests works); the context is a local
+    # of the worker_serve coroutine, the only way to reach it.
+    context = _hypercorn_worker_context()
+    if context is None:
+        logger.error("cannot find hypercorn's worker context: stopping the whole server")
+        os.kill(os.getppid(), signal.SIGTERM)
+        return
+    asyncio.get_running_loop().create_task(context.terminate.set())
+
+
+def _hypercorn_worker_context() -> Any:
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if frame is not None and frame.f_code.co_name == "worker_serve":
+            context = frame.f_locals.get("context")
+            if hasattr(context, "terminate"):
+                return context
+    return None
+
+
+def finish(unconfirmed: int) -> None:
+    """The last step of a served process's stop.
+
+    Removes this process's live gauges from the shared metrics directory, and
+    exits at once with :data:`EXIT_UNCONFIRMED` when ``unconfirmed`` records
+    were given up.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+    if unconfirmed:
+        logger.error(
+            "login log: %d records not confirmed written (logged above); exit status %d",
+            unconfirmed,
+            EXIT_UNCONFIRMED,
+        )
+        logging.shutdown()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(EXIT_UNCONFIRMED)

@@ -1,0 +1,213 @@
+"""The file store: one ``O_APPEND`` ``write(2)`` per batch, in aiofiles' thread pool.
+
+A single ``write(2)`` of a whole batch means processes appending to the same
+file never tear each other's lines. Lines are formatted in the writing thread,
+not on the event loop. Before each batch the store checks that the path still
+names its open file and reopens it when it was rotated away (renamed or
+removed). The file is never reached through a symbolic link, a file it creates
+gets exactly the configured mode, and a file that ends in half a line (a disk
+that filled up during a stop) gets that line ended before anything is added.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiofiles.os import wrap as _in_thread
+
+from ..records import LoginRecord, format_text
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+# fdatasync writes the data and the size, all a reader needs; where there is
+# none, fsync.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
+class LogPathError(OSError):
+    """The log path cannot be used.
+
+    ``strerror`` says why without the path (it is shown by ``/healthz``);
+    ``str()`` names the path, for the operator's log.
+    """
+
+    def __str__(self) -> str:
+        return f"cannot open the login log {self.filename!r} for appending: {self.strerror}"
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[LoginRecord]
+    data: bytes | None = None  # formatted by the first attempt
+    offset: int = 0  # bytes already written: a retry goes on from here
+
+
+class FileStore:
+    """Appends lines to one file (see the module docstring).
+
+    Only the writer task calls :meth:`write` and :meth:`sync`, one call at a
+    time, so the open descriptor needs no lock.
+    """
+
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        formatter: Callable[[LoginRecord], bytes] = format_text,
+        mode: int = 0o640,
+    ) -> None:
+        self.path = path
+        self.description = f"file {path!r}"
+        self.formatter = formatter
+        self.mode = mode
+        self._fd: int | None = None
+        self._directory_unsynced = False
+
+    async def open(self) -> None:
+        """Open the file for appending, failing with :class:`LogPathError`."""
+        await _in_thread(self._open)()
+
+    def prepare(self, records: list[LoginRecord]) -> _Batch:
+        """Wrap ``records``; they are formatted in the writing thread."""
+        return _Batch(records)
+
+    async def write(self, batch: _Batch) -> Sequence[LoginRecord]:
+        """Append ``batch`` in one ``write(2)``, reopening the path first if it was rotated."""
+        # One trip to the thread for the check, any reopening and the write.
+        await _in_thread(self._write)(batch)
+        return ()
+
+    async def sync(self) -> None:
+        """``fdatasync`` the file, and its directory after the file was created.
+
+        After a failed sync Linux may report the next one as successful though
+        the data was dropped ("fsyncgate"), so the file is reopened instead of
+        synced again.
+        """
+        await _in_thread(self._sync)()
+
+    async def close(self) -> None:
+        """Close the file if it is open."""
+        await _in_thread(self._close)()
+
+    def _write(self, batch: _Batch) -> None:
+        if batch.data is None:
+            batch.data = b"".join(map(self.formatter, batch.records))
+        if self._fd is None or not self._names_open_file():
+            self._close()
+            self._open()
+            # The part already written went to the file before: write the
+            # line it cut short again, whole, rather than its tail alone.
+            batch.offset = batch.data.rfind(b"\n", 0, batch.offset) + 1
+        assert self._fd is not None
+        view = memoryview(batch.data)
+        while batch.offset < len(view):
+            try:
+                written = os.write(self._fd, view[batch.offset :])
+            except BrokenPipeError:
+                self._close()  # a FIFO's reader left: reopen when one is back
+                raise
+            if not written:
+                raise OSError(errno.EIO, "write to the login log wrote nothing")
+            batch.offset += written
+
+    def _names_open_file(self) -> bool:
+        # lstat, not stat: a symlink planted at the path is not our file.
+        assert self._fd is not None
+        try:
+            at_path = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        opened = os.fstat(self._fd)
+        return (at_path.st_dev, at_path.st_ino) == (opened.st_dev, opened.st_ino)
+
+    def _open(self) -> None:
+        fd, created = self._open_fd()
+        try:
+            os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO's open from hanging
+            if created:
+                os.fchmod(fd, self.mode)  # exactly this mode, whatever the umask
+                self._directory_unsynced = True
+            else:
+                self._end_torn_line(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _open_fd(self) -> tuple[int, bool]:
+        while True:
+            try:
+                return os.open(self.path, _FLAGS | os.O_CREAT | os.O_EXCL, self.mode), True
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise self._path_error(exc) from exc
+            try:
+                return os.open(self.path, _FLAGS), False
+            except FileNotFoundError:
+                continue  # removed in between: create it
+            except OSError as exc:
+                raise self._path_error(exc) from exc
+
+    def _path_error(self, exc: OSError) -> LogPathError:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.ELOOP:
+            reason = "it is a symbolic link, and the login log is never written through one"
+        elif exc.errno == errno.ENXIO:
+            reason = "it is a FIFO that no process reads"
+        return LogPathError(exc.errno, reason, self.path)
+
+    def _end_torn_line(self, fd: int) -> None:
+        # Workers opening at once take turns, so the line is ended once: no
+        # empty line. Appends of whole batches need no lock; they end in "\n".
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            last = self._last_byte(fd)
+            if last not in (None, b"\n"):
+                os.write(fd, b"\n")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _last_byte(self, fd: int) -> bytes | None:
+        # The append descriptor cannot read; a second one, checked to be the
+        # same file, can.
+        reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            opened, read = os.fstat(fd), os.fstat(reader)
+            if (opened.st_dev, opened.st_ino) != (read.st_dev, read.st_ino) or not read.st_size:
+                return None
+            return os.pread(reader, 1, read.st_size - 1)
+        finally:
+            os.close(reader)
+
+    def _sync(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            _datasync(self._fd)
+            if self._directory_unsynced:
+                directory = os.open(
+                    os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY | os.O_DIRECTORY
+                )
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+                self._directory_unsynced = False
+        except OSError:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)

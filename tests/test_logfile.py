@@ -1,0 +1,175 @@
+"""The log file itself: a torn last line, symlinks, permissions, FIFOs, the directory entry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from quart.testing.app import LifespanError
+
+from quart_app.config import ConfigError
+
+from conftest import read_records, store_of, wait_for_records
+from server import fire_logins, run_server
+
+FRAGMENT = "登录日志:用户名:cut-short,登录时间:2026-11-2"
+
+
+async def test_a_torn_last_line_is_ended_before_the_next_login(make_app, log_path: Path) -> None:
+    # A disk that filled up during a stop left half a line at the end.
+    log_path.write_text(f"{FRAGMENT}", encoding="utf-8")
+    async with make_app().test_app() as test_app:
+        assert (await test_app.test_client().get("/login/?username=next")).status_code == 200
+    first, second, end = log_path.read_text(encoding="utf-8").split("\n")
+    assert (first, end) == (FRAGMENT, "")
+    with pytest.raises(ValueError):
+        read_records(log_path)  # the fragment stays a bad line of its own ...
+    log_path.write_text(second + "\n", encoding="utf-8")
+    [record] = read_records(log_path)  # ... and the new line is whole and clean
+    assert record.username == "next"
+
+
+async def test_a_file_ending_in_a_newline_is_left_as_it_is(make_app, log_path: Path) -> None:
+    log_path.write_text("earlier\n", encoding="utf-8")
+    async with make_app().test_app() as test_app:
+        assert (await test_app.test_client().get("/login/?username=next")).status_code == 200
+    assert log_path.read_text(encoding="utf-8").startswith("earlier\n登录日志:用户名:next,")
+
+
+async def test_two_workers_opening_a_torn_file_end_it_once(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    log_path.write_text(FRAGMENT, encoding="utf-8")
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
+        results: dict[str, int | None] = {}
+        await fire_logins(server.url, [f"w{i}" for i in range(50)], results)
+        assert server.stop() == 0, server.stderr
+    lines = log_path.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == FRAGMENT
+    assert "" not in lines[1:-1], "an empty line"
+    assert len(lines) == 1 + 50 + 1
+
+
+async def test_start_refuses_a_symlink_at_the_log_path(make_app, log_path: Path) -> None:
+    target = log_path.with_name("passwd")
+    target.write_text("root:x:0:0\n")
+    log_path.symlink_to(target)
+    with pytest.raises(LifespanError, match="is a symbolic link"):
+        async with make_app().test_app():
+            pass
+    assert target.read_text() == "root:x:0:0\n"
+
+
+async def test_a_symlink_planted_after_rotation_is_never_written_through(
+    make_app, log_path: Path
+) -> None:
+    target = log_path.with_name("passwd")
+    target.write_text("root:x:0:0\n")
+    app = make_app()
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/login/?username=before")).status_code == 200
+        await wait_for_records(log_path, 1)
+        log_path.rename(log_path.with_suffix(".1"))
+        log_path.symlink_to(target)
+        assert (await client.get("/login/?username=root::0:0:evil")).status_code == 200
+        for _ in range(200):
+            if (await client.get("/readyz")).status_code == 503:
+                break
+            await asyncio.sleep(0.01)
+        health = await client.get("/healthz")
+        assert health.status_code == 503
+        assert "symbolic link" in (await health.get_json())["last_error"]
+        assert target.read_text() == "root:x:0:0\n"
+        # The operator removes the link: the waiting record is written.
+        log_path.unlink()
+        [record] = await wait_for_records(log_path, 1)
+        assert record.username == "root::0:0:evil"
+    assert target.read_text() == "root:x:0:0\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "mode"),
+    [(None, 0o640), ("0600", 0o600), (0o644, 0o644)],
+    ids=["default", "octal-string", "int"],
+)
+async def test_a_created_log_gets_exactly_its_mode_whatever_the_umask(
+    make_app, log_path: Path, setting: str | int | None, mode: int
+) -> None:
+    config = {} if setting is None else {"LOGIN_LOG_FILE_MODE": setting}
+    old_umask = os.umask(0o002)  # would leave 0664 of a 0666 request
+    try:
+        app = make_app(**config)
+        async with app.test_app() as test_app:
+            assert (await test_app.test_client().get("/login/?username=m")).status_code == 200
+            # Rotation re-creates it, with the same mode.
+            await wait_for_records(log_path, 1)
+            log_path.unlink()
+            assert (await test_app.test_client().get("/login/?username=n")).status_code == 200
+            await wait_for_records(log_path, 1)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(log_path.stat().st_mode) == mode
+
+
+def test_the_file_mode_setting_is_checked(make_app) -> None:
+    for bad in ["rw-r-----", "0999", 0o1777, "0400"]:
+        with pytest.raises(ConfigError, match="LOGIN_LOG_FILE_MODE"):
+            make_app(LOGIN_LOG_FILE_MODE=bad)
+
+
+async def test_a_fifo_nobody_reads_is_refused_at_start_without_hanging(
+    make_app, log_path: Path
+) -> None:
+    os.mkfifo(log_path)
+    async with asyncio.timeout(10):
+        with pytest.raises(LifespanError, match="a FIFO that no process reads"):
+            async with make_app().test_app():
+                pass
+
+
+def test_a_real_server_with_a_fifo_nobody_reads_exits_at_once(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    os.mkfifo(log_path)
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+        status = server.process.wait(timeout=20)
+    assert status != 0
+    assert "is a FIFO that no process reads" in server.stderr
+
+
+async def test_a_fifo_with_a_reader_is_a_log(make_app, log_path: Path) -> None:
+    os.mkfifo(log_path)
+    reader = os.open(log_path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        async with make_app().test_app() as test_app:
+            assert (await test_app.test_client().get("/login/?username=piped")).status_code == 200
+        assert os.read(reader, 4096).decode().startswith("登录日志:用户名:piped,")
+    finally:
+        os.close(reader)
+
+
+async def test_durable_mode_syncs_the_directory_of_a_created_log(
+    make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr("quart_app.stores.file._datasync", recording_fsync)
+    app = make_app(LOGIN_LOG_DURABLE=True)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/login/?username=a")).status_code == 200
+        assert synced == ["file", "dir"]
+        assert (await client.get("/login/?username=b")).status_code == 200
+        assert synced == ["file", "dir", "file"]  # the entry is on disk already
+        log_path.unlink()  # removed: the next write creates it again
+        assert (await client.get("/login/?username=c")).status_code == 200
+        assert synced == ["file", "dir", "file", "file", "dir"]
+    assert store_of(app).mode == 0o640

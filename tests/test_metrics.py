@@ -1,0 +1,123 @@
+"""/metrics: Prometheus figures of one app, and of every worker of a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ControlledStore, store_of, wait_for_records
+from server import fire_logins, run_server
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(scrape: dict, name: str, **labels: str) -> float:
+    return scrape[(name, tuple(sorted(labels.items())))]
+
+
+async def test_metrics_count_logins_writes_and_refusals(make_app, log_path: Path) -> None:
+    app = make_app(store=ControlledStore, LOGIN_LOG_MAX_PENDING=2, LOGIN_LOG_FULL_TIMEOUT=0.1)
+    store = store_of(app)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        for i in range(2):
+            assert (await client.get(f"/login/?username=m{i}")).status_code == 200
+        await wait_for_records(log_path, 2)
+        assert (await client.get("/login/")).status_code == 400
+        assert (
+            await client.post("/login/", data=b"x", headers={"Content-Type": "a/b"})
+        ).status_code == 415
+        store.gate.clear()
+        # The first is taken by a write that hangs, the second waits, the third finds
+        # the queue full.
+        statuses = [(await client.get(f"/login/?username=f{i}")).status_code for i in range(3)]
+        assert statuses == [200, 200, 503]
+
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+        assert response.content_type.startswith("text/plain")
+        scrape = samples(await response.get_data(as_text=True))
+        store.gate.set()
+    assert value(scrape, "quart_app_logins_taken_total") == 4
+    assert value(scrape, "quart_app_login_records_written_total") == 2
+    assert value(scrape, "quart_app_logins_refused_total", reason="bad_request") == 1
+    assert value(scrape, "quart_app_logins_refused_total", reason="unsupported_type") == 1
+    assert value(scrape, "quart_app_logins_refused_total", reason="log_full") == 1
+    assert value(scrape, "quart_app_logins_refused_total", reason="too_large") == 0
+    assert value(scrape, "quart_app_login_records_pending") == 2
+    assert value(scrape, "quart_app_login_oldest_pending_age_seconds") > 0
+    assert value(scrape, "quart_app_login_write_errors_total") == 0
+    assert value(scrape, "quart_app_login_batch_records_count") >= 1
+    assert value(scrape, "quart_app_login_write_duration_seconds_count") >= 1
+
+
+async def test_write_errors_and_a_failing_store_show(make_app, log_path: Path) -> None:
+    import errno
+
+    app = make_app(store=ControlledStore)
+    store = store_of(app)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        store.error = OSError(errno.ENOSPC, "No space left on device")
+        assert (await client.get("/login/?username=e")).status_code == 200
+        while store.failures < 2:
+            await asyncio.sleep(0.01)
+        scrape = samples(await (await client.get("/metrics")).get_data(as_text=True))
+        store.error = None
+        await wait_for_records(log_path, 1)
+    assert value(scrape, "quart_app_login_write_errors_total") >= 2
+    assert value(scrape, "quart_app_login_records_pending") == 1
+
+
+async def scrape_server(url: str) -> dict:
+    # A new connection each time: with -w 2 any worker may answer.
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        assert response.status == 200
+        return samples(await response.text())
+
+
+async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
+    names = [f"fleet-{i}" for i in range(1000)]
+    with run_server(tmp_path, env, workers=2) as server:
+        results: dict[str, int | None] = {}
+        await fire_logins(server.url, names, results)
+        await wait_for_records(log_path, len(names))
+        await asyncio.sleep(1.5)  # the gauges are set once a second
+        scrapes = [await scrape_server(server.url) for _ in range(6)]
+        for scrape in scrapes:
+            assert value(scrape, "quart_app_logins_taken_total") == len(names)
+            assert value(scrape, "quart_app_login_records_written_total") == len(names)
+            assert value(scrape, "quart_app_login_records_pending") == 0
+
+        # A reload replaces the workers: the counters carry on.
+        server.process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(3)
+        more: dict[str, int | None] = {}
+        await fire_logins(server.url, ["after-reload"], more)
+        await wait_for_records(log_path, len(names) + 1)
+        await asyncio.sleep(1.5)
+        scrape = await scrape_server(server.url)
+        assert value(scrape, "quart_app_logins_taken_total") == len(names) + 1
+        assert server.stop() == 0, server.stderr
+
+    # A restarted server starts from zero: no file of the last one survives.
+    with run_server(tmp_path, env, workers=2) as server:
+        await fire_logins(server.url, ["restarted"], {})
+        await wait_for_records(log_path, len(names) + 2)
+        await asyncio.sleep(1.5)
+        scrape = await scrape_server(server.url)
+        assert value(scrape, "quart_app_logins_taken_total") == 1
+        assert server.stop() == 0

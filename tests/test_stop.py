@@ -1,0 +1,204 @@
+"""Stopping a real hypercorn: a write that hangs, SIGHUP, workers, a parent that dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from quart_app.records import parse_line
+
+from server import Server, assert_acknowledged_exactly_once, fire_logins, run_server
+
+UNCONFIRMED = "NOT CONFIRMED WRITTEN"
+
+
+def read_available(fd: int) -> bytes:
+    """What a FIFO holds now, without waiting for more."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def complete_usernames(data: bytes) -> list[str]:
+    """The usernames of the whole lines in ``data`` (a line cut short is left out)."""
+    *lines, _ = data.decode("utf-8", errors="replace").split("\n")
+    return [parse_line(line).username for line in lines]
+
+
+def unconfirmed_usernames(stderr: str) -> list[str]:
+    """The usernames of the records a stop logged as not confirmed written."""
+    return [
+        parse_line(line.split("): ", 1)[1]).username
+        for line in stderr.splitlines()
+        if UNCONFIRMED in line
+    ]
+
+
+async def wait_until_pending(server: Server) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            async with session.get(f"{server.url}/healthz") as response:
+                if (await response.json())["pending"] > 0:
+                    return
+            await asyncio.sleep(0.02)
+    pytest.fail("the writer never blocked")
+
+
+async def test_a_write_that_hangs_at_stop_is_logged_and_the_process_exits_3(
+    tmp_path: Path,
+) -> None:
+    # A FIFO nobody reads is a log whose write(2) blocks for ever once the
+    # pipe's 64 KiB are full, like a dead network file system.
+    log_path = tmp_path / "login_log.txt"
+    os.mkfifo(log_path)
+    reader = os.open(log_path, os.O_RDONLY | os.O_NONBLOCK)
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_DRAIN_TIMEOUT": "2"}
+    names = [f"hung-{i:04d}-" + "x" * 240 for i in range(600)]  # ~160 KiB of lines
+    with run_server(tmp_path, env) as server:
+        results: dict[str, int | None] = {}
+        await fire_logins(server.url, names, results, concurrency=50)
+        await wait_until_pending(server)
+        server.process.send_signal(signal.SIGTERM)
+        # Well within the drain timeout, hypercorn's bounds and Kubernetes' 30 s.
+        status = await asyncio.to_thread(server.process.wait, 30)
+        stderr = server.stderr
+    written = complete_usernames(read_available(reader))
+    os.close(reader)
+    unconfirmed = unconfirmed_usernames(stderr)
+
+    assert status == 3, stderr
+    acknowledged = {name for name, code in results.items() if code == 200}
+    assert len(acknowledged) == len(names)
+    assert acknowledged <= set(written) | set(unconfirmed)
+    assert unconfirmed, "nothing was left to log: the write did not hang"
+    assert len(set(unconfirmed)) == len(unconfirmed)
+
+
+@pytest.mark.parametrize(
+    ("sig", "durable"),
+    [
+        (signal.SIGTERM, False),
+        (signal.SIGTERM, True),
+        (signal.SIGINT, False),
+        (signal.SIGHUP, False),
+    ],
+    ids=["sigterm", "sigterm-durable", "sigint", "sighup"],
+)
+async def test_signal_mid_load_loses_nothing_and_exits_0(
+    tmp_path: Path, sig: int, durable: bool
+) -> None:
+    log_path = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_DURABLE": str(durable).lower()}
+    names = [f"stop-{i}" for i in range(3000)]
+    with run_server(tmp_path, env) as server:
+        results: dict[str, int | None] = {}
+
+        async def signal_when_half_answered() -> None:
+            while len(results) < len(names) // 2:
+                await asyncio.sleep(0.005)
+            server.process.send_signal(sig)
+
+        await asyncio.gather(fire_logins(server.url, names, results), signal_when_half_answered())
+        status = await asyncio.to_thread(server.process.wait, 60)
+        assert status == 0, server.stderr
+    acknowledged = assert_acknowledged_exactly_once(log_path, results)
+    assert acknowledged >= len(names) // 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+async def test_signal_to_every_process_of_two_workers_loses_nothing(
+    tmp_path: Path, sig: int
+) -> None:
+    # As systemd, Kubernetes or a closing terminal send it: to hypercorn's
+    # parent and its workers at once. SIGHUP makes the parent reload: new
+    # workers serve on, and the old ones drain first.
+    log_path = tmp_path / "login_log.txt"
+    names = [f"group-{i}" for i in range(3000)]
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
+        old_workers = {p.pid for p in server.workers()}
+        results: dict[str, int | None] = {}
+
+        async def signal_all() -> None:
+            while len(results) < len(names) // 2:
+                await asyncio.sleep(0.005)
+            server.signal_group(sig)
+
+        await asyncio.gather(fire_logins(server.url, names, results), signal_all())
+        if sig == signal.SIGHUP:
+            late: dict[str, int | None] = {}
+            await fire_logins(server.url, ["after-reload"], late)
+            assert late == {"after-reload": 200}, server.stderr
+            assert not old_workers & {p.pid for p in server.workers()}
+            results.update(late)
+            server.process.send_signal(signal.SIGTERM)
+        status = await asyncio.to_thread(server.process.wait, 60)
+        assert status == 0, server.stderr
+    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+async def test_a_worker_signalled_alone_drains_and_is_replaced(tmp_path: Path, sig: int) -> None:
+    log_path = tmp_path / "login_log.txt"
+    names = [f"alone-{i}" for i in range(3000)]
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
+        victim, survivor = server.workers()
+        results: dict[str, int | None] = {}
+
+        async def signal_one() -> None:
+            while len(results) < len(names) // 2:
+                await asyncio.sleep(0.005)
+            victim.send_signal(sig)
+
+        await asyncio.gather(fire_logins(server.url, names, results), signal_one())
+        await asyncio.to_thread(victim.wait, 30)  # not hypercorn's child: no exit status
+        workers = server.workers()
+        assert survivor in workers and victim not in workers and len(workers) == 2
+        assert server.stop() == 0, server.stderr
+    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+
+
+async def test_workers_whose_parent_dies_drain_and_exit(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    names = [f"orphan-{i}" for i in range(3000)]
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
+        workers = server.workers()
+        results: dict[str, int | None] = {}
+
+        async def kill_parent() -> None:
+            while len(results) < len(names) // 2:
+                await asyncio.sleep(0.005)
+            server.process.send_signal(signal.SIGKILL)
+
+        await asyncio.gather(fire_logins(server.url, names, results), kill_parent())
+        _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 30)
+        assert not alive, "orphaned workers kept serving"
+        # The port is free for a restarted server.
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+
+
+def test_the_stop_bounds_fit_kubernetes_and_hypercorn() -> None:
+    import tomllib
+
+    from quart_app.config import Settings
+
+    toml = tomllib.loads((Path(__file__).parent.parent / "hypercorn.toml").read_text())
+    drain = Settings().login_log_drain_timeout
+    # hypercorn cancels the drain when its own bound passes first.
+    assert toml["shutdown_timeout"] > drain + 2
+    # In-flight requests, then the drain, then the log of what is left.
+    assert toml["graceful_timeout"] + drain + 2 <= 30
