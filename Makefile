@@ -20,12 +20,18 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(VENV)/.run-installed
-	$(BIN)/hypercorn --config hypercorn.toml quart_app:app
+	$(BIN)/hypercorn --config hypercorn.toml quart_app.asgi:app
 
-test: $(VENV)/.test-installed
+test: lint
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+
+# The benchmark (bench/README.md): wrk must be installed (apt-get install wrk).
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/run.py --rounds 5 --duration 5 --concurrency 64 --out bench/results
 
 format: $(VENV)/.test-installed
 	$(BIN)/ruff check --fix .

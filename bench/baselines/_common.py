@@ -9,6 +9,7 @@ from typing import Any
 
 from quart import Quart, current_app, request
 
+from quart_app.http1 import accept_utf8_query_strings
 from quart_app.inputs import BadLogin, read_username
 from quart_app.records import LoginRecord, format_text
 from quart_app.signals import login_signal, send_login
@@ -28,6 +29,7 @@ def log_path() -> str:
 
 def create_app(name: str, sink: LineSink) -> Quart:
     """An app with the project's ``/`` and ``/login/``, logging each login through ``sink``."""
+    accept_utf8_query_strings()  # the same HTTP parser as quart_app.asgi
     app = Quart(name)
     path = log_path()
 
