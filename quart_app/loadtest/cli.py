@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,40 @@ from .verify import verify_log
 DEFAULT_REQUESTS = 1000
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(
@@ -30,11 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("url", metavar="URL", help="the server's base URL, http://HOST:PORT")
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument(
-        "-n", "--requests", type=int, help=f"send this many requests (default {DEFAULT_REQUESTS})"
+        "-n",
+        "--requests",
+        type=_count,
+        help=f"send this many requests (default {DEFAULT_REQUESTS})",
     )
-    amount.add_argument("-d", "--duration", type=float, help="send requests for this many seconds")
+    amount.add_argument(
+        "-d", "--duration", type=_positive, help="send requests for this many seconds"
+    )
     parser.add_argument(
-        "-c", "--concurrency", type=int, default=10, help="requests in flight (default 10)"
+        "-c", "--concurrency", type=_count, default=10, help="requests in flight (default 10)"
     )
     parser.add_argument("--method", choices=("get", "post"), default="get", help="(default get)")
     parser.add_argument("--path", default=LOGIN_PATH, help=f"(default {LOGIN_PATH})")
@@ -48,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send no username, e.g. to load / (no --verify then)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per request (default 30)"
+        "--timeout", type=_positive, default=30.0, help="seconds per request (default 30)"
     )
     parser.add_argument(
         "--verify",
@@ -57,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--verify-timeout",
-        type=float,
+        type=_non_negative,
         default=10.0,
         help="seconds to wait for the writer to catch up (default 10)",
     )

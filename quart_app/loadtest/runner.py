@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -29,6 +30,23 @@ ProgressCallback = Callable[[int, float], None]
 """Called with (requests completed, seconds elapsed) a few times a second."""
 
 
+def _check_url(url: str) -> None:
+    # Anything else reaches aiohttp, fails every request, and a run with
+    # nothing sent is no test of the server.
+    try:
+        parsed = URL(url)
+    except ValueError:
+        parsed = URL()
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"URL must be http://HOST[:PORT] or https://HOST[:PORT], not {url!r}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    # math.isfinite first: NaN compares false with everything, so "<= 0" lets it through.
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number above 0, not {value}")
+
+
 @dataclass(frozen=True, slots=True)
 class LoadConfig:
     """What to send: give ``requests`` (a count) or ``duration`` (seconds), not both.
@@ -50,18 +68,18 @@ class LoadConfig:
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
+        _check_url(self.url)
         if (self.requests is None) == (self.duration is None):
             raise ValueError("give either a number of requests or a duration, not both")
         if self.requests is not None and self.requests < 1:
             raise ValueError(f"requests must be at least 1, not {self.requests}")
-        if self.duration is not None and self.duration <= 0:
-            raise ValueError(f"duration must be positive, not {self.duration}")
+        if self.duration is not None:
+            _check_positive("duration", self.duration)
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
         if self.method not in ("get", "post"):
             raise ValueError(f"method must be get or post, not {self.method!r}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {self.timeout}")
+        _check_positive("timeout", self.timeout)
 
     @property
     def target(self) -> str:
