@@ -199,9 +199,9 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: the process's); return the exit status.
 
-    0 when the run finished (and verified, with ``--verify``), 1 when an
-    acknowledged login is missing from the log or logged more than once,
-    2 for bad arguments.
+    0 when the run finished (and verified, with ``--verify``); 1 when
+    ``--verify`` fails: nothing was acknowledged, or an acknowledged login is
+    missing from the log or logged more than once; 2 for bad arguments.
     """
     parser = build_parser()
     args = parser.parse_args(argv)

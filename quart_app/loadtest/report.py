@@ -38,6 +38,8 @@ def _verify_lines(verify: VerifyResult) -> list[str]:
         f"{verify.doubled:,} logged more than once (waited {verify.waited_s:.2f} s)",
         f"             {verify.unacknowledged_logged:,} unacknowledged logins logged (no fault)",
     ]
+    if not verify.acknowledged:
+        lines.append("             nothing was acknowledged (no login answered 200)")
     if verify.missing_examples:
         lines.append(f"             missing e.g. {', '.join(verify.missing_examples)}")
     if verify.doubled_examples:

@@ -36,8 +36,12 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every acknowledged login is in the log exactly once."""
-        return self.missing == 0 and self.doubled == 0
+        """Whether logins were acknowledged and each of them is in the log exactly once.
+
+        Nothing acknowledged (server down, every login refused) is a failure:
+        there was nothing to check, so nothing was shown to work.
+        """
+        return self.acknowledged > 0 and self.missing == 0 and self.doubled == 0
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON-able values."""
