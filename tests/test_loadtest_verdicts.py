@@ -23,7 +23,11 @@ from quart_app.records import LoginRecord, format_text
 from server import free_port
 
 Answer = Callable[[str, int], int | None]
-"""Given a username and how many times it arrived, the status to answer (None: hang up)."""
+"""Given a username and how many times it arrived, the status to answer.
+
+None: log the login, then hang up without answering, as a server whose
+connection drops after it took the login.
+"""
 
 
 class FakeServer:
@@ -47,12 +51,12 @@ class FakeServer:
                 username = query.get("username", "")
                 self.received[username] += 1
                 status = self.answer(username, self.received[username])
-                if status is None:
-                    break  # hang up without answering, as a server closing an idle connection
-                if status == 200:
+                if status in (200, None):
                     record = LoginRecord(username, datetime.now(UTC), "127.0.0.1")
                     with self.log.open("ab") as file:
                         file.write(format_text(record) * self.log_times)
+                if status is None:
+                    break
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok".encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -99,3 +103,46 @@ async def test_verify_fails_when_every_login_is_refused(
     assert summary["statuses"] == {"503": 20}
     assert summary["verify"]["ok"] is False
     assert summary["verify"]["acknowledged"] == 0
+
+
+async def test_a_dropped_connection_is_not_resent_so_no_login_is_logged_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # aiohttp resends an idempotent GET once when the connection drops before
+    # the answer; the server had taken the first one, so a resend is a second
+    # login on the server for one request of the tool.
+    def every_fourth(username: str) -> bool:
+        return int(username.rsplit("-", 1)[1]) % 4 == 1
+
+    def hang_up_on_every_fourth(username: str, count: int) -> int | None:
+        return None if count == 1 and every_fourth(username) else 200
+
+    log = tmp_path / "login_log.txt"
+    async with fake_server(log, hang_up_on_every_fourth) as fake:
+        argv = [fake.url, "-n", "40", "-c", "2", "--run-id", "drop", "--json"]
+        status = await run_cli([*argv, "--verify", str(log), "--verify-timeout", "0.5"])
+
+    summary = json.loads(capsys.readouterr().out)
+    dropped = sum(map(every_fourth, fake.received))
+    assert dropped == 10
+    assert max(fake.received.values()) == 1, "a request of the tool reached the server twice"
+    assert summary["statuses"] == {"200": 40 - dropped}
+    assert summary["errors"] == summary["resends_refused"] == dropped
+    verify = summary["verify"]
+    assert (verify["ok"], verify["doubled"], verify["missing"]) == (True, 0, 0)
+    assert verify["unacknowledged_logged"] == dropped
+    assert status == 0
+
+
+async def test_a_login_the_server_logs_twice_fails_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "login_log.txt"
+    async with fake_server(log, lambda username, count: 200, log_times=2) as fake:
+        argv = [fake.url, "-n", "10", "--run-id", "twice", "--json", "--verify", str(log)]
+        status = await run_cli(argv)
+
+    assert status == 1
+    verify = json.loads(capsys.readouterr().out)["verify"]
+    assert (verify["ok"], verify["doubled"], verify["logged_once"]) == (False, 10, 0)
+    assert verify["doubled_examples"][0].startswith("lt-twice-")

@@ -21,6 +21,7 @@ def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[s
         "statuses": {str(status): count for status, count in summary.statuses.items()},
         "errors": summary.error_count,
         "error_types": summary.errors,
+        "resends_refused": summary.resends_refused,
         "duration_s": round(summary.duration_s, 3),
         "rps": round(summary.rps, 1),
         "latency_ms": summary.latency_ms(),
@@ -58,6 +59,11 @@ def summary_text(summary: Summary, verify: VerifyResult | None = None) -> str:
         f"requests     {summary.requests:,} in {summary.duration_s:.2f} s",
         f"answered     {answered or 'none'}",
         f"errors       {summary.error_count:,}" + (f" ({errors})" if errors else ""),
+        *(
+            [f"             {summary.resends_refused:,} not resent after their connection dropped"]
+            if summary.resends_refused
+            else []
+        ),
         f"throughput   {summary.rps:,.1f} answers/s",
         "latency      "
         + (

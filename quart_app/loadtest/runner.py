@@ -17,6 +17,7 @@ import aiohttp
 from hdrh.histogram import HdrHistogram
 from yarl import URL
 
+from .client import Attempts, open_session, track_attempts
 from .stats import SecondStats, Timeline, percentiles_ms
 
 LOGIN_PATH = "/login/"
@@ -99,6 +100,9 @@ class Summary:
     ``requests`` counts every request sent: answered (``statuses``) or failed
     without an answer (``errors``, by exception type). ``acknowledged`` lists
     the usernames whose login was answered 200, in no particular order.
+    ``resends_refused`` counts the requests aiohttp would have sent a second
+    time after their connection dropped (see :mod:`.client`); each is one of
+    the ``errors``.
     """
 
     config: LoadConfig
@@ -109,6 +113,7 @@ class Summary:
     latency: HdrHistogram
     seconds: list[SecondStats]
     acknowledged: list[str]
+    resends_refused: int = 0
 
     @property
     def answered(self) -> int:
@@ -160,6 +165,7 @@ class _Run:
         self.statuses: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.acknowledged: list[int] = []
+        self.attempts: list[Attempts] = []
         self.issued = 0
         self._deadline_ns = (
             start_ns + int(config.duration * 1e9) if config.duration is not None else None
@@ -191,11 +197,17 @@ class _Run:
         statuses = self.statuses
         acknowledged = self.acknowledged
         clock = time.perf_counter_ns
+        attempts = track_attempts()
+        self.attempts.append(attempts)
         while (n := next_index()) is not None:
             url, body = build(n)
+            attempts.started = False
             started = clock()
             try:
-                async with request(method, url, data=body, headers=headers) as response:
+                # Redirects are not followed: one request, one exchange, as wrk does.
+                async with request(
+                    method, url, data=body, headers=headers, allow_redirects=False
+                ) as response:
                     await response.read()  # read to the end, or the connection cannot be reused
             except _TRANSPORT_ERRORS as exc:
                 name = type(exc).__name__
@@ -222,6 +234,7 @@ class _Run:
             latency=self.timeline.total,
             seconds=self.timeline.seconds,
             acknowledged=[f"{stem}{n}" for n in self.acknowledged] if stem is not None else [],
+            resends_refused=sum(attempts.refused for attempts in self.attempts),
         )
 
 
@@ -240,14 +253,7 @@ async def run_load(
     once at the end, from the event loop; it must be quick.
     """
     workers = min(config.concurrency, config.requests or config.concurrency)
-    connector = aiohttp.TCPConnector(limit=config.concurrency)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=config.timeout),
-        # Neither is wanted here, and both cost time on every response.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-    ) as session:
+    async with open_session(config.concurrency, config.timeout) as session:
         run = _Run(config, time.perf_counter_ns())
         ticker = (
             asyncio.create_task(_report_progress(run, progress, progress_interval))
