@@ -59,3 +59,24 @@ def test_a_url_without_http_or_https_exits_2(url: str, capsys: pytest.CaptureFix
 def test_config_refuses_what_the_cli_refuses(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         LoadConfig(URL, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--prefix", " lt-"],  # the server strips it: every login would read as missing
+        ["--prefix", "lt- "],
+        ["--prefix", "a,b-"],  # escaped in the text log
+        ["--prefix", "a\\b-"],
+        ["--prefix", "名-"],
+        ["--run-id", "two words"],
+    ],
+    ids=repr,
+)
+def test_usernames_the_server_would_change_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "5", "-q", *argv])
+    assert exit_info.value.code == 2
+    assert "may only contain ASCII letters, digits and . _ ~ -" in capsys.readouterr().err

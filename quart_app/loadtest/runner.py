@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from .stats import SecondStats, Timeline, percentiles_ms
 
 LOGIN_PATH = "/login/"
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+# RFC 3986's unreserved characters: sent as they are, and neither stripped nor
+# escaped by the server, so the log holds exactly the username that was sent.
+_USERNAME_PART = re.compile(r"[A-Za-z0-9._~-]*")
 # What a request can fail with short of an HTTP answer: refused or reset
 # connections, a malformed response, the timeout.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
@@ -81,6 +85,14 @@ class LoadConfig:
         if self.method not in ("get", "post"):
             raise ValueError(f"method must be get or post, not {self.method!r}")
         _check_positive("timeout", self.timeout)
+        for name in ("prefix", "run_id"):
+            value = getattr(self, name)
+            if not _USERNAME_PART.fullmatch(value):
+                raise ValueError(
+                    f"{name} may only contain ASCII letters, digits and . _ ~ - "
+                    f"(the server strips or escapes others, so the log would not "
+                    f"hold the username sent), not {value!r}"
+                )
 
     @property
     def target(self) -> str:
