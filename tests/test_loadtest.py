@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, main, run_load, verify_log
+from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
 from quart_app.loadtest.stats import Timeline
 from quart_app.records import LoginRecord, format_jsonl, format_text
 
@@ -73,7 +73,7 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
     assert len(summary.acknowledged) == 200
     assert ticks[-1] == (200, summary.duration_s)
     assert summary.stem is not None
-    result = await verify_log(log, summary.acknowledged, run_prefix=summary.stem)
+    result = await verify_log(log, summary.logins())
     assert result.ok
     assert result.logged_once == 200
 
@@ -81,7 +81,7 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
     assert len(lines) == 200
     removed = tmp_path / "removed.txt"
     removed.write_text("".join(lines[1:]), encoding="utf-8")
-    result = await verify_log(removed, summary.acknowledged, max_wait=0.1)
+    result = await verify_log(removed, summary.logins(), max_wait=0.1)
     assert not result.ok
     assert (result.missing, result.doubled, result.logged_once) == (1, 0, 199)
     assert len(result.missing_examples) == 1
@@ -89,7 +89,7 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
 
     doubled = tmp_path / "doubled.txt"
     doubled.write_text("".join([*lines, lines[7]]), encoding="utf-8")
-    result = await verify_log(doubled, summary.acknowledged, max_wait=0.1)
+    result = await verify_log(doubled, summary.logins(), max_wait=0.1)
     assert not result.ok
     assert (result.missing, result.doubled, result.logged_once) == (0, 1, 199)
 
@@ -106,7 +106,9 @@ async def test_verify_reads_json_lines_and_ignores_other_lines(tmp_path: Path) -
         + b'{"event": "login"}\n'
         + format_text(LoginRecord("run-1", at, "127.0.0.1")).rstrip(b"\n")  # torn: not counted
     )
-    result = await verify_log(log, ["run-1", "run-2"], run_prefix="run-", max_wait=0.1)
+    sent = dict.fromkeys(["run-1", "run-2", "run-3"], 1)
+    logins = Logins(sent, acknowledged={"run-1", "run-2"}, run_prefix="run-")
+    result = await verify_log(log, logins, max_wait=0.1)
     assert result.ok
     assert (result.logged_once, result.unacknowledged_logged) == (2, 1)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from quart_app.loadtest import main
+from quart_app.loadtest import LoadConfig, main, run_load, verify_log
 from quart_app.records import LoginRecord, format_text
 
 from server import free_port
@@ -47,8 +48,10 @@ class FakeServer:
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 target = head.split(b" ", 2)[1].decode()
-                query = dict(parse_qsl(urlsplit(target).query))
-                username = query.get("username", "")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                body = await reader.readexactly(int(length[1])) if length else b""
+                form = dict(parse_qsl(urlsplit(target).query) + parse_qsl(body.decode()))
+                username = form.get("username", "")
                 self.received[username] += 1
                 status = self.answer(username, self.received[username])
                 if status in (200, None):
@@ -146,3 +149,21 @@ async def test_a_login_the_server_logs_twice_fails_verify(
     verify = json.loads(capsys.readouterr().out)["verify"]
     assert (verify["ok"], verify["doubled"], verify["logged_once"]) == (False, 10, 0)
     assert verify["doubled_examples"][0].startswith("lt-twice-")
+
+
+async def test_a_run_of_given_names_verifies_every_line_of_a_log_it_owns(tmp_path: Path) -> None:
+    log = tmp_path / "login_log.txt"
+    names = ["张三", "o'brien", "a,b", "张三", *(f"user-{i}" for i in range(20))]
+    async with fake_server(log, lambda username, count: 200) as fake:
+        config = LoadConfig(fake.url, names=names, method="post", concurrency=4)
+        summary = await run_load(config)
+        result = await verify_log(log, summary.logins(every_line=True), max_wait=0)
+        assert result.ok, result
+        assert (result.logged_once, result.repeated_logged) == (22, 1)
+        assert summary.sent == Counter(names) == fake.received
+        assert sorted(summary.acknowledged) == sorted(names)
+
+        # A line for a login nobody sent is a fault when the run owns the log.
+        await run_load(LoadConfig(fake.url, names=["intruder"]))
+        result = await verify_log(log, summary.logins(every_line=True), max_wait=0)
+        assert (result.ok, result.unsent_examples) == (False, ("intruder",))

@@ -13,9 +13,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from .config import LOGIN_PATH, LoadConfig
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
-from .runner import LOGIN_PATH, LoadConfig, ProgressCallback, run_load
+from .runner import ProgressCallback, run_load
 from .verify import verify_log
 
 DEFAULT_REQUESTS = 1000
@@ -172,9 +173,7 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
         summary = await run_load(config, progress=progress)
     verify = None
     if args.verify:
-        verify = await verify_log(
-            args.verify, summary.acknowledged, run_prefix=config.stem, max_wait=args.verify_timeout
-        )
+        verify = await verify_log(args.verify, summary.logins(), max_wait=args.verify_timeout)
     if args.plot:
         plot_summary(summary, args.plot)
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from .runner import Summary
+from .summary import Summary
 
 INSTALL_HINT = "--plot needs matplotlib: pip install 'quart_app[plot]'"
 MIN_RATED_SPAN_S = 0.5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runner import Summary
+from .summary import Summary
 from .verify import VerifyResult
 
 
@@ -33,18 +33,28 @@ def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[s
 
 def _verify_lines(verify: VerifyResult) -> list[str]:
     verdict = "OK" if verify.ok else "FAILED"
+    indent = " " * 13
     lines = [
         f"verify       {verdict}: {verify.acknowledged:,} acknowledged, "
         f"{verify.logged_once:,} logged once, {verify.missing:,} missing, "
-        f"{verify.doubled:,} logged more than once (waited {verify.waited_s:.2f} s)",
-        f"             {verify.unacknowledged_logged:,} unacknowledged logins logged (no fault)",
+        f"{verify.doubled:,} logged more often than sent (waited {verify.waited_s:.2f} s)",
+        f"{indent}{verify.unacknowledged_logged:,} unacknowledged logins logged (no fault)",
     ]
     if not verify.acknowledged:
-        lines.append("             nothing was acknowledged (no login answered 200)")
-    if verify.missing_examples:
-        lines.append(f"             missing e.g. {', '.join(verify.missing_examples)}")
-    if verify.doubled_examples:
-        lines.append(f"             doubled e.g. {', '.join(verify.doubled_examples)}")
+        lines.append(f"{indent}nothing was acknowledged (no login answered 200)")
+    if verify.unsent_logged:
+        lines.append(f"{indent}{verify.unsent_logged:,} logged that this run never sent")
+    if verify.repeated_logged:
+        lines.append(
+            f"{indent}{verify.repeated_logged:,} sent more than once and logged as often (no fault)"
+        )
+    for name, examples in (
+        ("missing", verify.missing_examples),
+        ("doubled", verify.doubled_examples),
+        ("never sent", verify.unsent_examples),
+    ):
+        if examples:
+            lines.append(f"{indent}{name} e.g. {', '.join(examples)}")
     return lines
 
 

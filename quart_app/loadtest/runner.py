@@ -3,158 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import re
-import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections import Counter
+from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 # aiohttp rather than httpx: several times less client CPU per request, so one
 # client process outruns one hypercorn worker and the server is what is measured.
 import aiohttp
-from hdrh.histogram import HdrHistogram
 from yarl import URL
 
 from .client import Attempts, open_session, track_attempts
-from .stats import SecondStats, Timeline, percentiles_ms
+from .config import LoadConfig
+from .stats import Timeline
+from .summary import SentByStem, Summary
 
-LOGIN_PATH = "/login/"
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
-# RFC 3986's unreserved characters: sent as they are, and neither stripped nor
-# escaped by the server, so the log holds exactly the username that was sent.
-_USERNAME_PART = re.compile(r"[A-Za-z0-9._~-]*")
 # What a request can fail with short of an HTTP answer: refused or reset
 # connections, a malformed response, the timeout.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
-Method = Literal["get", "post"]
 ProgressCallback = Callable[[int, float], None]
 """Called with (requests completed, seconds elapsed) a few times a second."""
-
-
-def _check_url(url: str) -> None:
-    # Anything else reaches aiohttp, fails every request, and a run with
-    # nothing sent is no test of the server.
-    try:
-        parsed = URL(url)
-    except ValueError:
-        parsed = URL()
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"URL must be http://HOST[:PORT] or https://HOST[:PORT], not {url!r}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    # math.isfinite first: NaN compares false with everything, so "<= 0" lets it through.
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number above 0, not {value}")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadConfig:
-    """What to send: give ``requests`` (a count) or ``duration`` (seconds), not both.
-
-    ``url`` is the server's base URL and ``path`` is appended to it. With
-    ``usernames`` each request logs in a username unique to this run,
-    ``{prefix}{run_id}-{n}``, sent in the query string (GET) or a form (POST).
-    """
-
-    url: str
-    requests: int | None = None
-    duration: float | None = None
-    concurrency: int = 10
-    method: Method = "get"
-    path: str = LOGIN_PATH
-    prefix: str = "lt-"
-    usernames: bool = True
-    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
-    timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        _check_url(self.url)
-        if (self.requests is None) == (self.duration is None):
-            raise ValueError("give either a number of requests or a duration, not both")
-        if self.requests is not None and self.requests < 1:
-            raise ValueError(f"requests must be at least 1, not {self.requests}")
-        if self.duration is not None:
-            _check_positive("duration", self.duration)
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
-        if self.method not in ("get", "post"):
-            raise ValueError(f"method must be get or post, not {self.method!r}")
-        _check_positive("timeout", self.timeout)
-        for name in ("prefix", "run_id"):
-            value = getattr(self, name)
-            if not _USERNAME_PART.fullmatch(value):
-                raise ValueError(
-                    f"{name} may only contain ASCII letters, digits and . _ ~ - "
-                    f"(the server strips or escapes others, so the log would not "
-                    f"hold the username sent), not {value!r}"
-                )
-
-    @property
-    def target(self) -> str:
-        """The URL every request goes to (before its username)."""
-        return f"{self.url.rstrip('/')}/{self.path.lstrip('/')}"
-
-    @property
-    def stem(self) -> str | None:
-        """What every username of this run starts with; ``None`` if none are sent."""
-        return f"{self.prefix}{self.run_id}-" if self.usernames else None
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """What a run did. Latencies are in microseconds in ``latency`` (an HDR histogram).
-
-    ``requests`` counts every request sent: answered (``statuses``) or failed
-    without an answer (``errors``, by exception type). ``acknowledged`` lists
-    the usernames whose login was answered 200, in no particular order.
-    ``resends_refused`` counts the requests aiohttp would have sent a second
-    time after their connection dropped (see :mod:`.client`); each is one of
-    the ``errors``.
-    """
-
-    config: LoadConfig
-    requests: int
-    statuses: dict[int, int]
-    errors: dict[str, int]
-    duration_s: float
-    latency: HdrHistogram
-    seconds: list[SecondStats]
-    acknowledged: list[str]
-    resends_refused: int = 0
-
-    @property
-    def answered(self) -> int:
-        """Requests that got an HTTP answer, whatever its status."""
-        return sum(self.statuses.values())
-
-    @property
-    def error_count(self) -> int:
-        """Requests that got no answer."""
-        return sum(self.errors.values())
-
-    @property
-    def rps(self) -> float:
-        """Answers per second over the whole run."""
-        return self.answered / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def stem(self) -> str | None:
-        """What this run's usernames start with (see :attr:`LoadConfig.stem`)."""
-        return self.config.stem
-
-    def latency_ms(self) -> dict[str, float]:
-        """p50, p90, p99 and max latency in milliseconds; ``{}`` if nothing was answered."""
-        return percentiles_ms(self.latency)
 
 
 def _request_builder(config: LoadConfig) -> Callable[[int], tuple[URL, bytes | None]]:
     """The URL and body of request ``n``, built with as little work as possible."""
     target = URL(config.target)
+    if config.names is not None:
+        names = [quote(name, safe="") for name in config.names]
+        if config.method == "post":
+            return lambda n: (target, f"username={names[n]}".encode())
+        return lambda n: (URL(f"{target}?username={names[n]}", encoded=True), None)
     if config.stem is None:
         return lambda n: (target, None)
     stem = quote(config.stem, safe="")
@@ -188,7 +68,7 @@ class _Run:
         if self._deadline_ns is not None:
             if time.perf_counter_ns() >= self._deadline_ns:
                 return None
-        elif self.issued >= (self.config.requests or 0):
+        elif self.issued >= (self.config.total or 0):
             return None
         self.issued += 1
         return self.issued - 1
@@ -233,10 +113,21 @@ class _Run:
             if status == 200:
                 acknowledged.append(n)
 
+    def _usernames(self) -> tuple[Mapping[str, int], list[str]]:
+        """How many times each username was sent, and those acknowledged."""
+        config = self.config
+        if config.names is not None:
+            names = config.names
+            return Counter(names[: self.issued]), [names[n] for n in self.acknowledged]
+        if config.stem is not None:
+            stem = config.stem
+            return SentByStem(stem, self.issued), [f"{stem}{n}" for n in self.acknowledged]
+        return {}, []
+
     def summary(self, end_ns: int) -> Summary:
         """The figures of the finished run."""
         self.timeline.finish(end_ns)
-        stem = self.config.stem
+        sent, acknowledged = self._usernames()
         return Summary(
             config=self.config,
             requests=self.completed(),
@@ -245,7 +136,8 @@ class _Run:
             duration_s=(end_ns - self.start_ns) / 1e9,
             latency=self.timeline.total,
             seconds=self.timeline.seconds,
-            acknowledged=[f"{stem}{n}" for n in self.acknowledged] if stem is not None else [],
+            sent=sent,
+            acknowledged=acknowledged,
             resends_refused=sum(attempts.refused for attempts in self.attempts),
         )
 
@@ -264,7 +156,7 @@ async def run_load(
     ``progress``, if given, is called every ``progress_interval`` seconds and
     once at the end, from the event loop; it must be quick.
     """
-    workers = min(config.concurrency, config.requests or config.concurrency)
+    workers = min(config.concurrency, config.total or config.concurrency)
     async with open_session(config.concurrency, config.timeout) as session:
         run = _Run(config, time.perf_counter_ns())
         ticker = (
