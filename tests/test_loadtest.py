@@ -113,20 +113,22 @@ async def test_verify_reads_json_lines_and_ignores_other_lines(tmp_path: Path) -
     assert (result.logged_once, result.unacknowledged_logged) == (2, 1)
 
 
-def test_cli_exits_1_when_a_login_was_logged_twice(
+def test_cli_refuses_a_run_id_already_in_the_log(
     server_log: tuple[Server, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # A reused run id: its logins would read as logged twice.
     server, log = server_log
-    # The run id is chosen, so its first username can be in the log beforehand.
     with log.open("ab") as file:
         file.write(format_text(LoginRecord("dup-fixed01-0", datetime.now(UTC), "127.0.0.1")))
-    argv = [server.url, "-n", "50", "-c", "5", "--prefix", "dup-", "--run-id", "fixed01"]
-    status = main([*argv, "--json", "--verify", str(log), "--verify-timeout", "5"])
+    argv = [server.url, "-n", "50", "--prefix", "dup-", "--run-id", "fixed01"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--json", "--verify", str(log)])
 
-    assert status == 1
-    verify = json.loads(capsys.readouterr().out)["verify"]
-    assert (verify["doubled"], verify["missing"], verify["logged_once"]) == (1, 0, 49)
-    assert verify["doubled_examples"] == ["dup-fixed01-0"]
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "error: run id 'fixed01' is already in the log (dup-fixed01-0)" in captured.err
+    assert _run_lines(log, "dup-fixed01-") == [_run_lines(log, "dup-fixed01-0")[0]]
 
 
 def test_cli_exits_1_when_logins_are_missing(

@@ -17,7 +17,8 @@ from .config import LOGIN_PATH, LoadConfig
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
-from .verify import verify_log
+from .sources import LogFile
+from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
 
@@ -168,12 +169,26 @@ def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback
         yield update
 
 
+class _BadArgument(Exception):
+    """An argument found wrong only once the run is under way, before anything is sent."""
+
+
 async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
+    log = None
+    if args.verify and config.stem is not None:
+        # Read the log up to now: a reused run id would read as doubled logins,
+        # and the verification then reads only the lines added by this run.
+        log = LogFile(args.verify)
+        if (found := await first_logged(log, config.stem)) is not None:
+            raise _BadArgument(
+                f"run id {config.run_id!r} is already in the log ({found}): its logins "
+                "would read as logged twice; choose another --run-id"
+            )
     with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
         summary = await run_load(config, progress=progress)
     verify = None
-    if args.verify:
-        verify = await verify_log(args.verify, summary.logins(), max_wait=args.verify_timeout)
+    if log is not None:
+        verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
     if args.plot:
         plot_summary(summary, args.plot)
     if args.json:
@@ -200,12 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 when the run finished (and verified, with ``--verify``); 1 when
     ``--verify`` fails: nothing was acknowledged, or an acknowledged login is
-    missing from the log or logged more than once; 2 for bad arguments.
+    missing from the log or logged more than once; 2 for bad arguments,
+    a run id already in the ``--verify`` log among them.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     config = _config(parser, args)
     try:
         return _run(_main(args, config))
+    except _BadArgument as exc:
+        parser.error(str(exc))
     except KeyboardInterrupt:
         return 130
