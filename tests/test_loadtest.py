@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
 from quart_app.loadtest.stats import Timeline
@@ -52,7 +53,12 @@ def test_cli_run_is_counted_verified_and_plotted(
     assert summary["errors"] == 0
     assert summary["rps"] > 0
     latency = summary["latency_ms"]
-    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert list(latency) == ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["p99.99"]
+    assert latency["p99.99"] <= latency["max"]
+    histogram = HdrHistogram.decode(summary["histograms"]["latency_us"])
+    assert histogram.get_total_count() == 300
+    assert histogram.get_max_value() / 1000 == pytest.approx(latency["max"], rel=1e-3)
     verify = summary["verify"]
     assert verify["ok"] is True
     assert (verify["acknowledged"], verify["logged_once"]) == (300, 300)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .stats import encode
 from .summary import Summary
 from .verify import VerifyResult
 
@@ -25,6 +26,7 @@ def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[s
         "duration_s": round(summary.duration_s, 3),
         "rps": round(summary.rps, 1),
         "latency_ms": summary.latency_ms(),
+        "histograms": {"latency_us": encode(summary.latency)},
     }
     if verify is not None:
         data["verify"] = verify.to_dict()

@@ -88,7 +88,7 @@ class Summary:
         return self.config.stem
 
     def latency_ms(self) -> dict[str, float]:
-        """p50, p90, p99 and max latency in milliseconds; ``{}`` if nothing was answered."""
+        """Latency percentiles and max in milliseconds; ``{}`` if nothing was answered."""
         return percentiles_ms(self.latency)
 
     def logins(self, *, every_line: bool = False) -> Logins:
