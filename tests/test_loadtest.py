@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
+from quart_app.loadtest.report import summary_dict, summary_text
 from quart_app.loadtest.stats import Timeline
 from quart_app.records import LoginRecord, format_jsonl, format_text
 
@@ -190,3 +193,29 @@ def test_timeline_buckets_by_second_and_keeps_gaps() -> None:
     assert (gap.responses, gap.latency_ms) == (0, {})
     assert (last.start_s, last.span_s, last.throughput) == (2.0, 0.5, 2.0)
     assert timeline.total.get_total_count() == 3
+
+
+async def test_a_client_that_falls_behind_marks_the_run_invalid(
+    server_log: tuple[Server, Path],
+) -> None:
+    server, _ = server_log
+    loop = asyncio.get_running_loop()
+    hog: asyncio.TimerHandle | None = None
+
+    def block_the_loop() -> None:
+        nonlocal hog
+        time.sleep(0.03)  # the client busy elsewhere: its answers and sends wait
+        hog = loop.call_later(0.005, block_the_loop)
+
+    block_the_loop()
+    try:
+        summary = await run_load(LoadConfig(server.url, duration=0.5, concurrency=4))
+    finally:
+        assert hog is not None
+        hog.cancel()
+
+    data = summary_dict(summary)
+    assert data["valid"] is False
+    assert data["loop_lag_ms"]["p99"] > 20
+    assert "event-loop lag p99" in data["invalid_reason"]
+    assert "INVALID      the client's event-loop lag p99" in summary_text(summary)

@@ -12,6 +12,7 @@ From the shell: ``quart-app-loadtest URL ...`` or ``python -m quart_app.loadtest
 
 from .cli import main
 from .config import LoadConfig
+from .loop import loop_factory, run_uvloop
 from .runner import run_load
 from .sources import LogFile, LoginSource, open_source
 from .stats import SecondStats
@@ -28,8 +29,10 @@ __all__ = [
     "Tally",
     "VerifyResult",
     "first_logged",
+    "loop_factory",
     "main",
     "open_source",
     "run_load",
+    "run_uvloop",
     "verify_log",
 ]

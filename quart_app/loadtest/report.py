@@ -27,6 +27,9 @@ def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[s
         "rps": round(summary.rps, 1),
         "latency_ms": summary.latency_ms(),
         "histograms": {"latency_us": encode(summary.latency)},
+        "valid": summary.valid,
+        "invalid_reason": summary.invalid_reason,
+        "loop_lag_ms": summary.loop_lag.figures_ms(),
     }
     if verify is not None:
         data["verify"] = verify.to_dict()
@@ -84,6 +87,11 @@ def summary_text(summary: Summary, verify: VerifyResult | None = None) -> str:
             else "none answered"
         ),
     ]
+    lag = summary.loop_lag.figures_ms()
+    if lag:
+        lines.append("client lag   " + "   ".join(f"{k} {v:.2f} ms" for k, v in lag.items()))
+    if summary.invalid_reason:
+        lines.append(f"INVALID      {summary.invalid_reason}")
     if verify is not None:
         lines += _verify_lines(verify)
     return "\n".join(lines)

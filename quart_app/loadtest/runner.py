@@ -15,6 +15,7 @@ from yarl import URL
 
 from .client import Attempts, open_session, track_attempts
 from .config import LoadConfig
+from .loop import LoopLag
 from .stats import Timeline
 from .summary import SentByStem, Summary
 
@@ -58,6 +59,7 @@ class _Run:
         self.errors: dict[str, int] = {}
         self.acknowledged: list[int] = []
         self.attempts: list[Attempts] = []
+        self.loop_lag = LoopLag()
         self.issued = 0
         self._deadline_ns = (
             start_ns + int(config.duration * 1e9) if config.duration is not None else None
@@ -139,6 +141,7 @@ class _Run:
             sent=sent,
             acknowledged=acknowledged,
             resends_refused=sum(attempts.refused for attempts in self.attempts),
+            loop_lag=self.loop_lag,
         )
 
 
@@ -165,7 +168,7 @@ async def run_load(
             else None
         )
         try:
-            async with asyncio.TaskGroup() as group:
+            async with run.loop_lag.measuring(), asyncio.TaskGroup() as group:
                 for _ in range(workers):
                     group.create_task(run.worker(session))
         finally:

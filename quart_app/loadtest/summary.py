@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from hdrh.histogram import HdrHistogram
 
 from .config import LoadConfig
+from .loop import LoopLag
 from .stats import SecondStats, percentiles_ms
 from .verify import Logins
 
@@ -53,7 +54,8 @@ class Summary:
     one); ``acknowledged`` lists those answered 200, in no particular order.
     ``resends_refused`` counts the requests aiohttp would have sent a second
     time after their connection dropped (see :mod:`.client`); each is one of
-    the ``errors``.
+    the ``errors``. ``loop_lag`` is how late the client's own loop ran: a run
+    it made invalid (``valid`` false) measured the client, not the server.
     """
 
     config: LoadConfig
@@ -65,7 +67,8 @@ class Summary:
     seconds: list[SecondStats]
     sent: Mapping[str, int]
     acknowledged: list[str]
-    resends_refused: int = 0
+    resends_refused: int
+    loop_lag: LoopLag
 
     @property
     def answered(self) -> int:
@@ -81,6 +84,16 @@ class Summary:
     def rps(self) -> float:
         """Answers per second over the whole run."""
         return self.answered / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def invalid_reason(self) -> str | None:
+        """Why the run measured the client rather than the server; ``None`` if it did not."""
+        return self.loop_lag.problem
+
+    @property
+    def valid(self) -> bool:
+        """Whether the client kept up: its loop lag within :data:`.loop.LAG_LIMIT_MS`."""
+        return self.invalid_reason is None
 
     @property
     def stem(self) -> str | None:
