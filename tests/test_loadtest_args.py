@@ -24,6 +24,10 @@ URL = "http://127.0.0.1:1"
         (["--timeout", "0"], "--timeout: must be above 0"),
         (["--verify-timeout", "-1", "--verify", "log.txt"], "--verify-timeout: must be at least 0"),
         (["--verify-timeout", "inf", "--verify", "log.txt"], "--verify-timeout: must be a finite"),
+        (["--rate", "nan"], "--rate: must be a finite number"),
+        (["--rate", "0"], "--rate: must be above 0"),
+        (["--drop-late"], "drop_late and arrivals need a rate"),
+        (["--arrivals", "poisson"], "drop_late and arrivals need a rate"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )

@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from .config import LOGIN_PATH, LoadConfig
-from .loop import run_uvloop
+from .loop import LAG_LIMIT_MS, TICK_S, run_uvloop
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
+from .schedule import LATE_TOLERANCE_NS
 from .sources import LogFile
 from .verify import first_logged, verify_log
 
@@ -56,12 +57,50 @@ def _non_negative(text: str) -> float:
     return value
 
 
+EPILOG = f"""\
+closed and open loop:
+  Without --rate, each of -c workers sends its next request when the last one
+  is answered (closed loop, as wrk): while the server stalls, the requests users
+  would have sent meanwhile are never sent, and the percentiles look better than
+  reality (coordinated omission). With --rate R, request k is due at t0 + k/R
+  (--arrivals poisson: exponential gaps of mean 1/R) whatever the server does,
+  and -c caps the requests in flight (open loop, as wrk2 or k6). A request that
+  cannot start on time waits and keeps its due time: "latency" counts from the
+  due time, "service" from the actual send. A request is late when it starts
+  more than {LATE_TOLERANCE_NS / 1e6:g} ms after its due time: uvloop's timers have 1 ms
+  resolution, so one sent on time starts within about 1 ms of it.
+  --drop-late: a request no worker is free for in time is not sent but counted
+  as dropped (k6's dropped iterations).
+
+invalid runs:
+  A ticker measures the client's own event-loop lag every {TICK_S * 1000:g} ms. If its
+  p99 exceeds {LAG_LIMIT_MS:g} ms, the client could not keep up and the figures measure
+  it rather than the server: the summary says INVALID ("valid": false in
+  --json). The exit status does not change.
+
+usernames:
+  PREFIX + RUN_ID + "-" + n, unique to the run. PREFIX and RUN_ID may only hold
+  ASCII letters, digits and . _ ~ - (others the server would strip or escape).
+  With --verify, a RUN_ID already in the log is refused: it would read as doubled.
+  Each request is sent once: aiohttp's silent resend of a GET whose connection
+  dropped is refused and counted (resends_refused); redirects are not followed.
+
+exit status:
+  0 the run finished (and --verify passed); 1 --verify failed: nothing was
+  acknowledged (no login answered 200), or an acknowledged login is missing,
+  or one is logged more often than sent, or the run's stem is logged for a
+  login it never sent; 2 bad arguments; 130 interrupted.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(
         prog="quart-app-loadtest",
         description="Load a quart_app server with logins and, with --verify, check that "
         "every acknowledged login was logged exactly once.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("url", metavar="URL", help="the server's base URL, http://HOST:PORT")
     amount = parser.add_mutually_exclusive_group()
@@ -75,7 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
         "-d", "--duration", type=_positive, help="send requests for this many seconds"
     )
     parser.add_argument(
-        "-c", "--concurrency", type=_count, default=10, help="requests in flight (default 10)"
+        "-c",
+        "--concurrency",
+        type=_count,
+        default=10,
+        help="workers (closed loop) or most requests in flight (open loop) (default 10)",
+    )
+    parser.add_argument(
+        "--rate", type=_positive, metavar="R", help="open loop: R requests due per second"
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=("constant", "poisson"),
+        default="constant",
+        help="open loop: due every 1/R s, or Poisson arrivals of rate R (default constant)",
+    )
+    parser.add_argument(
+        "--drop-late",
+        action="store_true",
+        help="open loop: do not send a request that cannot start on time; count it dropped",
     )
     parser.add_argument("--method", choices=("get", "post"), default="get", help="(default get)")
     parser.add_argument("--path", default=LOGIN_PATH, help=f"(default {LOGIN_PATH})")
@@ -102,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds to wait for the writer to catch up (default 10)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object, HDR histograms included",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput over time")
     return parser
@@ -126,6 +187,9 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
             requests=requests,
             duration=args.duration,
             concurrency=args.concurrency,
+            rate=args.rate,
+            arrivals=args.arrivals,
+            drop_late=args.drop_late,
             method=args.method,
             path=args.path,
             prefix=args.prefix,
@@ -202,10 +266,7 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: the process's); return the exit status.
 
-    0 when the run finished (and verified, with ``--verify``); 1 when
-    ``--verify`` fails: nothing was acknowledged, or an acknowledged login is
-    missing from the log or logged more than once; 2 for bad arguments,
-    a run id already in the ``--verify`` log among them.
+    See :data:`EPILOG` (the end of ``--help``) for the statuses.
     """
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ LOGIN_PATH = "/login/"
 _USERNAME_PART = re.compile(r"[A-Za-z0-9._~-]*")
 
 Method = Literal["get", "post"]
+Arrivals = Literal["constant", "poisson"]
 
 
 def _check_url(url: str) -> None:
@@ -56,6 +57,13 @@ def _check_names(names: Sequence[str]) -> None:
 class LoadConfig:
     """What to send: ``requests`` (a count), ``duration`` (seconds) or ``names``; one of them.
 
+    Closed loop by default: ``concurrency`` workers, each sending its next
+    request when the last is answered. With ``rate`` the run is open loop:
+    requests are due at ``rate`` per second (``arrivals`` constant or
+    poisson) whatever the server does, at most ``concurrency`` in flight; with
+    ``drop_late`` a request no worker is free for on time is not sent (k6's
+    dropped iterations) instead of being sent late. See :mod:`.schedule`.
+
     ``url`` is the server's base URL and ``path`` is appended to it. Each
     request logs in one username, sent in the query string (GET) or a form
     (POST): ``{prefix}{run_id}-{n}`` for the n-th request, unique to the run; or,
@@ -67,6 +75,9 @@ class LoadConfig:
     requests: int | None = None
     duration: float | None = None
     concurrency: int = 10
+    rate: float | None = None
+    arrivals: Arrivals = "constant"
+    drop_late: bool = False
     method: Method = "get"
     path: str = LOGIN_PATH
     prefix: str = "lt-"
@@ -90,6 +101,12 @@ class LoadConfig:
             object.__setattr__(self, "names", tuple(self.names))  # frozen, and never aliased
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.rate is not None:
+            _check_positive("rate", self.rate)
+        elif self.drop_late or self.arrivals != "constant":
+            raise ValueError("drop_late and arrivals need a rate (an open-loop run)")
+        if self.arrivals not in ("constant", "poisson"):
+            raise ValueError(f"arrivals must be constant or poisson, not {self.arrivals!r}")
         if self.method not in ("get", "post"):
             raise ValueError(f"method must be get or post, not {self.method!r}")
         _check_positive("timeout", self.timeout)

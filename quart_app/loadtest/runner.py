@@ -1,4 +1,8 @@
-"""Sending the load: ``concurrency`` workers looping over one shared aiohttp session."""
+"""Sending the load: ``concurrency`` workers looping over one shared aiohttp session.
+
+Each worker takes the next request from the schedule (:mod:`.schedule`),
+waits for its due time in open loop, sends it and records the answer.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from yarl import URL
 from .client import Attempts, open_session, track_attempts
 from .config import LoadConfig
 from .loop import LoopLag
-from .stats import Timeline
-from .summary import SentByStem, Summary
+from .schedule import LATE_TOLERANCE_NS, schedule_for
+from .stats import HIGHEST_US, Timeline, new_histogram
+from .summary import OpenLoop, SentByStem, Summary
 
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 # What a request can fail with short of an HTTP answer: refused or reset
@@ -54,49 +59,66 @@ class _Run:
     def __init__(self, config: LoadConfig, start_ns: int) -> None:
         self.config = config
         self.start_ns = start_ns
+        self.schedule = schedule_for(config, start_ns)
         self.timeline = Timeline(start_ns)
+        # Open loop: latency from the due time goes to the timeline, from the send here.
+        self.service = new_histogram() if config.rate is not None else None
         self.statuses: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.acknowledged: list[int] = []
+        self.dropped: list[int] = []
+        self.late = 0
+        self.max_lag_ns = 0
+        self.first_send_ns: int | None = None
+        self.last_send_ns = start_ns
         self.attempts: list[Attempts] = []
         self.loop_lag = LoopLag()
-        self.issued = 0
-        self._deadline_ns = (
-            start_ns + int(config.duration * 1e9) if config.duration is not None else None
-        )
-
-    def next_index(self) -> int | None:
-        """The number of the next request to send, or ``None`` when the run is over."""
-        if self._deadline_ns is not None:
-            if time.perf_counter_ns() >= self._deadline_ns:
-                return None
-        elif self.issued >= (self.config.total or 0):
-            return None
-        self.issued += 1
-        return self.issued - 1
 
     def completed(self) -> int:
         """Requests answered or failed so far."""
         return sum(self.statuses.values()) + sum(self.errors.values())
 
     async def worker(self, session: aiohttp.ClientSession) -> None:
-        """Send requests one after another until the run is over."""
+        """Send requests one after another, each at its due time, until the run is over."""
         # The hot loop: everything it touches is bound to a local first.
-        method = self.config.method.upper()
-        headers = _FORM_HEADERS if method == "POST" and self.config.usernames else None
-        build = _request_builder(self.config)
+        config = self.config
+        method = config.method.upper()
+        headers = _FORM_HEADERS if method == "POST" and config.usernames else None
+        build = _request_builder(config)
         request = session.request
-        next_index = self.next_index
+        next_due = self.schedule.next
         record = self.timeline.record
+        service = self.service
         statuses = self.statuses
         acknowledged = self.acknowledged
+        drop_late = config.drop_late
         clock = time.perf_counter_ns
+        sleep = asyncio.sleep
         attempts = track_attempts()
         self.attempts.append(attempts)
-        while (n := next_index()) is not None:
+        while (claimed := next_due()) is not None:
+            n, due = claimed
             url, body = build(n)
-            attempts.started = False
             started = clock()
+            if due is None:  # closed loop: due now
+                due = started
+            else:
+                if started < due:
+                    await sleep((due - started) / 1e9)
+                    started = clock()
+                elif drop_late and started - due > LATE_TOLERANCE_NS:
+                    # No worker was free in time: k6 drops the iteration.
+                    self.dropped.append(n)
+                    continue
+                lag = started - due
+                if lag > LATE_TOLERANCE_NS:
+                    self.late += 1
+                if lag > self.max_lag_ns:
+                    self.max_lag_ns = lag
+            if self.first_send_ns is None:
+                self.first_send_ns = started
+            self.last_send_ns = started
+            attempts.started = False
             try:
                 # Redirects are not followed: one request, one exchange, as wrk does.
                 async with request(
@@ -111,20 +133,43 @@ class _Run:
             ended = clock()
             status = response.status
             statuses[status] = statuses.get(status, 0) + 1
-            record(ended, (ended - started) // 1000, status != 200)
+            # From the due time (a uvloop timer may wake a little early: then from the send).
+            record(ended, (ended - min(due, started)) // 1000, status != 200)
+            if service is not None:
+                service.record_value(min((ended - started) // 1000, HIGHEST_US))
             if status == 200:
                 acknowledged.append(n)
 
     def _usernames(self) -> tuple[Mapping[str, int], list[str]]:
         """How many times each username was sent, and those acknowledged."""
-        config = self.config
+        config, issued = self.config, self.schedule.issued
         if config.names is not None:
             names = config.names
-            return Counter(names[: self.issued]), [names[n] for n in self.acknowledged]
+            sent = Counter(names[:issued])
+            sent.subtract(names[n] for n in self.dropped)
+            return +sent, [names[n] for n in self.acknowledged]
         if config.stem is not None:
             stem = config.stem
-            return SentByStem(stem, self.issued), [f"{stem}{n}" for n in self.acknowledged]
+            sent_by_stem = SentByStem(stem, issued, unsent=frozenset(self.dropped))
+            return sent_by_stem, [f"{stem}{n}" for n in self.acknowledged]
         return {}, []
+
+    def _open_loop(self) -> OpenLoop | None:
+        config = self.config
+        if config.rate is None or self.service is None:
+            return None
+        sent = self.schedule.issued - len(self.dropped)
+        span_s = (self.last_send_ns - (self.first_send_ns or self.last_send_ns)) / 1e9
+        return OpenLoop(
+            rate=config.rate,
+            arrivals=config.arrivals,
+            # Starts per second between the first and the last: the rate kept.
+            achieved_rate=(sent - 1) / span_s if span_s > 0 else 0.0,
+            late=self.late,
+            max_start_lag_s=self.max_lag_ns / 1e9,
+            dropped=len(self.dropped),
+            service=self.service,
+        )
 
     def summary(self, end_ns: int) -> Summary:
         """The figures of the finished run."""
@@ -142,6 +187,7 @@ class _Run:
             acknowledged=acknowledged,
             resends_refused=sum(attempts.refused for attempts in self.attempts),
             loop_lag=self.loop_lag,
+            open_loop=self._open_loop(),
         )
 
 

@@ -20,9 +20,10 @@ class SentByStem(Mapping[str, int]):
     does not hold a second copy of every username.
     """
 
-    def __init__(self, stem: str, issued: int) -> None:
+    def __init__(self, stem: str, issued: int, unsent: frozenset[int] = frozenset()) -> None:
         self._stem = stem
         self._issued = issued
+        self._unsent = unsent  # numbered but never sent: dropped as late
 
     def __getitem__(self, username: str) -> int:
         digits = username[len(self._stem) :]
@@ -33,20 +34,47 @@ class SentByStem(Mapping[str, int]):
             and digits.isdigit()
             and (digits == "0" or digits[0] != "0")
             and int(digits) < self._issued
+            and int(digits) not in self._unsent
         ):
             return 1
         raise KeyError(username)
 
     def __iter__(self) -> Iterator[str]:
-        return (f"{self._stem}{n}" for n in range(self._issued))
+        return (f"{self._stem}{n}" for n in range(self._issued) if n not in self._unsent)
 
     def __len__(self) -> int:
-        return self._issued
+        return self._issued - len(self._unsent)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenLoop:
+    """How an open-loop run kept its schedule (see :mod:`.schedule`).
+
+    ``late`` requests started more than the tolerance after their due time;
+    ``max_start_lag_s`` is the largest lag of any; ``dropped`` ones were not
+    sent at all (``drop_late``). ``service`` holds the latencies from the actual send, in
+    microseconds, beside the run's main ones from the due time.
+    """
+
+    rate: float
+    arrivals: str
+    achieved_rate: float
+    late: int
+    max_start_lag_s: float
+    dropped: int
+    service: HdrHistogram
+
+    def service_ms(self) -> dict[str, float]:
+        """Service-time percentiles and max in milliseconds; ``{}`` if nothing was answered."""
+        return percentiles_ms(self.service)
 
 
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What a run did. Latencies are in microseconds in ``latency`` (an HDR histogram).
+
+    In open loop (``open_loop`` set) ``latency`` counts from each request's
+    due time, so a stall shows in full however few requests were in flight.
 
     ``requests`` counts every request sent: answered (``statuses``) or failed
     without an answer (``errors``, by exception type). ``sent`` maps each
@@ -69,6 +97,7 @@ class Summary:
     acknowledged: list[str]
     resends_refused: int
     loop_lag: LoopLag
+    open_loop: OpenLoop | None = None
 
     @property
     def answered(self) -> int:
