@@ -103,7 +103,7 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
     assert (result.missing, result.doubled, result.logged_once) == (0, 1, 199)
 
 
-async def test_verify_reads_json_lines_and_ignores_other_lines(tmp_path: Path) -> None:
+async def test_verify_reads_both_formats_and_leaves_an_unfinished_line(tmp_path: Path) -> None:
     at = datetime.now(UTC)
     log = tmp_path / "mixed.log"
     log.write_bytes(
@@ -111,15 +111,27 @@ async def test_verify_reads_json_lines_and_ignores_other_lines(tmp_path: Path) -
         + format_text(LoginRecord("run-2", at, "127.0.0.1"))
         + format_text(LoginRecord("someone-else", at, "10.0.0.1"))
         + format_jsonl(LoginRecord("run-3", at, "127.0.0.1"))  # answered, but not with a 200
-        + b"not a login line\n"
-        + b'{"event": "login"}\n'
-        + format_text(LoginRecord("run-1", at, "127.0.0.1")).rstrip(b"\n")  # torn: not counted
+        + format_text(LoginRecord("run-1", at, "127.0.0.1")).rstrip(b"\n")  # still being written
     )
     sent = dict.fromkeys(["run-1", "run-2", "run-3"], 1)
     logins = Logins(sent, acknowledged={"run-1", "run-2"}, run_prefix="run-")
     result = await verify_log(log, logins, max_wait=0.1)
     assert result.ok
-    assert (result.logged_once, result.unacknowledged_logged) == (2, 1)
+    assert (result.logged_once, result.unacknowledged_logged, result.unreadable) == (2, 1, 0)
+
+
+async def test_a_line_that_is_no_login_record_fails_verify(tmp_path: Path) -> None:
+    # What two writers interleaving, or a torn write, leave in the log.
+    at = datetime.now(UTC)
+    whole = format_text(LoginRecord("run-1", at, "127.0.0.1"))
+    log = tmp_path / "torn.log"
+    log.write_bytes(whole + whole[:20] + format_text(LoginRecord("run-2", at, "::1")) + b"{}\n")
+
+    result = await verify_log(log, Logins.sent_once(["run-1"]), max_wait=0)
+    assert not result.ok
+    assert result.unreadable == 2
+    assert result.unreadable_examples[1] == "{}"
+    assert result.to_dict()["unreadable"] == 2
 
 
 def test_cli_refuses_a_run_id_already_in_the_log(

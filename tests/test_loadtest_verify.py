@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from quart_app.loadtest import LogFile, Logins, Tally, first_logged, verify_log
+from quart_app.loadtest import LogFile, Logged, Logins, Tally, first_logged, verify_log
 from quart_app.loadtest.summary import SentByStem
 from quart_app.records import LoginRecord, format_text
 
@@ -17,13 +17,13 @@ class ListSource:
     def __init__(self, *batches: list[str]) -> None:
         self.batches = list(batches)
 
-    async def new_usernames(self) -> list[str]:
-        return self.batches.pop(0) if self.batches else []
+    async def read(self) -> Logged:
+        return Logged(self.batches.pop(0) if self.batches else [], [])
 
 
 def tally(logins: Logins, logged: list[str]) -> Tally:
     result = Tally(logins)
-    result.add(logged)
+    result.add(Logged(logged, []))
     return result
 
 
@@ -83,4 +83,4 @@ async def test_first_logged_reads_to_the_end_and_leaves_only_new_lines(tmp_path:
     assert await first_logged(LogFile(log), "lt-y-") is None
     with log.open("ab") as file:
         file.write(format_text(LoginRecord("c", at, "::1")))
-    assert await source.new_usernames() == ["c"]
+    assert await source.read() == Logged(["c"], [])

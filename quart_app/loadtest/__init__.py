@@ -14,7 +14,7 @@ from .cli import main
 from .config import LoadConfig
 from .loop import loop_factory, run_uvloop
 from .runner import run_load
-from .sources import LogFile, LoginSource, open_source
+from .sources import LogFile, Logged, LoginSource, open_source
 from .stats import SecondStats
 from .summary import Summary
 from .verify import Logins, Tally, VerifyResult, first_logged, verify_log
@@ -22,6 +22,7 @@ from .verify import Logins, Tally, VerifyResult, first_logged, verify_log
 __all__ = [
     "LoadConfig",
     "LogFile",
+    "Logged",
     "LoginSource",
     "Logins",
     "SecondStats",

@@ -79,6 +79,8 @@ def _verify_lines(verify: VerifyResult) -> list[str]:
         lines.append(f"{indent}nothing was acknowledged (no login answered 200)")
     if verify.unsent_logged:
         lines.append(f"{indent}{verify.unsent_logged:,} logged that this run never sent")
+    if verify.unreadable:
+        lines.append(f"{indent}{verify.unreadable:,} lines are no login record (torn writes?)")
     if verify.repeated_logged:
         lines.append(
             f"{indent}{verify.repeated_logged:,} sent more than once and logged as often (no fault)"
@@ -87,6 +89,7 @@ def _verify_lines(verify: VerifyResult) -> list[str]:
         ("missing", verify.missing_examples),
         ("doubled", verify.doubled_examples),
         ("never sent", verify.unsent_examples),
+        ("unreadable", tuple(repr(line) for line in verify.unreadable_examples)),
     ):
         if examples:
             lines.append(f"{indent}{name} e.g. {', '.join(examples)}")

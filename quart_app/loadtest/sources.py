@@ -1,28 +1,41 @@
 """Where ``--verify`` reads the logged usernames from: the login log file.
 
-A source is anything with an async ``new_usernames()``. The counting in
-:mod:`.verify` only sees usernames, so another store (a database table the
-logins are written to) can be read by a source of its own beside
-:class:`LogFile`, and :func:`open_source` can pick it from its address.
+A source is anything with an async ``read()`` returning :class:`Logged`. The
+counting in :mod:`.verify` only sees usernames (and records it could not
+read), so another store (a database table the logins are written to) can be
+read by a source of its own beside :class:`LogFile`, and :func:`open_source`
+can pick it from its address.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from quart_app.records import parse_line
 
 
+class Logged(NamedTuple):
+    """What a source read: the usernames of its login records, and records it could not read.
+
+    ``unreadable`` holds, as text, what the store holds that is no login
+    record: in a log file, a torn or interleaved line. The server writes
+    nothing else, so each is a fault.
+    """
+
+    usernames: list[str]
+    unreadable: list[str]
+
+
 @runtime_checkable
 class LoginSource(Protocol):
-    """Logged usernames, read a batch at a time."""
+    """Logged logins, read a batch at a time."""
 
-    async def new_usernames(self) -> list[str]:
-        """The usernames logged since the last call: all of them on the first call.
+    async def read(self) -> Logged:
+        """What was logged since the last call: everything on the first call.
 
-        An empty list means nothing new for now; the writer may add more later.
+        Nothing new for now is an empty batch; the writer may add more later.
         """
         ...
 
@@ -30,8 +43,8 @@ class LoginSource(Protocol):
 class LogFile:
     """A login log file, text or JSON Lines, read from where the last call stopped.
 
-    A line still being written is left for the next call, and lines that are
-    not login records are skipped.
+    A last line without its newline is still being written: it is left for
+    the next call.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -39,27 +52,27 @@ class LogFile:
         self._offset = 0
         self._partial = b""
 
-    async def new_usernames(self) -> list[str]:
-        """The usernames of the complete lines added since the last call."""
+    async def read(self) -> Logged:
+        """The complete lines added since the last call."""
         # In a thread: the log may be large, and the caller's loop may be busy.
         return await asyncio.to_thread(self._read)
 
-    def _read(self) -> list[str]:
+    def _read(self) -> Logged:
         try:
             with self.path.open("rb") as file:
                 file.seek(self._offset)
                 data = file.read()
         except FileNotFoundError:  # the writer has not created it yet
-            return []
+            return Logged([], [])
         self._offset += len(data)
         *lines, self._partial = (self._partial + data).split(b"\n")
-        usernames = []
+        logged = Logged([], [])
         for line in lines:
             try:
-                usernames.append(parse_line(line.decode()).username)
-            except ValueError:  # not a login line (UnicodeDecodeError is one too)
-                continue
-        return usernames
+                logged.usernames.append(parse_line(line.decode()).username)
+            except ValueError:  # UnicodeDecodeError is one too
+                logged.unreadable.append(line.decode(errors="replace"))
+        return logged
 
 
 def open_source(where: str | Path | LoginSource) -> LoginSource:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .sources import LoginSource, open_source
+from .sources import Logged, LoginSource, open_source
 
 EXAMPLES = 5
 """How many usernames a result names per fault, to start looking from."""
@@ -49,8 +49,9 @@ class VerifyResult:
     """How the log matches the logins a run sent.
 
     Faults: ``missing`` (acknowledged, not logged), ``doubled`` (logged more
-    often than sent) and ``unsent_logged`` (the run's lines for usernames it
-    never sent). No faults: ``unacknowledged_logged`` (a login whose answer was
+    often than sent), ``unsent_logged`` (the run's lines for usernames it
+    never sent) and ``unreadable`` (lines that are no login record: torn or
+    interleaved writes). No faults: ``unacknowledged_logged`` (a login whose answer was
     lost on the way back may well have been logged) and ``repeated_logged``
     (sent more than once, logged more than once but no more often than sent).
     """
@@ -60,12 +61,14 @@ class VerifyResult:
     missing: int
     doubled: int
     unsent_logged: int
+    unreadable: int
     unacknowledged_logged: int
     repeated_logged: int
     waited_s: float
     missing_examples: tuple[str, ...]
     doubled_examples: tuple[str, ...]
     unsent_examples: tuple[str, ...]
+    unreadable_examples: tuple[str, ...]
 
     @property
     def ok(self) -> bool:
@@ -74,7 +77,7 @@ class VerifyResult:
         Nothing acknowledged (server down, every login refused) is a failure:
         there was nothing to check, so nothing was shown to work.
         """
-        faults = self.missing + self.doubled + self.unsent_logged
+        faults = self.missing + self.doubled + self.unsent_logged + self.unreadable
         return self.acknowledged > 0 and faults == 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,12 +89,14 @@ class VerifyResult:
             "missing": self.missing,
             "doubled": self.doubled,
             "unsent_logged": self.unsent_logged,
+            "unreadable": self.unreadable,
             "unacknowledged_logged": self.unacknowledged_logged,
             "repeated_logged": self.repeated_logged,
             "waited_s": round(self.waited_s, 3),
             "missing_examples": list(self.missing_examples),
             "doubled_examples": list(self.doubled_examples),
             "unsent_examples": list(self.unsent_examples),
+            "unreadable_examples": list(self.unreadable_examples),
         }
 
 
@@ -101,13 +106,17 @@ class Tally:
     def __init__(self, logins: Logins) -> None:
         self.logins = logins
         self.counts: Counter[str] = Counter()
+        self.unreadable = 0
+        self.unreadable_examples: list[str] = []
         self._present = 0  # acknowledged usernames logged at least once
 
-    def add(self, usernames: Iterable[str]) -> None:
-        """Count one batch of logged usernames; those not of the run are ignored."""
+    def add(self, logged: Logged) -> None:
+        """Count one batch a source read; usernames not of the run are ignored."""
+        self.unreadable += len(logged.unreadable)
+        self.unreadable_examples += logged.unreadable[: EXAMPLES - len(self.unreadable_examples)]
         logins, counts = self.logins, self.counts
         sent, acknowledged, prefix = logins.sent, logins.acknowledged, logins.run_prefix
-        for username in usernames:
+        for username in logged.usernames:
             if username in sent or (prefix is not None and username.startswith(prefix)):
                 counts[username] += 1
                 if counts[username] == 1 and username in acknowledged:
@@ -142,12 +151,14 @@ class Tally:
             missing=len(missing),
             doubled=len(doubled),
             unsent_logged=len(unsent),
+            unreadable=self.unreadable,
             unacknowledged_logged=unacknowledged,
             repeated_logged=repeated,
             waited_s=waited_s,
             missing_examples=tuple(missing[:EXAMPLES]),
             doubled_examples=tuple(sorted(doubled)[:EXAMPLES]),
             unsent_examples=tuple(sorted(unsent)[:EXAMPLES]),
+            unreadable_examples=tuple(self.unreadable_examples),
         )
 
 
@@ -170,7 +181,7 @@ async def verify_log(
     started = time.monotonic()
     deadline = started + max_wait
     while True:
-        tally.add(await source.new_usernames())
+        tally.add(await source.read())
         if tally.complete or time.monotonic() >= deadline:
             break
         await asyncio.sleep(poll_interval)
@@ -184,7 +195,7 @@ async def first_logged(source: LoginSource, prefix: str) -> str | None:
     the run's logins look doubled.
     """
     found = None
-    while usernames := await source.new_usernames():
+    while (logged := await source.read()).usernames or logged.unreadable:
         if found is None:
-            found = next((name for name in usernames if name.startswith(prefix)), None)
+            found = next((name for name in logged.usernames if name.startswith(prefix)), None)
     return found
