@@ -65,6 +65,9 @@ def test_sent_by_stem_holds_exactly_the_usernames_sent() -> None:
     for never in ["lt-x-12", "lt-x-01", "lt-x-", "lt-x-1a", "lt-x-\u0661", "lt-y-1", "x"]:
         assert never not in sent
 
+    dropped = SentByStem("lt-x-", issued=5, unsent=frozenset({3}))
+    assert (len(dropped), "lt-x-3" in dropped, list(dropped)[-1]) == (4, False, "lt-x-4")
+
 
 async def test_verify_reads_any_source_until_every_acknowledged_login_is_in() -> None:
     source = ListSource(["a"], [], ["b", "other"], ["b"])

@@ -6,6 +6,11 @@ In-process use (tests and the benchmark)::
     result = await verify_log("login_log.txt", summary.logins())
     assert result.ok, result.to_dict()
 
+``LoadConfig(url, names=[...])`` sends exactly those usernames, and
+``summary.logins(every_line=True)`` then claims every line of a log the run
+owns; ``LoadConfig(url, duration=5, rate=300)`` is an open-loop run.
+``verify_log`` reads a path or any :class:`LoginSource`.
+
 From the shell: ``quart-app-loadtest URL ...`` or ``python -m quart_app.loadtest URL ...``
 (``--help`` lists the options).
 """

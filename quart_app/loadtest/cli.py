@@ -218,13 +218,13 @@ def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback
         auto_refresh=False,
         transient=True,
     ) as progress:
-        task = progress.add_task("starting", total=config.requests or config.duration)
+        task = progress.add_task("starting", total=config.total or config.duration)
 
         def update(done: int, elapsed: float) -> None:
             rate = done / elapsed if elapsed > 0 else 0.0
             progress.update(
                 task,
-                completed=done if config.requests else elapsed,
+                completed=done if config.total else elapsed,
                 description=f"{done:,} requests, {rate:,.0f}/s",
             )
             progress.refresh()

@@ -156,7 +156,7 @@ class _Run:
 
     def _open_loop(self) -> OpenLoop | None:
         config = self.config
-        if config.rate is None or self.service is None:
+        if config.rate is None or self.service is None:  # closed loop
             return None
         sent = self.schedule.issued - len(self.dropped)
         span_s = (self.last_send_ns - (self.first_send_ns or self.last_send_ns)) / 1e9
@@ -203,7 +203,8 @@ async def run_load(
     """Send the load ``config`` describes and return what happened.
 
     ``progress``, if given, is called every ``progress_interval`` seconds and
-    once at the end, from the event loop; it must be quick.
+    once at the end, from the event loop; it must be quick (a test may stop
+    the server from it once enough requests are done).
     """
     workers = min(config.concurrency, config.total or config.concurrency)
     async with open_session(config.concurrency, config.timeout) as session:

@@ -52,8 +52,8 @@ class OpenLoop:
 
     ``late`` requests started more than the tolerance after their due time;
     ``max_start_lag_s`` is the largest lag of any; ``dropped`` ones were not
-    sent at all (``drop_late``). ``service`` holds the latencies from the actual send, in
-    microseconds, beside the run's main ones from the due time.
+    sent at all (``drop_late``). ``service`` holds the latencies from the
+    actual send, in microseconds, beside the run's main ones from the due time.
     """
 
     rate: float
