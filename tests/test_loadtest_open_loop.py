@@ -81,7 +81,8 @@ def test_open_loop_latency_shows_a_stall_that_closed_loop_hides(
     assert opened["late"]["max_start_lag_ms"] >= 0.8 * stall_ms
     assert opened["dropped"] == 0
     assert opened["rate"]["achieved"] > 0.9 * 200
-    assert opened["valid"], opened["invalid_reason"]
+    # The second is the server's: the client's own loop was never that late.
+    assert opened["loop_lag_ms"]["p99"] < 0.1 * stall_ms
 
 
 def test_drop_late_does_not_send_what_could_not_start_on_time(
@@ -95,7 +96,7 @@ def test_drop_late_does_not_send_what_could_not_start_on_time(
     # ~200 were due in the stall; the 4 slots took a few, the rest were dropped.
     assert summary["dropped"] >= 150
     assert summary["requests"] + summary["dropped"] == 400
-    assert summary["late"]["count"] <= 10
+    assert summary["late"]["max_start_lag_ms"] < 0.5 * STALL_S * 1000  # none waited it out
     # Dropped logins were never sent: nothing of them in the log, and no fault.
     assert summary["verify"]["ok"] is True
     assert summary["verify"]["acknowledged"] == summary["requests"]
