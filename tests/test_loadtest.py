@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
-from quart_app.loadtest import LoadConfig, main, run_load, verify_log
+from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
+from quart_app.loadtest.report import summary_dict, summary_text
 from quart_app.loadtest.stats import Timeline
 from quart_app.records import LoginRecord, format_jsonl, format_text
 
@@ -52,7 +56,12 @@ def test_cli_run_is_counted_verified_and_plotted(
     assert summary["errors"] == 0
     assert summary["rps"] > 0
     latency = summary["latency_ms"]
-    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert list(latency) == ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["p99.99"]
+    assert latency["p99.99"] <= latency["max"]
+    histogram = HdrHistogram.decode(summary["histograms"]["latency_us"])
+    assert histogram.get_total_count() == 300
+    assert histogram.get_max_value() / 1000 == pytest.approx(latency["max"], rel=1e-3)
     verify = summary["verify"]
     assert verify["ok"] is True
     assert (verify["acknowledged"], verify["logged_once"]) == (300, 300)
@@ -73,7 +82,7 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
     assert len(summary.acknowledged) == 200
     assert ticks[-1] == (200, summary.duration_s)
     assert summary.stem is not None
-    result = await verify_log(log, summary.acknowledged, run_prefix=summary.stem)
+    result = await verify_log(log, summary.logins())
     assert result.ok
     assert result.logged_once == 200
 
@@ -81,7 +90,7 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
     assert len(lines) == 200
     removed = tmp_path / "removed.txt"
     removed.write_text("".join(lines[1:]), encoding="utf-8")
-    result = await verify_log(removed, summary.acknowledged, max_wait=0.1)
+    result = await verify_log(removed, summary.logins(), max_wait=0.1)
     assert not result.ok
     assert (result.missing, result.doubled, result.logged_once) == (1, 0, 199)
     assert len(result.missing_examples) == 1
@@ -89,12 +98,12 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
 
     doubled = tmp_path / "doubled.txt"
     doubled.write_text("".join([*lines, lines[7]]), encoding="utf-8")
-    result = await verify_log(doubled, summary.acknowledged, max_wait=0.1)
+    result = await verify_log(doubled, summary.logins(), max_wait=0.1)
     assert not result.ok
     assert (result.missing, result.doubled, result.logged_once) == (0, 1, 199)
 
 
-async def test_verify_reads_json_lines_and_ignores_other_lines(tmp_path: Path) -> None:
+async def test_verify_reads_both_formats_and_leaves_an_unfinished_line(tmp_path: Path) -> None:
     at = datetime.now(UTC)
     log = tmp_path / "mixed.log"
     log.write_bytes(
@@ -102,29 +111,45 @@ async def test_verify_reads_json_lines_and_ignores_other_lines(tmp_path: Path) -
         + format_text(LoginRecord("run-2", at, "127.0.0.1"))
         + format_text(LoginRecord("someone-else", at, "10.0.0.1"))
         + format_jsonl(LoginRecord("run-3", at, "127.0.0.1"))  # answered, but not with a 200
-        + b"not a login line\n"
-        + b'{"event": "login"}\n'
-        + format_text(LoginRecord("run-1", at, "127.0.0.1")).rstrip(b"\n")  # torn: not counted
+        + format_text(LoginRecord("run-1", at, "127.0.0.1")).rstrip(b"\n")  # still being written
     )
-    result = await verify_log(log, ["run-1", "run-2"], run_prefix="run-", max_wait=0.1)
+    sent = dict.fromkeys(["run-1", "run-2", "run-3"], 1)
+    logins = Logins(sent, acknowledged={"run-1", "run-2"}, run_prefix="run-")
+    result = await verify_log(log, logins, max_wait=0.1)
     assert result.ok
-    assert (result.logged_once, result.unacknowledged_logged) == (2, 1)
+    assert (result.logged_once, result.unacknowledged_logged, result.unreadable) == (2, 1, 0)
 
 
-def test_cli_exits_1_when_a_login_was_logged_twice(
+async def test_a_line_that_is_no_login_record_fails_verify(tmp_path: Path) -> None:
+    # What two writers interleaving, or a torn write, leave in the log.
+    at = datetime.now(UTC)
+    whole = format_text(LoginRecord("run-1", at, "127.0.0.1"))
+    log = tmp_path / "torn.log"
+    log.write_bytes(whole + whole[:20] + format_text(LoginRecord("run-2", at, "::1")) + b"{}\n")
+
+    result = await verify_log(log, Logins.sent_once(["run-1"]), max_wait=0)
+    assert not result.ok
+    assert result.unreadable == 2
+    assert result.unreadable_examples[1] == "{}"
+    assert result.to_dict()["unreadable"] == 2
+
+
+def test_cli_refuses_a_run_id_already_in_the_log(
     server_log: tuple[Server, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # A reused run id: its logins would read as logged twice.
     server, log = server_log
-    # The run id is chosen, so its first username can be in the log beforehand.
     with log.open("ab") as file:
         file.write(format_text(LoginRecord("dup-fixed01-0", datetime.now(UTC), "127.0.0.1")))
-    argv = [server.url, "-n", "50", "-c", "5", "--prefix", "dup-", "--run-id", "fixed01"]
-    status = main([*argv, "--json", "--verify", str(log), "--verify-timeout", "5"])
+    argv = [server.url, "-n", "50", "--prefix", "dup-", "--run-id", "fixed01"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--json", "--verify", str(log)])
 
-    assert status == 1
-    verify = json.loads(capsys.readouterr().out)["verify"]
-    assert (verify["doubled"], verify["missing"], verify["logged_once"]) == (1, 0, 49)
-    assert verify["doubled_examples"] == ["dup-fixed01-0"]
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "error: run id 'fixed01' is already in the log (dup-fixed01-0)" in captured.err
+    assert _run_lines(log, "dup-fixed01-") == [_run_lines(log, "dup-fixed01-0")[0]]
 
 
 def test_cli_exits_1_when_logins_are_missing(
@@ -180,3 +205,29 @@ def test_timeline_buckets_by_second_and_keeps_gaps() -> None:
     assert (gap.responses, gap.latency_ms) == (0, {})
     assert (last.start_s, last.span_s, last.throughput) == (2.0, 0.5, 2.0)
     assert timeline.total.get_total_count() == 3
+
+
+async def test_a_client_that_falls_behind_marks_the_run_invalid(
+    server_log: tuple[Server, Path],
+) -> None:
+    server, _ = server_log
+    loop = asyncio.get_running_loop()
+    hog: asyncio.TimerHandle | None = None
+
+    def block_the_loop() -> None:
+        nonlocal hog
+        time.sleep(0.03)  # the client busy elsewhere: its answers and sends wait
+        hog = loop.call_later(0.005, block_the_loop)
+
+    block_the_loop()
+    try:
+        summary = await run_load(LoadConfig(server.url, duration=0.5, concurrency=4))
+    finally:
+        assert hog is not None
+        hog.cancel()
+
+    data = summary_dict(summary)
+    assert data["valid"] is False
+    assert data["loop_lag_ms"]["p99"] > 20
+    assert "event-loop lag p99" in data["invalid_reason"]
+    assert "INVALID      the client's event-loop lag p99" in summary_text(summary)

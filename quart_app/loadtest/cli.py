@@ -3,21 +3,94 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-from collections.abc import Coroutine, Iterator, Sequence
+import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from .config import LOGIN_PATH, LoadConfig
+from .loop import LAG_LIMIT_MS, TICK_S, run_uvloop
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
-from .runner import LOGIN_PATH, LoadConfig, ProgressCallback, run_load
-from .verify import verify_log
+from .runner import ProgressCallback, run_load
+from .schedule import LATE_TOLERANCE_NS
+from .sources import LogFile
+from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {text!r}")
+    return value
+
+
+EPILOG = f"""\
+closed and open loop:
+  Without --rate, each of -c workers sends its next request when the last one
+  is answered (closed loop, as wrk): while the server stalls, the requests users
+  would have sent meanwhile are never sent, and the percentiles look better than
+  reality (coordinated omission). With --rate R, request k is due at t0 + k/R
+  (--arrivals poisson: exponential gaps of mean 1/R) whatever the server does,
+  and -c caps the requests in flight (open loop, as wrk2 or k6). A request that
+  cannot start on time waits and keeps its due time: "latency" counts from the
+  due time, "service" from the actual send. A request is late when it starts
+  more than {LATE_TOLERANCE_NS / 1e6:g} ms after its due time: uvloop's timers have 1 ms
+  resolution, so one sent on time starts within about 1 ms of it.
+  --drop-late: a request no worker is free for in time is not sent but counted
+  as dropped (k6's dropped iterations).
+
+invalid runs:
+  A ticker measures the client's own event-loop lag every {TICK_S * 1000:g} ms. If its
+  p99 exceeds {LAG_LIMIT_MS:g} ms, the client could not keep up and the figures measure
+  it rather than the server: the summary says INVALID ("valid": false in
+  --json). The exit status does not change.
+
+usernames:
+  PREFIX + RUN_ID + "-" + n, unique to the run. PREFIX and RUN_ID may only hold
+  ASCII letters, digits and . _ ~ - (others the server would strip or escape).
+  With --verify, a RUN_ID already in the log is refused: it would read as doubled.
+  Each request is sent once: aiohttp's silent resend of a GET whose connection
+  dropped is refused and counted (resends_refused); redirects are not followed.
+
+exit status:
+  0 the run finished (and --verify passed); 1 --verify failed: nothing was
+  acknowledged (no login answered 200), or an acknowledged login is missing,
+  or one is logged more often than sent, or the run's stem is logged for a
+  login it never sent; 2 bad arguments; 130 interrupted.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,15 +99,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog="quart-app-loadtest",
         description="Load a quart_app server with logins and, with --verify, check that "
         "every acknowledged login was logged exactly once.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("url", metavar="URL", help="the server's base URL, http://HOST:PORT")
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument(
-        "-n", "--requests", type=int, help=f"send this many requests (default {DEFAULT_REQUESTS})"
+        "-n",
+        "--requests",
+        type=_count,
+        help=f"send this many requests (default {DEFAULT_REQUESTS})",
     )
-    amount.add_argument("-d", "--duration", type=float, help="send requests for this many seconds")
+    amount.add_argument(
+        "-d", "--duration", type=_positive, help="send requests for this many seconds"
+    )
     parser.add_argument(
-        "-c", "--concurrency", type=int, default=10, help="requests in flight (default 10)"
+        "-c",
+        "--concurrency",
+        type=_count,
+        default=10,
+        help="workers (closed loop) or most requests in flight (open loop) (default 10)",
+    )
+    parser.add_argument(
+        "--rate", type=_positive, metavar="R", help="open loop: R requests due per second"
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=("constant", "poisson"),
+        default="constant",
+        help="open loop: due every 1/R s, or Poisson arrivals of rate R (default constant)",
+    )
+    parser.add_argument(
+        "--drop-late",
+        action="store_true",
+        help="open loop: do not send a request that cannot start on time; count it dropped",
     )
     parser.add_argument("--method", choices=("get", "post"), default="get", help="(default get)")
     parser.add_argument("--path", default=LOGIN_PATH, help=f"(default {LOGIN_PATH})")
@@ -48,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send no username, e.g. to load / (no --verify then)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per request (default 30)"
+        "--timeout", type=_positive, default=30.0, help="seconds per request (default 30)"
     )
     parser.add_argument(
         "--verify",
@@ -57,11 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--verify-timeout",
-        type=float,
+        type=_non_negative,
         default=10.0,
         help="seconds to wait for the writer to catch up (default 10)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object, HDR histograms included",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput over time")
     return parser
@@ -85,6 +187,9 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
             requests=requests,
             duration=args.duration,
             concurrency=args.concurrency,
+            rate=args.rate,
+            arrivals=args.arrivals,
+            drop_late=args.drop_late,
             method=args.method,
             path=args.path,
             prefix=args.prefix,
@@ -113,13 +218,13 @@ def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback
         auto_refresh=False,
         transient=True,
     ) as progress:
-        task = progress.add_task("starting", total=config.requests or config.duration)
+        task = progress.add_task("starting", total=config.total or config.duration)
 
         def update(done: int, elapsed: float) -> None:
             rate = done / elapsed if elapsed > 0 else 0.0
             progress.update(
                 task,
-                completed=done if config.requests else elapsed,
+                completed=done if config.total else elapsed,
                 description=f"{done:,} requests, {rate:,.0f}/s",
             )
             progress.refresh()
@@ -127,14 +232,26 @@ def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback
         yield update
 
 
+class _BadArgument(Exception):
+    """An argument found wrong only once the run is under way, before anything is sent."""
+
+
 async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
+    log = None
+    if args.verify and config.stem is not None:
+        # Read the log up to now: a reused run id would read as doubled logins,
+        # and the verification then reads only the lines added by this run.
+        log = LogFile(args.verify)
+        if (found := await first_logged(log, config.stem)) is not None:
+            raise _BadArgument(
+                f"run id {config.run_id!r} is already in the log ({found}): its logins "
+                "would read as logged twice; choose another --run-id"
+            )
     with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
         summary = await run_load(config, progress=progress)
     verify = None
-    if args.verify:
-        verify = await verify_log(
-            args.verify, summary.acknowledged, run_prefix=config.stem, max_wait=args.verify_timeout
-        )
+    if log is not None:
+        verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
     if args.plot:
         plot_summary(summary, args.plot)
     if args.json:
@@ -146,27 +263,17 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
     return 0 if verify is None or verify.ok else 1
 
 
-def _run(main: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:  # not installed on Windows
-        return asyncio.run(main)
-    # uvloop: a faster loop leaves more of the client's CPU for sending requests.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: the process's); return the exit status.
 
-    0 when the run finished (and verified, with ``--verify``), 1 when an
-    acknowledged login is missing from the log or logged more than once,
-    2 for bad arguments.
+    See :data:`EPILOG` (the end of ``--help``) for the statuses.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     config = _config(parser, args)
     try:
-        return _run(_main(args, config))
+        return run_uvloop(_main(args, config))
+    except _BadArgument as exc:
+        parser.error(str(exc))
     except KeyboardInterrupt:
         return 130

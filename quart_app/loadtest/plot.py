@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from .runner import Summary
+from .summary import Summary
 
 INSTALL_HINT = "--plot needs matplotlib: pip install 'quart_app[plot]'"
 MIN_RATED_SPAN_S = 0.5
@@ -44,8 +44,13 @@ def plot_summary(summary: Summary, path: str | Path) -> None:
     figure = Figure(figsize=(10, 7), layout="constrained")
     FigureCanvasAgg(figure)
     latency_axes, rate_axes = figure.subplots(2, 1, sharex=True)
+    load = (
+        f"concurrency {config.concurrency}"
+        if summary.open_loop is None
+        else f"{summary.open_loop.rate:,g}/s open loop, at most {config.concurrency} in flight"
+    )
     figure.suptitle(
-        f"{config.method.upper()} {config.target}: concurrency {config.concurrency}, "
+        f"{config.method.upper()} {config.target}: {load}, "
         f"{summary.requests:,} requests in {summary.duration_s:.1f} s, "
         f"{summary.rps:,.0f} answers/s"
     )
@@ -59,7 +64,10 @@ def plot_summary(summary: Summary, path: str | Path) -> None:
             markersize=3,
             label=name,
         )
-    latency_axes.set_title("Latency per second (completed responses)")
+    latency_axes.set_title(
+        "Latency per second (completed responses"
+        + ("; from each request's due time)" if summary.open_loop is not None else ")")
+    )
     latency_axes.set_ylabel("latency (ms)")
     latency_axes.set_ylim(bottom=0)
     latency_axes.legend(loc="upper right")

@@ -1,125 +1,46 @@
-"""Sending the load: ``concurrency`` workers looping over one shared aiohttp session."""
+"""Sending the load: ``concurrency`` workers looping over one shared aiohttp session.
+
+Each worker takes the next request from the schedule (:mod:`.schedule`),
+waits for its due time in open loop, sends it and records the answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections import Counter
+from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 # aiohttp rather than httpx: several times less client CPU per request, so one
 # client process outruns one hypercorn worker and the server is what is measured.
 import aiohttp
-from hdrh.histogram import HdrHistogram
 from yarl import URL
 
-from .stats import SecondStats, Timeline, percentiles_ms
+from .client import Attempts, open_session, track_attempts
+from .config import LoadConfig
+from .loop import LoopLag
+from .schedule import LATE_TOLERANCE_NS, schedule_for
+from .stats import HIGHEST_US, Timeline, new_histogram
+from .summary import OpenLoop, SentByStem, Summary
 
-LOGIN_PATH = "/login/"
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 # What a request can fail with short of an HTTP answer: refused or reset
 # connections, a malformed response, the timeout.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
-Method = Literal["get", "post"]
 ProgressCallback = Callable[[int, float], None]
 """Called with (requests completed, seconds elapsed) a few times a second."""
-
-
-@dataclass(frozen=True, slots=True)
-class LoadConfig:
-    """What to send: give ``requests`` (a count) or ``duration`` (seconds), not both.
-
-    ``url`` is the server's base URL and ``path`` is appended to it. With
-    ``usernames`` each request logs in a username unique to this run,
-    ``{prefix}{run_id}-{n}``, sent in the query string (GET) or a form (POST).
-    """
-
-    url: str
-    requests: int | None = None
-    duration: float | None = None
-    concurrency: int = 10
-    method: Method = "get"
-    path: str = LOGIN_PATH
-    prefix: str = "lt-"
-    usernames: bool = True
-    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
-    timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        if (self.requests is None) == (self.duration is None):
-            raise ValueError("give either a number of requests or a duration, not both")
-        if self.requests is not None and self.requests < 1:
-            raise ValueError(f"requests must be at least 1, not {self.requests}")
-        if self.duration is not None and self.duration <= 0:
-            raise ValueError(f"duration must be positive, not {self.duration}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
-        if self.method not in ("get", "post"):
-            raise ValueError(f"method must be get or post, not {self.method!r}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {self.timeout}")
-
-    @property
-    def target(self) -> str:
-        """The URL every request goes to (before its username)."""
-        return f"{self.url.rstrip('/')}/{self.path.lstrip('/')}"
-
-    @property
-    def stem(self) -> str | None:
-        """What every username of this run starts with; ``None`` if none are sent."""
-        return f"{self.prefix}{self.run_id}-" if self.usernames else None
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """What a run did. Latencies are in microseconds in ``latency`` (an HDR histogram).
-
-    ``requests`` counts every request sent: answered (``statuses``) or failed
-    without an answer (``errors``, by exception type). ``acknowledged`` lists
-    the usernames whose login was answered 200, in no particular order.
-    """
-
-    config: LoadConfig
-    requests: int
-    statuses: dict[int, int]
-    errors: dict[str, int]
-    duration_s: float
-    latency: HdrHistogram
-    seconds: list[SecondStats]
-    acknowledged: list[str]
-
-    @property
-    def answered(self) -> int:
-        """Requests that got an HTTP answer, whatever its status."""
-        return sum(self.statuses.values())
-
-    @property
-    def error_count(self) -> int:
-        """Requests that got no answer."""
-        return sum(self.errors.values())
-
-    @property
-    def rps(self) -> float:
-        """Answers per second over the whole run."""
-        return self.answered / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def stem(self) -> str | None:
-        """What this run's usernames start with (see :attr:`LoadConfig.stem`)."""
-        return self.config.stem
-
-    def latency_ms(self) -> dict[str, float]:
-        """p50, p90, p99 and max latency in milliseconds; ``{}`` if nothing was answered."""
-        return percentiles_ms(self.latency)
 
 
 def _request_builder(config: LoadConfig) -> Callable[[int], tuple[URL, bytes | None]]:
     """The URL and body of request ``n``, built with as little work as possible."""
     target = URL(config.target)
+    if config.names is not None:
+        names = [quote(name, safe="") for name in config.names]
+        if config.method == "post":
+            return lambda n: (target, f"username={names[n]}".encode())
+        return lambda n: (URL(f"{target}?username={names[n]}", encoded=True), None)
     if config.stem is None:
         return lambda n: (target, None)
     stem = quote(config.stem, safe="")
@@ -138,46 +59,71 @@ class _Run:
     def __init__(self, config: LoadConfig, start_ns: int) -> None:
         self.config = config
         self.start_ns = start_ns
+        self.schedule = schedule_for(config, start_ns)
         self.timeline = Timeline(start_ns)
+        # Open loop: latency from the due time goes to the timeline, from the send here.
+        self.service = new_histogram() if config.rate is not None else None
         self.statuses: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.acknowledged: list[int] = []
-        self.issued = 0
-        self._deadline_ns = (
-            start_ns + int(config.duration * 1e9) if config.duration is not None else None
-        )
-
-    def next_index(self) -> int | None:
-        """The number of the next request to send, or ``None`` when the run is over."""
-        if self._deadline_ns is not None:
-            if time.perf_counter_ns() >= self._deadline_ns:
-                return None
-        elif self.issued >= (self.config.requests or 0):
-            return None
-        self.issued += 1
-        return self.issued - 1
+        self.dropped: list[int] = []
+        self.late = 0
+        self.max_lag_ns = 0
+        self.first_send_ns: int | None = None
+        self.last_send_ns = start_ns
+        self.attempts: list[Attempts] = []
+        self.loop_lag = LoopLag()
 
     def completed(self) -> int:
         """Requests answered or failed so far."""
         return sum(self.statuses.values()) + sum(self.errors.values())
 
     async def worker(self, session: aiohttp.ClientSession) -> None:
-        """Send requests one after another until the run is over."""
+        """Send requests one after another, each at its due time, until the run is over."""
         # The hot loop: everything it touches is bound to a local first.
-        method = self.config.method.upper()
-        headers = _FORM_HEADERS if method == "POST" and self.config.usernames else None
-        build = _request_builder(self.config)
+        config = self.config
+        method = config.method.upper()
+        headers = _FORM_HEADERS if method == "POST" and config.usernames else None
+        build = _request_builder(config)
         request = session.request
-        next_index = self.next_index
+        next_due = self.schedule.next
         record = self.timeline.record
+        service = self.service
         statuses = self.statuses
         acknowledged = self.acknowledged
+        drop_late = config.drop_late
         clock = time.perf_counter_ns
-        while (n := next_index()) is not None:
+        sleep = asyncio.sleep
+        attempts = track_attempts()
+        self.attempts.append(attempts)
+        while (claimed := next_due()) is not None:
+            n, due = claimed
             url, body = build(n)
             started = clock()
+            if due is None:  # closed loop: due now
+                due = started
+            else:
+                if started < due:
+                    await sleep((due - started) / 1e9)
+                    started = clock()
+                elif drop_late and started - due > LATE_TOLERANCE_NS:
+                    # No worker was free in time: k6 drops the iteration.
+                    self.dropped.append(n)
+                    continue
+                lag = started - due
+                if lag > LATE_TOLERANCE_NS:
+                    self.late += 1
+                if lag > self.max_lag_ns:
+                    self.max_lag_ns = lag
+            if self.first_send_ns is None:
+                self.first_send_ns = started
+            self.last_send_ns = started
+            attempts.started = False
             try:
-                async with request(method, url, data=body, headers=headers) as response:
+                # Redirects are not followed: one request, one exchange, as wrk does.
+                async with request(
+                    method, url, data=body, headers=headers, allow_redirects=False
+                ) as response:
                     await response.read()  # read to the end, or the connection cannot be reused
             except _TRANSPORT_ERRORS as exc:
                 name = type(exc).__name__
@@ -187,14 +133,48 @@ class _Run:
             ended = clock()
             status = response.status
             statuses[status] = statuses.get(status, 0) + 1
-            record(ended, (ended - started) // 1000, status != 200)
+            # From the due time (a uvloop timer may wake a little early: then from the send).
+            record(ended, (ended - min(due, started)) // 1000, status != 200)
+            if service is not None:
+                service.record_value(min((ended - started) // 1000, HIGHEST_US))
             if status == 200:
                 acknowledged.append(n)
+
+    def _usernames(self) -> tuple[Mapping[str, int], list[str]]:
+        """How many times each username was sent, and those acknowledged."""
+        config, issued = self.config, self.schedule.issued
+        if config.names is not None:
+            names = config.names
+            sent = Counter(names[:issued])
+            sent.subtract(names[n] for n in self.dropped)
+            return +sent, [names[n] for n in self.acknowledged]
+        if config.stem is not None:
+            stem = config.stem
+            sent_by_stem = SentByStem(stem, issued, unsent=frozenset(self.dropped))
+            return sent_by_stem, [f"{stem}{n}" for n in self.acknowledged]
+        return {}, []
+
+    def _open_loop(self) -> OpenLoop | None:
+        config = self.config
+        if config.rate is None or self.service is None:  # closed loop
+            return None
+        sent = self.schedule.issued - len(self.dropped)
+        span_s = (self.last_send_ns - (self.first_send_ns or self.last_send_ns)) / 1e9
+        return OpenLoop(
+            rate=config.rate,
+            arrivals=config.arrivals,
+            # Starts per second between the first and the last: the rate kept.
+            achieved_rate=(sent - 1) / span_s if span_s > 0 else 0.0,
+            late=self.late,
+            max_start_lag_s=self.max_lag_ns / 1e9,
+            dropped=len(self.dropped),
+            service=self.service,
+        )
 
     def summary(self, end_ns: int) -> Summary:
         """The figures of the finished run."""
         self.timeline.finish(end_ns)
-        stem = self.config.stem
+        sent, acknowledged = self._usernames()
         return Summary(
             config=self.config,
             requests=self.completed(),
@@ -203,7 +183,11 @@ class _Run:
             duration_s=(end_ns - self.start_ns) / 1e9,
             latency=self.timeline.total,
             seconds=self.timeline.seconds,
-            acknowledged=[f"{stem}{n}" for n in self.acknowledged] if stem is not None else [],
+            sent=sent,
+            acknowledged=acknowledged,
+            resends_refused=sum(attempts.refused for attempts in self.attempts),
+            loop_lag=self.loop_lag,
+            open_loop=self._open_loop(),
         )
 
 
@@ -219,17 +203,11 @@ async def run_load(
     """Send the load ``config`` describes and return what happened.
 
     ``progress``, if given, is called every ``progress_interval`` seconds and
-    once at the end, from the event loop; it must be quick.
+    once at the end, from the event loop; it must be quick (a test may stop
+    the server from it once enough requests are done).
     """
-    workers = min(config.concurrency, config.requests or config.concurrency)
-    connector = aiohttp.TCPConnector(limit=config.concurrency)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=config.timeout),
-        # Neither is wanted here, and both cost time on every response.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-    ) as session:
+    workers = min(config.concurrency, config.total or config.concurrency)
+    async with open_session(config.concurrency, config.timeout) as session:
         run = _Run(config, time.perf_counter_ns())
         ticker = (
             asyncio.create_task(_report_progress(run, progress, progress_interval))
@@ -237,7 +215,7 @@ async def run_load(
             else None
         )
         try:
-            async with asyncio.TaskGroup() as group:
+            async with run.loop_lag.measuring(), asyncio.TaskGroup() as group:
                 for _ in range(workers):
                     group.create_task(run.worker(session))
         finally:

@@ -16,7 +16,10 @@ from hdrh.histogram import HdrHistogram
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_FIGURES = 3
-PERCENTILES = (50.0, 90.0, 99.0)
+PERCENTILES = (50.0, 90.0, 99.0, 99.9, 99.99)
+"""The run's percentiles; the tail ones tell a stall from noise."""
+SECOND_PERCENTILES = (50.0, 90.0, 99.0)
+"""Each second's: a second holds too few answers for a finer tail."""
 _SECOND_NS = 1_000_000_000
 
 
@@ -25,14 +28,27 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
 
 
-def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
-    """p50, p90, p99 and max of a microsecond histogram, in milliseconds; ``{}`` if empty."""
+def percentiles_ms(
+    histogram: HdrHistogram, percentiles: tuple[float, ...] = PERCENTILES
+) -> dict[str, float]:
+    """``percentiles`` ("p50", "p99.9", ...) and "max" of a microsecond histogram, in ms.
+
+    ``{}`` if the histogram is empty.
+    """
     if not histogram.get_total_count():
         return {}
-    values = histogram.get_percentile_to_value_dict(list(PERCENTILES))
-    result = {f"p{p:g}": values[p] / 1000 for p in PERCENTILES}
+    values = histogram.get_percentile_to_value_dict(list(percentiles))
+    result = {f"p{p:g}": values[p] / 1000 for p in percentiles}
     result["max"] = histogram.get_max_value() / 1000
     return result
+
+
+def encode(histogram: HdrHistogram) -> str:
+    """The histogram in HdrHistogram's compressed base64 form, which every port decodes.
+
+    Runs can be merged and compared later: ``HdrHistogram.decode(text)``.
+    """
+    return histogram.encode().decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +124,7 @@ class Timeline:
                 span_s,
                 histogram.get_total_count(),
                 self._failures,
-                percentiles_ms(histogram),
+                percentiles_ms(histogram, SECOND_PERCENTILES),
             )
         )
         self.total.add(histogram)

@@ -1,43 +1,84 @@
-"""Checking the log: every acknowledged login written exactly once."""
+"""Checking a run against the log: each acknowledged login logged, none more often than sent.
+
+:class:`Tally` counts usernames, wherever they were read from (see
+:mod:`.sources`); :func:`verify_log` feeds it from a source until every
+acknowledged login has turned up or the wait is over.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quart_app.records import parse_line
+from .sources import Logged, LoginSource, open_source
 
 EXAMPLES = 5
-"""How many missing or doubled usernames a result names, to start looking from."""
+"""How many usernames a result names per fault, to start looking from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Logins:
+    """What a run sent, to check the log against.
+
+    ``sent`` maps each username sent to how many times it left the client: the
+    tool sends each request once, so more than once only when a caller's list
+    of usernames repeats one, and the server may then rightly log it that often.
+    ``acknowledged`` are the usernames answered 200. Log lines whose username
+    starts with ``run_prefix`` belong to the run even though it never sent them
+    (a fault); ``""`` claims every line of the log, ``None`` only those sent.
+    """
+
+    sent: Mapping[str, int]
+    acknowledged: Set[str]
+    run_prefix: str | None = None
+
+    @classmethod
+    def sent_once(cls, acknowledged: Iterable[str], *, run_prefix: str | None = None) -> Logins:
+        """Each of ``acknowledged`` sent once and answered 200."""
+        names = frozenset(acknowledged)
+        return cls(dict.fromkeys(names, 1), names, run_prefix)
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """How the log matches the logins the server acknowledged (answered 200).
+    """How the log matches the logins a run sent.
 
-    ``unacknowledged_logged`` counts this run's usernames that are in the log
-    without having been acknowledged: a login whose answer was lost on the way
-    back may well have been logged, so that is no fault.
+    Faults: ``missing`` (acknowledged, not logged), ``doubled`` (logged more
+    often than sent), ``unsent_logged`` (the run's lines for usernames it
+    never sent) and ``unreadable`` (lines that are no login record: torn or
+    interleaved writes). No faults: ``unacknowledged_logged`` (a login whose answer was
+    lost on the way back may well have been logged) and ``repeated_logged``
+    (sent more than once, logged more than once but no more often than sent).
     """
 
     acknowledged: int
     logged_once: int
     missing: int
     doubled: int
+    unsent_logged: int
+    unreadable: int
     unacknowledged_logged: int
+    repeated_logged: int
     waited_s: float
     missing_examples: tuple[str, ...]
     doubled_examples: tuple[str, ...]
+    unsent_examples: tuple[str, ...]
+    unreadable_examples: tuple[str, ...]
 
     @property
     def ok(self) -> bool:
-        """Whether every acknowledged login is in the log exactly once."""
-        return self.missing == 0 and self.doubled == 0
+        """Whether logins were acknowledged and the log holds each as often as it should.
+
+        Nothing acknowledged (server down, every login refused) is a failure:
+        there was nothing to check, so nothing was shown to work.
+        """
+        faults = self.missing + self.doubled + self.unsent_logged + self.unreadable
+        return self.acknowledged > 0 and faults == 0
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON-able values."""
@@ -47,83 +88,114 @@ class VerifyResult:
             "logged_once": self.logged_once,
             "missing": self.missing,
             "doubled": self.doubled,
+            "unsent_logged": self.unsent_logged,
+            "unreadable": self.unreadable,
             "unacknowledged_logged": self.unacknowledged_logged,
+            "repeated_logged": self.repeated_logged,
             "waited_s": round(self.waited_s, 3),
             "missing_examples": list(self.missing_examples),
             "doubled_examples": list(self.doubled_examples),
+            "unsent_examples": list(self.unsent_examples),
+            "unreadable_examples": list(self.unreadable_examples),
         }
 
 
-class _LogReader:
-    """Reads the lines appended to a log since the last call, whole lines only."""
+class Tally:
+    """Counts logged usernames against :class:`Logins`, batch by batch."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = b""
+    def __init__(self, logins: Logins) -> None:
+        self.logins = logins
+        self.counts: Counter[str] = Counter()
+        self.unreadable = 0
+        self.unreadable_examples: list[str] = []
+        self._present = 0  # acknowledged usernames logged at least once
 
-    def new_usernames(self) -> list[str]:
-        """The usernames of the complete lines added since the last call."""
-        try:
-            with self.path.open("rb") as file:
-                file.seek(self._offset)
-                data = file.read()
-        except FileNotFoundError:  # the writer has not created it yet
-            return []
-        self._offset += len(data)
-        # A line still being written stays behind until its newline arrives.
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        usernames = []
-        for line in lines:
-            try:
-                usernames.append(parse_line(line.decode()).username)
-            except ValueError:  # not a login line (UnicodeDecodeError is one too)
-                continue
-        return usernames
+    def add(self, logged: Logged) -> None:
+        """Count one batch a source read; usernames not of the run are ignored."""
+        self.unreadable += len(logged.unreadable)
+        self.unreadable_examples += logged.unreadable[: EXAMPLES - len(self.unreadable_examples)]
+        logins, counts = self.logins, self.counts
+        sent, acknowledged, prefix = logins.sent, logins.acknowledged, logins.run_prefix
+        for username in logged.usernames:
+            if username in sent or (prefix is not None and username.startswith(prefix)):
+                counts[username] += 1
+                if counts[username] == 1 and username in acknowledged:
+                    self._present += 1
+
+    @property
+    def complete(self) -> bool:
+        """Whether every acknowledged username has been logged at least once."""
+        return self._present == len(self.logins.acknowledged)
+
+    def result(self, waited_s: float) -> VerifyResult:
+        """The verdict on what has been counted so far."""
+        sent, acknowledged = self.logins.sent, self.logins.acknowledged
+        doubled, unsent = [], []
+        logged_once = unacknowledged = repeated = 0
+        for username, count in self.counts.items():
+            times = sent.get(username, 0)
+            if times == 0:
+                unsent.append(username)
+            elif count > times:
+                doubled.append(username)
+            else:
+                repeated += count > 1
+                if username in acknowledged:
+                    logged_once += count == 1
+                else:
+                    unacknowledged += 1
+        missing = sorted(acknowledged - self.counts.keys())
+        return VerifyResult(
+            acknowledged=len(acknowledged),
+            logged_once=logged_once,
+            missing=len(missing),
+            doubled=len(doubled),
+            unsent_logged=len(unsent),
+            unreadable=self.unreadable,
+            unacknowledged_logged=unacknowledged,
+            repeated_logged=repeated,
+            waited_s=waited_s,
+            missing_examples=tuple(missing[:EXAMPLES]),
+            doubled_examples=tuple(sorted(doubled)[:EXAMPLES]),
+            unsent_examples=tuple(sorted(unsent)[:EXAMPLES]),
+            unreadable_examples=tuple(self.unreadable_examples),
+        )
 
 
 async def verify_log(
-    path: str | Path,
-    acknowledged: Iterable[str],
+    log: str | Path | LoginSource,
+    logins: Logins,
     *,
-    run_prefix: str | None = None,
     max_wait: float = 10.0,
     poll_interval: float = 0.05,
 ) -> VerifyResult:
-    """Check that each ``acknowledged`` username is in the log at ``path`` exactly once.
+    """Check the log (a path, or any :class:`~.sources.LoginSource`) against ``logins``.
 
-    The log (text or JSON Lines) is polled until every acknowledged username is
-    in it or ``max_wait`` seconds have passed, since the writer may lag behind
-    the answers. Lines of usernames not acknowledged are ignored, except those
-    starting with ``run_prefix``, which are counted as ``unacknowledged_logged``.
+    The log is read until every acknowledged username is in it or ``max_wait``
+    seconds have passed, since the writer may lag behind the answers. A source
+    keeps its place, so one already read up to the run's start (see
+    :func:`first_logged`) reads only the run's lines.
     """
-    expected = set(acknowledged)
-    reader = _LogReader(Path(path))
-    counts: Counter[str] = Counter()
-    unacknowledged: set[str] = set()
-    present = 0
+    source = open_source(log)
+    tally = Tally(logins)
     started = time.monotonic()
     deadline = started + max_wait
     while True:
-        # In a thread: the log may be large, and the caller's loop may be busy.
-        for username in await asyncio.to_thread(reader.new_usernames):
-            if username in expected:
-                counts[username] += 1
-                present += counts[username] == 1
-            elif run_prefix is not None and username.startswith(run_prefix):
-                unacknowledged.add(username)
-        if present == len(expected) or time.monotonic() >= deadline:
+        tally.add(await source.read())
+        if tally.complete or time.monotonic() >= deadline:
             break
         await asyncio.sleep(poll_interval)
-    missing = sorted(expected - counts.keys())
-    doubled = sorted(name for name, count in counts.items() if count > 1)
-    return VerifyResult(
-        acknowledged=len(expected),
-        logged_once=present - len(doubled),
-        missing=len(missing),
-        doubled=len(doubled),
-        unacknowledged_logged=len(unacknowledged),
-        waited_s=time.monotonic() - started,
-        missing_examples=tuple(missing[:EXAMPLES]),
-        doubled_examples=tuple(doubled[:EXAMPLES]),
-    )
+    return tally.result(time.monotonic() - started)
+
+
+async def first_logged(source: LoginSource, prefix: str) -> str | None:
+    """Read ``source`` to its end; return its first username starting with ``prefix``, if any.
+
+    Run before a run with the run's stem: a stem already logged would make
+    the run's logins look doubled.
+    """
+    found = None
+    while (logged := await source.read()).usernames or logged.unreadable:
+        if found is None:
+            found = next((name for name in logged.usernames if name.startswith(prefix)), None)
+    return found

@@ -1,0 +1,86 @@
+"""Bad arguments to quart-app-loadtest: exit 2 with a message, before anything is sent."""
+
+from __future__ import annotations
+
+import pytest
+
+from quart_app.loadtest import LoadConfig, main
+
+# Nobody listens on port 1: a run that started anyway would fail fast, not hang.
+URL = "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-d", "nan"], "--duration: must be a finite number"),
+        (["-d", "inf"], "--duration: must be a finite number"),
+        (["-d", "0"], "--duration: must be above 0"),
+        (["-d", "-1"], "--duration: must be above 0"),
+        (["-n", "0"], "--requests: must be at least 1"),
+        (["-n", "-5"], "--requests: must be at least 1"),
+        (["-c", "0"], "--concurrency: must be at least 1"),
+        (["--timeout", "nan"], "--timeout: must be a finite number"),
+        (["--timeout", "0"], "--timeout: must be above 0"),
+        (["--verify-timeout", "-1", "--verify", "log.txt"], "--verify-timeout: must be at least 0"),
+        (["--verify-timeout", "inf", "--verify", "log.txt"], "--verify-timeout: must be a finite"),
+        (["--rate", "nan"], "--rate: must be a finite number"),
+        (["--rate", "0"], "--rate: must be above 0"),
+        (["--drop-late"], "drop_late and arrivals need a rate"),
+        (["--arrivals", "poisson"], "drop_late and arrivals need a rate"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_bad_numbers_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-q", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:8000", "localhost:8000", "ftp://127.0.0.1:8000", "http://"]
+)
+def test_a_url_without_http_or_https_exits_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([url, "-n", "5", "-q"])
+    assert exit_info.value.code == 2
+    assert "URL must be http://HOST[:PORT] or https://HOST[:PORT]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"duration": float("nan")},
+        {"duration": float("inf")},
+        {"requests": 10, "timeout": float("nan")},
+        {"requests": 0},
+        {"requests": 10, "concurrency": 0},
+    ],
+)
+def test_config_refuses_what_the_cli_refuses(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        LoadConfig(URL, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--prefix", " lt-"],  # the server strips it: every login would read as missing
+        ["--prefix", "lt- "],
+        ["--prefix", "a,b-"],  # escaped in the text log
+        ["--prefix", "a\\b-"],
+        ["--prefix", "名-"],
+        ["--run-id", "two words"],
+    ],
+    ids=repr,
+)
+def test_usernames_the_server_would_change_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "5", "-q", *argv])
+    assert exit_info.value.code == 2
+    assert "may only contain ASCII letters, digits and . _ ~ -" in capsys.readouterr().err

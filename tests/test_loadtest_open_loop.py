@@ -1,0 +1,129 @@
+"""Open loop against a real hypercorn that stalls: the corrected latency shows the stall.
+
+The server is stopped with SIGSTOP for a second in the middle of a run. A
+closed-loop run hides it (its few requests in flight wait, nothing else is
+sent); an open-loop run at a modest rate keeps the requests due meanwhile,
+and their latency counts from when they were due.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quart_app.loadtest import LoadConfig, main
+from quart_app.loadtest.schedule import ClosedSchedule, OpenSchedule
+
+from server import Server, run_server
+
+STALL_S = 1.0
+CONCURRENCY = 4
+
+
+@pytest.fixture(scope="module")
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    tmp_path = tmp_path_factory.mktemp("open_loop")
+    log = tmp_path / "login_log.txt"
+    with run_server(tmp_path, env={"QUART_LOGIN_LOG_PATH": str(log)}) as server:
+        yield server, log
+
+
+def run_with_a_stall(
+    server: Server, argv: list[str], capsys: pytest.CaptureFixture[str], stall_at: float = 1.0
+) -> dict[str, Any]:
+    """Run the command (JSON out) in a thread; stop the server for STALL_S after ``stall_at``."""
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(main, [server.url, *argv, "--json"])
+        time.sleep(stall_at)
+        server.signal_group(signal.SIGSTOP)
+        try:
+            time.sleep(STALL_S)
+        finally:
+            server.signal_group(signal.SIGCONT)
+        status = run.result(timeout=60)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    return json.loads(out)
+
+
+def test_open_loop_latency_shows_a_stall_that_closed_loop_hides(
+    server_log: tuple[Server, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, log = server_log
+    common = ["-d", "3", "-c", str(CONCURRENCY), "--verify", str(log)]
+    closed = run_with_a_stall(server, common, capsys)
+    opened = run_with_a_stall(server, [*common, "--rate", "200"], capsys)
+    print("closed loop:", closed["latency_ms"], "client lag", closed["loop_lag_ms"])
+    print("open loop:", opened["latency_ms"], "service", opened["service_time_ms"])
+    print("open loop:", opened["rate"], opened["late"], "client lag", opened["loop_lag_ms"])
+
+    assert (closed["mode"], opened["mode"]) == ("closed", "open")
+    assert opened["verify"]["ok"] and closed["verify"]["ok"]
+    stall_ms = STALL_S * 1000
+    # The ~200 requests due in the stall waited for it, up to a second: the top 1% did.
+    assert opened["latency_ms"]["p99"] >= 0.8 * stall_ms
+    # Closed loop: only its 4 requests in flight saw it, far under 1% of the run,
+    # and so did the open loop's service time, counted from the (late) send.
+    assert closed["latency_ms"]["p99"] < opened["latency_ms"]["p99"] / 4
+    assert opened["service_time_ms"]["p99"] < opened["latency_ms"]["p99"] / 4
+    assert closed["latency_ms"]["max"] >= 0.8 * stall_ms  # the stall was there all the same
+    # All but the few sent before it filled the slots started late, and then caught up.
+    assert opened["late"]["count"] >= 100
+    assert opened["late"]["max_start_lag_ms"] >= 0.8 * stall_ms
+    assert opened["dropped"] == 0
+    assert opened["rate"]["achieved"] > 0.9 * 200
+    # The second is the server's: the client's own loop was never that late.
+    assert opened["loop_lag_ms"]["p99"] < 0.1 * stall_ms
+
+
+def test_drop_late_does_not_send_what_could_not_start_on_time(
+    server_log: tuple[Server, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, log = server_log
+    argv = ["-d", "2", "-c", str(CONCURRENCY), "--rate", "200", "--drop-late"]
+    summary = run_with_a_stall(server, [*argv, "--verify", str(log)], capsys, stall_at=0.5)
+    print("drop-late:", summary["dropped"], summary["late"], summary["requests"])
+
+    # ~200 were due in the stall; the 4 slots took a few, the rest were dropped.
+    assert summary["dropped"] >= 150
+    assert summary["requests"] + summary["dropped"] == 400
+    assert summary["late"]["max_start_lag_ms"] < 0.5 * STALL_S * 1000  # none waited it out
+    # Dropped logins were never sent: nothing of them in the log, and no fault.
+    assert summary["verify"]["ok"] is True
+    assert summary["verify"]["acknowledged"] == summary["requests"]
+
+
+def due_times(schedule: OpenSchedule) -> list[int]:
+    return [due for _, due in iter(schedule.next, None)]  # type: ignore[misc]
+
+
+def test_constant_arrivals_are_due_every_1_over_rate_until_the_duration_is_over() -> None:
+    config = LoadConfig("http://h", duration=0.01, rate=1000)
+    assert due_times(OpenSchedule(config, start_ns=5)) == [5 + k * 1_000_000 for k in range(10)]
+    # A rate whose period is no whole number of nanoseconds does not drift.
+    dues = due_times(OpenSchedule(LoadConfig("http://h", requests=301, rate=3), start_ns=0))
+    assert dues[-1] == 100 * 10**9
+
+
+def test_poisson_arrivals_have_exponential_gaps_of_mean_1_over_rate() -> None:
+    config = LoadConfig("http://h", requests=5000, rate=1000, arrivals="poisson")
+    dues = due_times(OpenSchedule(config, start_ns=0))
+    gaps = [b - a for a, b in pairwise(dues)]
+    mean = statistics.fmean(gaps)
+    assert len(dues) == 5000
+    assert mean == pytest.approx(1_000_000, rel=0.1)
+    assert statistics.stdev(gaps) / mean == pytest.approx(1, abs=0.2)  # 0 if constant
+
+
+def test_closed_loop_requests_are_never_due() -> None:
+    schedule = ClosedSchedule(LoadConfig("http://h", requests=3), start_ns=0)
+    assert list(iter(schedule.next, None)) == [(0, None), (1, None), (2, None)]

@@ -1,0 +1,89 @@
+"""The verifier's counting, fed from a file or any other source of logged usernames."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from quart_app.loadtest import LogFile, Logged, Logins, Tally, first_logged, verify_log
+from quart_app.loadtest.summary import SentByStem
+from quart_app.records import LoginRecord, format_text
+
+
+class ListSource:
+    """Another store of logged usernames: batches handed out one per call."""
+
+    def __init__(self, *batches: list[str]) -> None:
+        self.batches = list(batches)
+
+    async def read(self) -> Logged:
+        return Logged(self.batches.pop(0) if self.batches else [], [])
+
+
+def tally(logins: Logins, logged: list[str]) -> Tally:
+    result = Tally(logins)
+    result.add(Logged(logged, []))
+    return result
+
+
+def test_a_username_sent_twice_may_be_logged_twice_but_not_three_times() -> None:
+    logins = Logins(Counter(["a", "a", "b"]), acknowledged={"a", "b"})
+
+    twice = tally(logins, ["a", "b", "a"]).result(0.0)
+    assert twice.ok
+    assert (twice.logged_once, twice.repeated_logged, twice.doubled) == (1, 1, 0)
+
+    thrice = tally(logins, ["a", "b", "a", "a"]).result(0.0)
+    assert not thrice.ok
+    assert (thrice.doubled, thrice.doubled_examples) == (1, ("a",))
+
+
+def test_lines_the_run_never_sent_are_a_fault_only_when_the_run_claims_them() -> None:
+    sent = Logins.sent_once(["a"])
+    logged = ["a", "someone-else"]
+    assert tally(sent, logged).result(0.0).ok  # not the run's line: ignored
+
+    every_line = Logins(sent.sent, sent.acknowledged, run_prefix="")
+    result = tally(every_line, logged).result(0.0)
+    assert not result.ok
+    assert (result.unsent_logged, result.unsent_examples) == (1, ("someone-else",))
+
+
+def test_unacknowledged_logins_in_the_log_are_no_fault() -> None:
+    logins = Logins({"a": 1, "b": 1}, acknowledged={"a"})
+    result = tally(logins, ["a", "b"]).result(0.0)
+    assert result.ok
+    assert (result.logged_once, result.unacknowledged_logged) == (1, 1)
+
+
+def test_sent_by_stem_holds_exactly_the_usernames_sent() -> None:
+    sent = SentByStem("lt-x-", issued=12)
+    assert len(sent) == 12
+    assert list(sent)[:2] == ["lt-x-0", "lt-x-1"]
+    assert (sent["lt-x-0"], sent["lt-x-11"]) == (1, 1)
+    for never in ["lt-x-12", "lt-x-01", "lt-x-", "lt-x-1a", "lt-x-\u0661", "lt-y-1", "x"]:
+        assert never not in sent
+
+    dropped = SentByStem("lt-x-", issued=5, unsent=frozenset({3}))
+    assert (len(dropped), "lt-x-3" in dropped, list(dropped)[-1]) == (4, False, "lt-x-4")
+
+
+async def test_verify_reads_any_source_until_every_acknowledged_login_is_in() -> None:
+    source = ListSource(["a"], [], ["b", "other"], ["b"])
+    result = await verify_log(source, Logins.sent_once(["a", "b"]), poll_interval=0)
+    assert result.ok
+    assert source.batches == [["b"]], "read on after every acknowledged login was in"
+
+
+async def test_first_logged_reads_to_the_end_and_leaves_only_new_lines(tmp_path: Path) -> None:
+    log = tmp_path / "login_log.txt"
+    at = datetime.now(UTC)
+    log.write_bytes(b"".join(format_text(LoginRecord(n, at, "::1")) for n in ["a", "lt-x-3", "b"]))
+    source = LogFile(log)
+
+    assert await first_logged(source, "lt-x-") == "lt-x-3"
+    assert await first_logged(LogFile(log), "lt-y-") is None
+    with log.open("ab") as file:
+        file.write(format_text(LoginRecord("c", at, "::1")))
+    assert await source.read() == Logged(["c"], [])
