@@ -9,6 +9,7 @@ from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart
 
 from .config import DEFAULTS, Settings, load_settings
+from .guard import RequestGuard
 from .receiver import connect_audit_receiver
 from .records import FORMATTERS
 from .routes import blueprint
@@ -64,4 +65,6 @@ def create_app(
         app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
             app.asgi_app, mode=settings.proxy_mode, trusted_hops=settings.proxy_trusted_hops
         )
+    # Outermost, so that what Quart cannot decode never reaches it (nor the test client's app).
+    app.asgi_app = RequestGuard(app.asgi_app)  # type: ignore[method-assign]
     return app

@@ -250,3 +250,82 @@ def test_property_any_username_gives_one_exact_line_or_a_4xx(
         assert status == 400 and records == []
         stripped = username.strip()
         assert not stripped or len(stripped) > 256 or (has_surrogate and not use_json)
+
+
+# What Quart decodes before any view runs: the guard (guard.py) answers instead.
+BAD_TARGETS = [
+    ({"query_string": b"username=H2\xff\xfe"}, "the query string is not valid UTF-8"),
+    ({"query_string": b"username=\xed\xa0\x80"}, "the query string is not valid UTF-8"),
+    ({"path": ""}, "the request target has no path"),
+    ({"path": "http://[x/"}, "the request target is not a valid URL"),
+]
+
+
+@pytest.mark.parametrize("route", ["/login/", "/", "/healthz", "/nowhere"])
+@pytest.mark.parametrize(
+    ("scope", "reason"), BAD_TARGETS, ids=["ff-fe", "surrogate", "empty", "url"]
+)
+async def test_targets_quart_cannot_decode_get_400_on_every_route(
+    app: Quart, log_path: Path, route: str, scope: dict, reason: str
+) -> None:
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().get(route, scope_base=scope)
+        assert response.status_code == 400
+        assert await response.get_data(as_text=True) == reason
+    assert read_records(log_path) == []
+
+
+async def test_an_absolute_form_target_is_still_taken(app: Quart, log_path: Path) -> None:
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().get(
+            "/login/", scope_base={"path": "http://h/login/", "query_string": b"username=abs"}
+        )
+        assert response.status_code == 200
+    assert [r.username for r in read_records(log_path)] == ["abs"]
+
+
+async def asgi_websocket(app: Quart, query: bytes, extensions: dict) -> list[dict]:
+    """The messages the (started) ``app`` sends for a websocket request with ``query``."""
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/login/",
+        "raw_path": b"/login/",
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "subprotocols": [],
+        "extensions": extensions,
+        "state": {},
+    }
+    incoming = [{"type": "websocket.connect"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if incoming:
+            return incoming.pop()
+        await asyncio.Event().wait()  # no more messages: the client waits
+        raise AssertionError
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    return sent
+
+
+async def test_websocket_with_a_query_quart_cannot_decode_is_refused(app: Quart) -> None:
+    async with app.test_app():
+        closed = await asgi_websocket(app, b"x=\xff", {})
+        sent = await asgi_websocket(app, b"x=\xff", {"websocket.http.response": {}})
+    assert [(m["type"], m["code"]) for m in closed] == [("websocket.close", 1008)]
+    assert [m["type"] for m in sent] == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b"the query string is not valid UTF-8"
