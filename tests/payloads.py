@@ -145,26 +145,28 @@ def strict_json(line: str) -> dict:
     return data
 
 
+def read_line(line: str, fmt: str) -> LoginRecord:
+    """One log line (without its newline), checked as each of its readers would read it."""
+    record = parse_line(line)
+    # Nothing invisible, nothing that looks like a separator, no line break.
+    assert line.isprintable() and not LOOKALIKES & set(line), line
+    if fmt == "text":
+        username, time, ip = naive_fields(line)
+        assert (unescape(username), time, unescape(ip)) == (
+            record.username,
+            record.time.isoformat(sep=" ", timespec="microseconds"),
+            record.ip,
+        )
+    else:
+        data = strict_json(line)
+        assert (data["username"], data["ip"]) == (record.username, record.ip)
+    return record
+
+
 def logged_lines(log_path: Path, fmt: str) -> list[LoginRecord]:
-    """The log's records, each line also checked as its readers would read it."""
+    """The log's records, each line checked by :func:`read_line`."""
     if not log_path.exists():
         return []
     text = log_path.read_text(encoding="utf-8")
     assert text == "" or text.endswith("\n")
-    records = []
-    for line in text.split("\n")[:-1]:
-        record = parse_line(line)
-        # Nothing invisible, nothing that looks like a separator, no line break.
-        assert line.isprintable() and not LOOKALIKES & set(line), line
-        if fmt == "text":
-            username, time, ip = naive_fields(line)
-            assert (unescape(username), time, unescape(ip)) == (
-                record.username,
-                record.time.isoformat(sep=" ", timespec="microseconds"),
-                record.ip,
-            )
-        else:
-            data = strict_json(line)
-            assert (data["username"], data["ip"]) == (record.username, record.ip)
-        records.append(record)
-    return records
+    return [read_line(line, fmt) for line in text.split("\n")[:-1]]
