@@ -11,18 +11,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from payloads import (
-    BOUNDARY,
-    BYTES_PATHS,
-    TEXT_PATHS,
-    Login,
-    bytes_login,
-    is_acceptable,
-    logged_lines,
-    sent_username,
-    text_login,
-    usernames,
-)
 from quart import Quart
 
 from quart_app import create_app
@@ -36,6 +24,18 @@ from quart_app.records import (
 )
 
 from conftest import read_records
+from payloads import (
+    BOUNDARY,
+    BYTES_PATHS,
+    TEXT_PATHS,
+    Login,
+    bytes_login,
+    is_acceptable,
+    logged_lines,
+    sent_username,
+    text_login,
+    usernames,
+)
 
 FORGERIES = [
     "eve\n登录日志:用户名:admin,登录时间:2020-01-01 00:00:00+00:00,ip地址:10.0.0.1",

@@ -21,6 +21,9 @@ import h2.events
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from quart_app.records import LoginRecord, format_text
+
 from payloads import (
     BYTES_PATHS,
     TEXT_PATHS,
@@ -32,9 +35,6 @@ from payloads import (
     text_login,
     usernames,
 )
-
-from quart_app.records import LoginRecord, format_text
-
 from server import Server, run_server
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
-from payloads import LOOKALIKES, naive_fields, strict_json, usernames
 
 from quart_app.records import (
     TEXT_PREFIX,
@@ -18,6 +17,8 @@ from quart_app.records import (
     parse_line,
     unescape,
 )
+
+from payloads import LOOKALIKES, naive_fields, strict_json, usernames
 
 NOW = datetime(2026, 11, 24, 6, 0, 0, 123456, tzinfo=UTC)
 WHEN = "2026-11-24 06:00:00.123456+00:00"
