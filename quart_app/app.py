@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
-from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart
 
 from .config import Settings, defaults
+from .guard import RequestGuard
 from .metrics import Metrics
+from .proxy import ForwardedClientMiddleware
 from .receiver import connect_audit_receiver
 from .records import FORMATTERS
 from .routes import blueprint
@@ -68,7 +69,9 @@ def create_app(
         await writer.stop()
 
     if settings.proxy_trusted_hops:
-        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
+        app.asgi_app = ForwardedClientMiddleware(  # type: ignore[method-assign]
             app.asgi_app, mode=settings.proxy_mode, trusted_hops=settings.proxy_trusted_hops
         )
+    # Outermost, so that what Quart cannot decode never reaches it (nor the test client's app).
+    app.asgi_app = RequestGuard(app.asgi_app)  # type: ignore[method-assign]
     return app

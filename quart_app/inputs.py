@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 from urllib.parse import parse_qsl
 
 from quart import Request
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, MultipartDecoder
 
 MISSING = "请输入用户名"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _FORM = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
 _JSON = "application/json"
+# The part charsets Quart's own multipart parser honours; UTF-8 otherwise.
+_PART_CHARSETS = {"ascii": "ascii", "us-ascii": "ascii", "iso-8859-1": "iso-8859-1"}
 
 
 class BadLogin(Exception):
@@ -47,46 +52,117 @@ def _single(found: list[str], where: str) -> str | None:
     return found[0] if found else None
 
 
-async def _from_body(request: Request) -> str | None:
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of repeated keys; the form and the query refuse
+    # a repeated field, so JSON does too.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        times = sum(name == "username" for name, _ in pairs)
+        if times > 1:
+            raise BadLogin(f"username is given {times} times in the JSON body; give it once")
+        raise BadLogin("the JSON body repeats a key")
+    return obj
+
+
+def _from_json(body: bytes) -> str | None:
+    try:
+        data = json.loads(body, object_pairs_hook=_json_object)
+    except RecursionError:  # the C parser's depth limit: no 500 for [[[[...]]]]
+        raise BadLogin("the JSON body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadLogin("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadLogin('the JSON body must be an object such as {"username": "..."}')
+    value = data.get("username")
+    if value is not None and not isinstance(value, str):
+        raise BadLogin(f"username must be a string, not {type(value).__name__}")
+    if "username" in data and value is None:
+        raise BadLogin("username must be a string, not null")
+    return value
+
+
+def _from_multipart(body: bytes, boundary: str) -> str | None:
+    # Quart's parser decodes fields with errors="replace" (a name nobody sent,
+    # with U+FFFD in it) and reads a malformed body as an empty form; werkzeug's
+    # decoder, which it is built on, is driven here strictly instead.
+    found: list[str] = []
+    field: Field | None = None
+    chunks: list[bytes] = []
+    try:
+        decoder = MultipartDecoder(boundary.encode("latin-1"))
+        decoder.receive_data(body)
+        decoder.receive_data(None)  # all there is: a truncated body raises ValueError
+        while not isinstance(event := decoder.next_event(), Epilogue):
+            if isinstance(event, Field):
+                field, chunks = event, []
+            elif isinstance(event, Data) and field is not None and field.name == "username":
+                chunks.append(event.data)
+                if not event.more_data:
+                    charset = parse_options_header(field.headers.get("content-type"))[1]
+                    codec = _PART_CHARSETS.get(charset.get("charset", "").lower(), "utf-8")
+                    found.append(b"".join(chunks).decode(codec))
+            elif not isinstance(event, Data):  # the preamble or a file part
+                field = None
+    except UnicodeDecodeError:
+        raise BadLogin("the form body is not valid UTF-8") from None
+    except ValueError:
+        raise BadLogin("the multipart body is malformed") from None
+    return _single(found, "form")
+
+
+def _from_body(request: Request, body: bytes) -> str | None:
     mimetype = request.mimetype
     if mimetype == _JSON:
-        try:
-            data = json.loads(await request.get_data(as_text=False))
-        except (ValueError, UnicodeDecodeError):
-            raise BadLogin("the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadLogin('the JSON body must be an object such as {"username": "..."}')
-        value = data.get("username")
-        if value is not None and not isinstance(value, str):
-            raise BadLogin(f"username must be a string, not {type(value).__name__}")
-        if "username" in data and value is None:
-            raise BadLogin("username must be a string, not null")
-        return value
+        return _from_json(body)
     if mimetype == _FORM:
-        body = await request.get_data(as_text=False)
         return _single(_urlencoded_usernames(body, "form body"), "form")
     if mimetype == _MULTIPART:
-        return _single((await request.form).getlist("username"), "form")
+        if not (boundary := request.mimetype_params.get("boundary")):
+            raise BadLogin("the multipart content type has no boundary")
+        return _from_multipart(body, boundary)
     raise BadLogin(
         f"unsupported content type {mimetype!r}: send a form or JSON with a username",
         status=415,
     )
 
 
-async def read_username(request: Request, max_length: int) -> str:
-    """The stripped username of a GET (query string) or POST (form or JSON body).
-
-    A POST with an empty body falls back to the query string, as GET does.
-    """
-    in_query = _urlencoded_usernames(request.query_string, "query string")
-    username: str | None
-    if request.method == "POST" and (request.content_length or request.mimetype):
-        username = await _from_body(request)
-    else:
-        username = _single(in_query, "query string")
-    username = (username or "").strip()
+def _check(username: str, max_length: int) -> str:
+    username = username.strip()
     if not username:
         raise BadLogin(MISSING)
     if len(username) > max_length:
         raise BadLogin(f"username is longer than {max_length} characters")
+    # A stripped, printable name is fine: its first character is visible. Only
+    # names with a control, format, private-use, unassigned or separator
+    # character (or a lone surrogate) pay for the checks below.
+    if username.isprintable():
+        return username
+    try:
+        username.encode()
+    except UnicodeEncodeError:  # strict JSON parsers refuse a logged lone surrogate
+        raise BadLogin("username is not valid Unicode text (a lone surrogate)") from None
+    if "\x00" in username:  # no PostgreSQL text value can hold it
+        raise BadLogin("username must not contain U+0000 (NUL)")
+    if not any(map(str.isprintable, username.replace(" ", ""))):
+        raise BadLogin(MISSING)  # nothing visible: only spaces and invisible characters
     return username
+
+
+async def read_username(request: Request, max_length: int) -> str:
+    """The stripped username of a GET (query string) or POST (form or JSON body).
+
+    A POST with an empty body, whatever its content type, falls back to the
+    query string, as GET does; a POST with a body takes the username from the
+    body only, and refuses one in the query string too.
+    """
+    in_query = _urlencoded_usernames(request.query_string, "query string")
+    body = await request.get_data(as_text=False) if request.method == "POST" else b""
+    if body:
+        if in_query:
+            raise BadLogin(
+                "username is in the query string of a POST with a body; send it in the body only"
+            )
+        username = _from_body(request, body)
+    else:
+        username = _single(in_query, "query string")
+    return _check(username or "", max_length)

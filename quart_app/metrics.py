@@ -62,7 +62,7 @@ class Metrics:
         )
         self.client_address_unknown = Counter(
             "quart_app_login_client_address_unknown",
-            "Logins logged with IP '-': the trusted forwarding header gave no valid address.",
+            "Logins logged with IP '-': no valid client address (a trusted header gave none).",
             registry=r,
         )
         self.pending = Gauge(

@@ -27,10 +27,15 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
     ``app``, so that can happen.
     """
 
+    unknown_address = writer.metrics.client_address_unknown
+
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
         # Everything is captured now, in the request: the request is gone by
         # the time the record is written, and the time is that of the login.
-        await writer.submit(LoginRecord(username, datetime.now(UTC), request.remote_addr or "-"))
+        ip = request.remote_addr or "-"
+        if ip == "-":  # a trusted proxy header gave no valid address
+            unknown_address.inc()
+        await writer.submit(LoginRecord(username, datetime.now(UTC), ip))
 
     login_signal.connect(audit_login, sender=app, weak=False)
     weakref.finalize(app, login_signal.disconnect, id(audit_login))

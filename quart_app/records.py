@@ -1,17 +1,28 @@
 """Login records and their two line formats, text (the original's) and JSON Lines.
 
 Text lines are ``登录日志:用户名:{username},登录时间:{time},ip地址:{ip}``. The
-username and IP come from the client, so characters that could forge a line or a
-field are escaped, reversibly:
+username and IP come from the client, so characters that could forge a line or
+a field, or fool a human or grep reading one, are escaped, reversibly:
 
 * ``\\`` becomes ``\\\\``;
-* the comma (the field separator), every control character (C0, DEL, C1), the
-  line and paragraph separators U+2028/U+2029, the bidi controls (U+061C,
-  U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) and lone surrogates become
-  ``\\xHH`` (code points below 256) or ``\\uHHHH``.
+* the comma (the field separator), every character that is invisible or not
+  printable (Unicode categories Cc, Cf, Cs, Co, Cn, Zl, Zp and every space but
+  U+0020: exactly what ``str.isprintable`` refuses) and the look-alikes of the
+  separators ``,`` and ``:`` (:data:`LOOKALIKES`) become ``\\xHH`` (below
+  U+0100), ``\\uHHHH`` (below U+10000) or ``\\UHHHHHHHH``, in lowercase hex.
 
-Everything else, ``张三`` or ``o'brien`` included, is written as it is.
-:func:`unescape` (or :func:`parse_line`) reads a field back exactly.
+Everything else, ``张三`` or ``o'brien`` included, is written as it is, and
+:func:`unescape` (or :func:`parse_line`) reads a field back exactly. JSON Lines
+escape the same characters the JSON way (``\\uHHHH``, a surrogate pair above
+U+FFFF), so that no raw U+2028/U+2029 reaches a JavaScript-based reader.
+
+Format change (issue 9), for existing readers: before it only the comma,
+controls, U+2028/U+2029, bidi controls and lone surrogates were escaped, and
+``\\U`` never appeared. Older lines read back the same with this
+:func:`parse_line`; a reader that knows only ``\\xHH`` and ``\\uHHHH`` shows a
+new ``\\UHHHHHHHH`` as it is written (it cannot take it for anything else,
+since a backslash of the username is always doubled), and must learn it to read
+names with characters above U+FFFF, such as tag characters, back.
 """
 
 from __future__ import annotations
@@ -26,12 +37,23 @@ TEXT_PREFIX = "登录日志:用户名:"
 TIME_LABEL = ",登录时间:"
 IP_LABEL = ",ip地址:"
 
-# DEL and C1 controls, bidi controls, line/paragraph separators, lone surrogates.
-_INVISIBLE = "\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
-_NEEDS_ESCAPE = re.compile(f"[\\\\,\x00-\x1f{_INVISIBLE}]")
-# In JSON the backslash and the C0 controls are already escaped by json.dumps.
-_JSON_NEEDS_ESCAPE = re.compile(f"[{_INVISIBLE}]")
-_ESCAPE_SEQUENCE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+LOOKALIKES = (
+    # Commas: low quotation mark, fullwidth, small, ideographic, vertical and
+    # the commas of other scripts.
+    "\u201a\uff0c\ufe50\ufe51\u3001\uff64\ufe10\ufe11"
+    "\u060c\u055d\u07f8\u1363\u1802\u1808\u2e41\ua4fe\ua60d"
+    # Colons: fullwidth, small, vertical, ratio, modifier letters and the
+    # colon-like punctuation of other scripts.
+    "\uff1a\ufe55\ufe13\ufe30\u2236\ua789\u02f8\u205a\u0589\u05c3\u0703\u0704\u16ec"
+)
+"""Printable characters that look like the text format's separators ``,`` and ``:``."""
+
+# Printable characters escaped all the same; anything not printable is escaped too.
+_TEXT_ESCAPED = frozenset("\\," + LOOKALIKES)
+_TEXT_SPECIAL = re.compile(f"[\\\\,{LOOKALIKES}]")
+_JSON_ESCAPED = frozenset(LOOKALIKES)
+_JSON_SPECIAL = re.compile(f"[{LOOKALIKES}]")
+_ESCAPE_SEQUENCE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
 
 
 class LoginRecord(NamedTuple):
@@ -42,17 +64,23 @@ class LoginRecord(NamedTuple):
     ip: str
 
 
-def _escape_char(match: re.Match[str]) -> str:
-    char = match.group()
+def _escape_char(char: str) -> str:
+    if char.isprintable() and char not in _TEXT_ESCAPED:
+        return char
     if char == "\\":
         return "\\\\"
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escape(value: str) -> str:
     """Escape ``value`` for a text log field (see the module docstring)."""
-    return _NEEDS_ESCAPE.sub(_escape_char, value)
+    # Two C-level scans settle a plain name; only others are escaped char by char.
+    if value.isprintable() and not _TEXT_SPECIAL.search(value):
+        return value
+    return "".join(map(_escape_char, value))
 
 
 def _unescape_sequence(match: re.Match[str]) -> str:
@@ -72,16 +100,22 @@ def format_text(record: LoginRecord) -> bytes:
     return f"{TEXT_PREFIX}{username}{TIME_LABEL}{time}{IP_LABEL}{ip}\n".encode()
 
 
-def _json_escape_char(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
+def _json_escape_char(char: str) -> str:
+    if char.isprintable() and char not in _JSON_ESCAPED:
+        return char
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON writes such a character
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def format_jsonl(record: LoginRecord) -> bytes:
     """One JSON object on one line, as UTF-8.
 
-    ``json.dumps`` escapes quotes, backslashes and C0 controls; the characters
-    that some line readers still split on or that reorder text on screen are
-    escaped as ``\\uHHHH`` too, which any JSON parser reads back.
+    ``json.dumps`` escapes quotes, backslashes and C0 controls; every other
+    character that is not printable, and the look-alikes of ``,`` and ``:``,
+    are escaped as ``\\uHHHH`` too, which any JSON parser reads back.
     """
     text = json.dumps(
         {
@@ -92,7 +126,9 @@ def format_jsonl(record: LoginRecord) -> bytes:
         },
         ensure_ascii=False,
     )
-    return (_JSON_NEEDS_ESCAPE.sub(_json_escape_char, text) + "\n").encode()
+    if not text.isprintable() or _JSON_SPECIAL.search(text):
+        text = "".join(map(_json_escape_char, text))
+    return (text + "\n").encode()
 
 
 FORMATTERS: dict[str, Callable[[LoginRecord], bytes]] = {

@@ -83,27 +83,31 @@ async def metrics() -> Response:
     return Response(log.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
 
-def _refused(reason: str) -> None:
+def _refused(reason: str, body: str, status: int) -> Response:
+    # Plain text: a reason may quote what the client sent.
     login_log().metrics.logins_refused.labels(reason).inc()
+    return Response(body, status=status, content_type="text/plain; charset=utf-8")
 
 
 @blueprint.app_errorhandler(BadLogin)
-async def bad_login(error: BadLogin) -> tuple[str, int]:
+async def bad_login(error: BadLogin) -> Response:
     """A request that cannot be taken: its status and why."""
-    _refused("unsupported_type" if error.status == 415 else "bad_request")
-    return error.message, error.status
+    reason = "unsupported_type" if error.status == 415 else "bad_request"
+    return _refused(reason, error.message, error.status)
 
 
 @blueprint.app_errorhandler(RequestEntityTooLarge)
-async def too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
+async def too_large(error: RequestEntityTooLarge) -> Response:
     """A body over ``MAX_CONTENT_LENGTH``."""
-    _refused("too_large")
-    return f"the body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes", 413
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return _refused("too_large", f"the body is larger than {limit} bytes", 413)
 
 
 @blueprint.app_errorhandler(LogUnavailable)
-async def log_unavailable(error: LogUnavailable) -> tuple[str, int, dict[str, str]]:
+async def log_unavailable(error: LogUnavailable) -> Response:
     """The log could not confirm the record: 503. It may or may not be in the log."""
-    _refused("log_full" if isinstance(error, LogFull) else "log_unavailable")
+    reason = "log_full" if isinstance(error, LogFull) else "log_unavailable"
     body = f"登录失败, 请稍后再试 (login not confirmed: {error}; it may or may not be logged)"
-    return body, 503, {"Retry-After": "1"}
+    response = _refused(reason, body, 503)
+    response.headers["Retry-After"] = "1"
+    return response

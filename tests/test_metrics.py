@@ -121,3 +121,20 @@ async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> N
         scrape = await scrape_server(server.url)
         assert value(scrape, "quart_app_logins_taken_total") == 1
         assert server.stop() == 0
+
+
+async def test_a_trusted_header_without_a_valid_address_is_counted(
+    make_app, log_path: Path
+) -> None:
+    app = make_app(PROXY_TRUSTED_HOPS=1)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        for forwarded_for in ("garbage", "203.0.113.9"):
+            response = await client.get(
+                "/login/?username=proxied", headers={"X-Forwarded-For": forwarded_for}
+            )
+            assert response.status_code == 200
+        scrape = samples(await (await client.get("/metrics")).get_data(as_text=True))
+        records = await wait_for_records(log_path, 2)
+    assert [r.ip for r in records] == ["-", "203.0.113.9"]
+    assert value(scrape, "quart_app_login_client_address_unknown_total") == 1

@@ -1,0 +1,227 @@
+"""HTTP/2 against a real hypercorn (h2c with prior knowledge): the same contract as HTTP/1.1.
+
+HTTP/2 lets through what h11 refuses (raw invalid UTF-8 in ``:path``), so the
+requests are sent by a small client on the ``h2`` package with its own checks
+off: the bytes reach hypercorn exactly as written here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quart_app.records import LoginRecord, format_text
+
+from payloads import (
+    BYTES_PATHS,
+    TEXT_PATHS,
+    Login,
+    bytes_login,
+    is_acceptable,
+    read_line,
+    sent_username,
+    text_login,
+    usernames,
+)
+from server import Server, run_server
+
+
+def h2_request(
+    port: int, target: bytes, *, method: bytes = b"GET", headers=(), body: bytes = b""
+) -> tuple[int | None, str]:
+    """Send one request on a new HTTP/2 connection; its status (None: no answer) and body."""
+    config = h2.config.H2Configuration(
+        client_side=True,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+    connection = h2.connection.H2Connection(config=config)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        connection.initiate_connection()
+        stream = connection.get_next_available_stream_id()
+        pseudo = [(b":method", method), (b":scheme", b"http"), (b":authority", b"127.0.0.1")]
+        request_headers = [*pseudo, (b":path", target), *headers]
+        connection.send_headers(stream, request_headers, end_stream=not body)
+        if body:
+            connection.send_data(stream, body, end_stream=True)
+        sock.sendall(connection.data_to_send())
+        status, data = None, b""
+        while chunk := sock.recv(65536):
+            for event in connection.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    connection.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return status, data.decode()
+                elif isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                    return None, repr(event)
+            sock.sendall(connection.data_to_send())
+    return None, "connection closed"
+
+
+@dataclass
+class H2Server:
+    """One real hypercorn for the module, and what each test added to its log and stderr."""
+
+    server: Server
+    log_path: Path
+    port: int
+    _markers: Iterator[int] = field(default_factory=itertools.count)
+    _log_offset: int = 0
+    _stderr_offset: int = 0
+
+    def request(self, target: bytes, **kwargs) -> tuple[int | None, str]:
+        return h2_request(self.port, target, **kwargs)
+
+    def login(self, login: Login) -> tuple[int | None, str]:
+        # h2 closes the connection for NUL, CR or LF in a header value and for
+        # whitespace around it: those go percent-encoded, which means the same.
+        query = re.sub(rb"[\x00\r\n \t]", lambda m: b"%%%02X" % m[0][0], login.query)
+        headers = [(b"content-type", login.content_type.encode())] if login.content_type else []
+        method = login.method.encode()
+        return self.request(b"/login/?" + query, method=method, headers=headers, body=login.body)
+
+    def new_lines(self) -> list[str]:
+        """The lines logged since the last call; its marker login shows the writer is past them."""
+        marker = f"h2-marker-{next(self._markers)}"
+        assert self.request(f"/login/?username={marker}".encode()) == (200, "登录成功")
+        deadline = time.monotonic() + 10
+        while True:
+            text = self.log_path.read_bytes()[self._log_offset :].decode()
+            lines = text.split("\n")[:-1]
+            if lines and f":{marker}," in lines[-1]:
+                break
+            assert time.monotonic() < deadline, f"{marker} never logged: {text!r}"
+            time.sleep(0.005)
+        self._log_offset += len(text.encode())
+        return lines[:-1]
+
+    def new_stderr(self) -> str:
+        """What hypercorn wrote to stderr since the last call."""
+        text = self.server.stderr
+        new, self._stderr_offset = text[self._stderr_offset :], len(text)
+        return new
+
+
+@pytest.fixture(scope="module")
+def h2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H2Server]:
+    tmp_path = tmp_path_factory.mktemp("h2")
+    log_path = tmp_path / "login_log.txt"
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        h2_server = H2Server(server, log_path, port)
+        h2_server.new_lines()
+        h2_server.new_stderr()
+        yield h2_server
+
+
+def assert_no_traceback(h2_server: H2Server) -> None:
+    stderr = h2_server.new_stderr()
+    assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+
+
+JSON = b"application/json"
+FORM = b"application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "headers", "body", "username"),
+    [
+        ("/login/?username=h2-张三".encode(), b"GET", [], b"", "h2-张三"),
+        (b"/login/?username=h2-%E6%9D%8E%E5%9B%9B", b"GET", [], b"", "h2-李四"),
+        (b"/login/", b"POST", [(b"content-type", b"application/json")], b'{"username": "j"}', "j"),
+        (
+            b"/login/",
+            b"POST",
+            [(b"content-type", b"application/x-www-form-urlencoded")],
+            b"username=f",
+            "f",
+        ),
+        (
+            b"/login/?username=empty-body",
+            b"POST",
+            [(b"content-type", b"application/json")],
+            b"",
+            "empty-body",
+        ),
+    ],
+    ids=["raw-utf8", "percent", "json", "form", "empty-body"],
+)
+def test_a_good_login_over_http2_is_200_and_its_exact_line(
+    h2_server: H2Server, target: bytes, method: bytes, headers: list, body: bytes, username: str
+) -> None:
+    # No content-length: an HTTP/2 body is as long as its DATA frames.
+    assert h2_server.request(target, method=method, headers=headers, body=body) == (200, "登录成功")
+    [line] = h2_server.new_lines()
+    record = read_line(line, "text")
+    assert f"{line}\n" == format_text(LoginRecord(username, record.time, "127.0.0.1")).decode()
+    assert_no_traceback(h2_server)
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        (b"/login/?username=H2\xff\xfe", "the query string is not valid UTF-8"),
+        (b"/login/?username=\xed\xa0\x80", "the query string is not valid UTF-8"),
+        (b"/?\xff", "the query string is not valid UTF-8"),
+        (b"/healthz?\xc3", "the query string is not valid UTF-8"),
+        (b"?username=nopath", "the request target has no path"),
+        (b"http://[x/login/?username=x", "the request target is not a valid URL"),
+    ],
+)
+def test_what_quart_cannot_decode_is_400_over_http2_and_logs_nothing(
+    h2_server: H2Server, target: bytes, reason: str
+) -> None:
+    assert h2_server.request(target) == (400, reason)
+    assert h2_server.new_lines() == []
+    assert_no_traceback(h2_server)
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=st.sampled_from(TEXT_PATHS), username=usernames)
+def test_property_any_username_over_http2_gives_one_exact_line_or_a_4xx(
+    h2_server: H2Server, path: str, username: str
+) -> None:
+    status, answer = h2_server.login(text_login(path, username))
+    records = [read_line(line, "text") for line in h2_server.new_lines()]
+    assert_no_traceback(h2_server)
+    if is_acceptable(username):
+        assert (status, answer) == (200, "登录成功")
+        assert [r.username for r in records] == [username.strip()]
+    else:
+        assert status is not None and 400 <= status < 500, answer
+        assert records == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    path=st.sampled_from(BYTES_PATHS),
+    payload=st.binary(max_size=300) | usernames.map(lambda u: u.encode("utf-8", "surrogatepass")),
+)
+def test_property_any_bytes_over_http2_give_one_line_of_what_was_sent_or_a_4xx(
+    h2_server: H2Server, path: str, payload: bytes
+) -> None:
+    status, answer = h2_server.login(bytes_login(path, payload))
+    records = [read_line(line, "text") for line in h2_server.new_lines()]
+    assert_no_traceback(h2_server)
+    assert status is not None and status < 500, answer
+    if status == 200:
+        [record] = records
+        assert record.username == sent_username(path, payload)
+    else:
+        assert records == []

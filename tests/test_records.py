@@ -1,0 +1,117 @@
+"""The line formats: what is escaped, how, and that every line reads back exactly."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+
+from quart_app.records import (
+    TEXT_PREFIX,
+    LoginRecord,
+    escape,
+    format_jsonl,
+    format_text,
+    parse_line,
+    unescape,
+)
+
+from payloads import LOOKALIKES, naive_fields, strict_json, usernames
+
+NOW = datetime(2026, 11, 24, 6, 0, 0, 123456, tzinfo=UTC)
+WHEN = "2026-11-24 06:00:00.123456+00:00"
+
+
+def test_a_lookalike_forgery_is_visibly_escaped() -> None:
+    # U+201A looks like a comma; the zero-width spaces hide the end of the name.
+    forged = "admin\u201a登录时间:2020-01-01 00:00:00.000000+00:00\u201aip地址:10.0.0.1\u200b\u200b"
+    line = format_text(LoginRecord(forged, NOW, "192.0.2.1")).decode()
+    assert line == (
+        f"{TEXT_PREFIX}admin\\u201a登录时间:2020-01-01 00:00:00.000000+00:00"
+        f"\\u201aip地址:10.0.0.1\\u200b\\u200b,登录时间:{WHEN},ip地址:192.0.2.1\n"
+    )
+    # grep ',ip地址:10.0.0.1$' finds only a line whose IP field is that address.
+    assert not re.search(r",ip地址:10\.0\.0\.1$", line, re.MULTILINE)
+    assert parse_line(line) == LoginRecord(forged, NOW, "192.0.2.1")
+    jsonl = format_jsonl(LoginRecord(forged, NOW, "192.0.2.1")).decode()
+    assert "\\u201aip地址:10.0.0.1\\u200b\\u200b" in jsonl
+
+
+@pytest.mark.parametrize(
+    ("char", "in_text", "in_json"),
+    [
+        # Look-alikes of "," and ":" (the ones the issue names first).
+        ("\u201a", "\\u201a", "\\u201a"),
+        ("\uff0c", "\\uff0c", "\\uff0c"),
+        ("\ufe50", "\\ufe50", "\\ufe50"),
+        ("\ufe51", "\\ufe51", "\\ufe51"),
+        ("\u3001", "\\u3001", "\\u3001"),
+        ("\uff1a", "\\uff1a", "\\uff1a"),
+        ("\ufe55", "\\ufe55", "\\ufe55"),
+        # Invisible or not printable: Cf, Zs other than U+0020, Co, Cn, Zl, Cc.
+        ("\u200b", "\\u200b", "\\u200b"),
+        ("\ufeff", "\\ufeff", "\\ufeff"),
+        ("\u00ad", "\\xad", "\\u00ad"),
+        ("\u00a0", "\\xa0", "\\u00a0"),
+        ("\u3000", "\\u3000", "\\u3000"),
+        ("\ue000", "\\ue000", "\\ue000"),
+        ("\u0378", "\\u0378", "\\u0378"),
+        ("\u2029", "\\u2029", "\\u2029"),
+        ("\x7f", "\\x7f", "\\u007f"),
+        ("\x00", "\\x00", "\\u0000"),
+        # Above U+FFFF: tag characters and a private-use plane.
+        ("\U000e0041", "\\U000e0041", "\\udb40\\udc41"),
+        ("\U000f0000", "\\U000f0000", "\\udb80\\udc00"),
+        # A lone surrogate (refused at the door, but a record may still hold one).
+        ("\ud800", "\\ud800", "\\ud800"),
+    ],
+)
+def test_each_character_that_fools_a_reader_has_its_escape(
+    char: str, in_text: str, in_json: str
+) -> None:
+    record = LoginRecord(f"a{char}b", NOW, char)
+    text = format_text(record).decode()
+    assert text == f"{TEXT_PREFIX}a{in_text}b,登录时间:{WHEN},ip地址:{in_text}\n"
+    jsonl = format_jsonl(record).decode()
+    assert f'"username": "a{in_json}b"' in jsonl
+    assert f'"ip": "{in_json}"' in jsonl
+    assert parse_line(text) == record == parse_line(jsonl)
+
+
+@pytest.mark.parametrize("name", ["张三", "o'brien", "Zoë", "a:b", "Ελένη", "👩 dev", "x y"])
+def test_plain_names_are_not_escaped(name: str) -> None:
+    assert escape(name) == name
+    assert f'"username": "{name}"' in format_jsonl(LoginRecord(name, NOW, "::1")).decode()
+
+
+def test_lines_written_before_the_format_change_read_back_the_same() -> None:
+    # Before issue 9 there was no \U escape; \xHH and \uHHHH mean what they meant.
+    old = f"{TEXT_PREFIX}a\\x2cb\\u2028\\\\c\\ud800,登录时间:{WHEN},ip地址:203.0.113.9\n"
+    assert parse_line(old) == LoginRecord("a,b\u2028\\c\ud800", NOW, "203.0.113.9")
+
+
+def test_an_escape_beyond_unicode_is_not_a_login_line() -> None:
+    with pytest.raises(ValueError):
+        parse_line(f"{TEXT_PREFIX}\\U00110000,登录时间:{WHEN},ip地址:-")
+
+
+@settings(max_examples=300)
+@given(username=usernames, ip=usernames)
+def test_property_every_line_is_one_printable_line_that_reads_back(username: str, ip: str) -> None:
+    record = LoginRecord(username, NOW, ip)
+    text = format_text(record).decode()
+    assert text.endswith("\n")
+    line = text[:-1]
+    assert line.isprintable() and not LOOKALIKES & set(line)
+    assert parse_line(text) == record
+    # A human or grep splitting at the first of each label reads the same fields.
+    naive_user, naive_time, naive_ip = naive_fields(line)
+    assert (unescape(naive_user), naive_time, unescape(naive_ip)) == (username, WHEN, ip)
+    jsonl = format_jsonl(record).decode()
+    assert jsonl.endswith("\n") and jsonl[:-1].isprintable()
+    assert not LOOKALIKES & set(jsonl)
+    assert parse_line(jsonl) == record
+    if not any("\ud800" <= c <= "\udfff" for c in username + ip):
+        assert strict_json(jsonl[:-1])["username"] == username
