@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from .records import FORMATTERS
 
@@ -128,6 +130,55 @@ def file_mode(key: str, value: Any) -> int:
     return mode
 
 
+def database_url(key: str, value: Any) -> str:
+    """Empty (no database), or a ``postgresql://`` URL with at most one host.
+
+    The value is never quoted back: it may hold a password.
+    """
+    if value is None or value == "":
+        return ""
+    example = "postgresql://user:password@host:port/database"
+    if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{key} must be a URL like {example}")
+    parts = urlsplit(value)
+    if "@" in parts.path + parts.query + parts.fragment:
+        # A password holding / ? # cut the URL short before its "@".
+        raise ConfigError(
+            f"{key} has an '@' after its host: percent-encode the user name and password "
+            "(%40 for @, %2F for /, %3F for ?, %23 for #)"
+        )
+    try:
+        parts.port  # noqa: B018 -- reading it raises for a port that is not a number
+    except ValueError:
+        raise ConfigError(
+            f"{key} must name one host, with a numeric port if any, like {example}"
+        ) from None
+    return value
+
+
+TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,47}")
+
+
+def table_name(key: str, value: Any) -> str:
+    """A lower-case SQL name, optionally schema-qualified: ``login_log``, ``audit.login_log``.
+
+    At most 48 characters for the table, so that its index names fit PostgreSQL's 63.
+    """
+    if not isinstance(value, str) or not TABLE_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{key} must be a lower-case table name like login_log or audit.login_log "
+            f"(letters, digits, _; at most 48 characters), not {value!r}"
+        )
+    return value
+
+
+def label(key: str, value: Any) -> str:
+    """Printable text of at most 255 characters, or empty."""
+    if not isinstance(value, str) or len(value) > 255 or not value.isprintable():
+        raise ConfigError(f"{key} must be printable text of at most 255 characters, not {value!r}")
+    return value.strip()
+
+
 def _setting(default: Any, check: Check, meaning: str) -> Any:
     return field(default=default, metadata={"check": check, "meaning": meaning})
 
@@ -145,10 +196,26 @@ class Settings:
         "text", choice(*FORMATTERS), "`text` (the original's line) or `jsonl` (JSON Lines)"
     )
     login_log_durable: bool = _setting(
-        False, boolean, "answer 200 only once the line is on disk (one fsync per batch)"
+        False, boolean, "answer 200 only once the record is on disk (fsync) or committed"
     )
     login_log_file_mode: int = _setting(
         0o640, file_mode, "mode of a log file the app creates (octal string or int)"
+    )
+    login_log_database_url: str = _setting(
+        "",
+        database_url,
+        "a `postgresql://` URL: records go to a table, not the file",
+    )
+    login_log_table: str = _setting(
+        "login_log", table_name, "the table, created if missing (`schema.table` works too)"
+    )
+    login_log_host: str = _setting(
+        "", label, "the `host` column of each row; empty: this machine's host name"
+    )
+    login_log_database_timeout: float = _setting(
+        5.0,
+        seconds(0, 3600, low_open=True),
+        "seconds each connect and statement may take before it fails",
     )
     login_log_max_pending: int = _setting(
         10_000, integer(1, 10_000_000), "records that may wait to be written"
@@ -156,7 +223,7 @@ class Settings:
     login_log_full_timeout: float = _setting(
         5.0,
         seconds(0, 3600),
-        "seconds a login waits for room (durable: for fsync) before 503",
+        "seconds a login waits for room (durable: to be kept) before 503",
     )
     login_log_drain_timeout: float = _setting(
         15.0,

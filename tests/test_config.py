@@ -22,6 +22,8 @@ def shown(key: Key) -> str:
     """A default as the README writes it."""
     if key.name == "LOGIN_LOG_FILE_MODE":
         return f"0{key.default:o}"
+    if key.default == "":
+        return "(empty)"
     if isinstance(key.default, bool):
         return str(key.default).lower()
     if isinstance(key.default, float):
@@ -96,6 +98,11 @@ def test_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ({"USERNAME_MAX_LENGTH": True}, "USERNAME_MAX_LENGTH must be a whole number"),
         ({"MAX_CONTENT_LENGTH": "abc"}, "MAX_CONTENT_LENGTH must be a whole number"),
         ({"MAX_CONTENT_LENGTH": None}, "MAX_CONTENT_LENGTH must be a whole number"),
+        ({"LOGIN_LOG_TABLE": "Login-Log"}, "LOGIN_LOG_TABLE must be a lower-case table name"),
+        ({"LOGIN_LOG_TABLE": "a.b.c"}, "LOGIN_LOG_TABLE must be a lower-case table name"),
+        ({"LOGIN_LOG_TABLE": "x" * 49}, "LOGIN_LOG_TABLE must be a lower-case table name"),
+        ({"LOGIN_LOG_HOST": "web\n1"}, "LOGIN_LOG_HOST must be printable text"),
+        ({"LOGIN_LOG_DATABASE_TIMEOUT": 0}, "LOGIN_LOG_DATABASE_TIMEOUT must be more than 0"),
         (
             {"LOGIN_LOG_DURABLE": True, "LOGIN_LOG_FULL_TIMEOUT": 0},
             "LOGIN_LOG_FULL_TIMEOUT must be more than 0 when LOGIN_LOG_DURABLE is on",
@@ -106,6 +113,42 @@ def test_bad_values_are_refused_with_a_clear_message(config, message: str) -> No
     with pytest.raises(ConfigError) as error:
         create_app(config)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://app:Secret-1@db/audit", "must be a URL like postgresql://"),
+        ("app:Secret-1@db/audit", "must be a URL like postgresql://"),
+        # Characters of the password not percent-encoded: the URL ends early.
+        ("postgresql://app:Secret/1@db/audit", "has an '@' after its host"),
+        ("postgresql://app:Secret#1@db/audit", "has an '@' after its host"),
+        ("postgresql://app:Secret?1@db/audit", "has an '@' after its host"),
+        ("postgresql://app:Secret-1@db:port/audit", "must name one host, with a numeric port"),
+        ("postgresql://app:Secret-1@db1:5432,db2:5432/audit", "must name one host"),
+    ],
+)
+def test_bad_database_urls_are_refused_without_quoting_them(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        create_app({"LOGIN_LOG_DATABASE_URL": url})
+    assert message in str(error.value)
+    assert "Secret" not in str(error.value)
+
+
+def test_database_settings_are_taken() -> None:
+    url = "postgresql://app:p%40ss@db.example:6432/audit?sslmode=verify-full"
+    settings = Settings.from_config(
+        {
+            "LOGIN_LOG_DATABASE_URL": url,
+            "LOGIN_LOG_TABLE": "audit.login_log",
+            "LOGIN_LOG_HOST": " web-1 ",
+            "LOGIN_LOG_DATABASE_TIMEOUT": "2.5",
+        }
+    )
+    assert settings.login_log_database_url == url
+    assert settings.login_log_table == "audit.login_log"
+    assert settings.login_log_host == "web-1"
+    assert settings.login_log_database_timeout == 2.5
 
 
 @pytest.mark.parametrize(
