@@ -23,7 +23,7 @@ StoreFactory = Callable[[Settings], RecordStore]
 
 
 def file_store(settings: Settings) -> RecordStore:
-    """The default store: the file at ``LOGIN_LOG_PATH``."""
+    """The file at ``LOGIN_LOG_PATH``."""
     return FileStore(
         settings.login_log_path,
         formatter=FORMATTERS[settings.login_log_format],
@@ -31,12 +31,30 @@ def file_store(settings: Settings) -> RecordStore:
     )
 
 
+def postgres_store(settings: Settings) -> RecordStore:
+    """The table ``LOGIN_LOG_TABLE`` of the database at ``LOGIN_LOG_DATABASE_URL``."""
+    from .stores.postgres import PostgresStore  # asyncpg is loaded only when used
+
+    return PostgresStore(
+        settings.login_log_database_url,
+        table=settings.login_log_table,
+        host=settings.login_log_host,
+        timeout=settings.login_log_database_timeout,
+    )
+
+
+def default_store(settings: Settings) -> RecordStore:
+    """PostgreSQL when ``LOGIN_LOG_DATABASE_URL`` is set, else the file."""
+    return postgres_store(settings) if settings.login_log_database_url else file_store(settings)
+
+
 def create_app(
-    config: Mapping[str, Any] | None = None, *, store_factory: StoreFactory = file_store
+    config: Mapping[str, Any] | None = None, *, store_factory: StoreFactory = default_store
 ) -> Quart:
     """Build the app: defaults, then ``QUART_*`` environment variables, then ``config``.
 
-    ``store_factory`` chooses where records are kept (a file by default).
+    ``store_factory`` chooses where records are kept (by default a PostgreSQL
+    table when ``LOGIN_LOG_DATABASE_URL`` is set, else the file).
     Raises :class:`~quart_app.config.ConfigError` for a value that cannot work;
     a store that cannot be opened makes the app refuse to start serving.
     """

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from quart_app.config import Settings
 from quart_app.records import FORMATTERS, LoginRecord, parse_line
 from quart_app.state import KEY
 from quart_app.stores.file import FileStore
+from quart_app.throwaway_postgres import Postgres, throwaway_postgres
 from quart_app.writer import LogWriter
+
+from pg import DATABASES, EXTERNAL_URL, Database
 
 
 class ControlledStore(FileStore):
@@ -127,3 +131,40 @@ async def wait_for_records(path: Path, count: int, timeout: float = 10) -> list[
         while len(records := read_records(path)) < count:
             await asyncio.sleep(0.01)
     return records
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """The session's throwaway PostgreSQL, started by the first test that needs it."""
+    with throwaway_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+async def _database(url: str, server: Postgres | None) -> AsyncIterator[Database]:
+    database = Database(url, f"t_{secrets.token_hex(4)}", server)
+    try:
+        yield database
+    finally:
+        if server is not None and server.pid is None:
+            server.start()  # a test stopped it and failed before starting it again
+        await database.drop()
+
+
+@pytest.fixture(params=DATABASES)
+async def database(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """A table name of the test's own on a real PostgreSQL: the throwaway one, then
+    ``TEST_DATABASE_URL``'s when it is set."""
+    if request.param == "external":
+        server, url = None, EXTERNAL_URL
+    else:
+        server = request.getfixturevalue("postgres_server")
+        url = server.url
+    async for database in _database(url, server):
+        yield database
+
+
+@pytest.fixture
+async def throwaway_database(postgres_server: Postgres) -> AsyncIterator[Database]:
+    """A table name of the test's own on the throwaway server, which the test may stop."""
+    async for database in _database(postgres_server.url, postgres_server):
+        yield database

@@ -1,0 +1,135 @@
+"""The PostgreSQL table: its definition, its creation, and the check that an existing one fits.
+
+The table is created when missing, under an advisory lock so that hosts
+starting at once on an empty database take turns (``CREATE TABLE IF NOT
+EXISTS`` alone can fail one of them). A table that exists is used as it is,
+if it fits: the five columns with their types, a unique index on ``id`` that
+makes a resent batch harmless, no other column that an insert would have to
+fill, and INSERT allowed. Nothing else is needed, so a role that may only
+insert works (see docs/postgres.md for its grants).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+COLUMNS = {
+    "id": "uuid",
+    "username": "text",
+    "logged_in_at": "timestamp with time zone",
+    "ip": "inet",
+    "host": "text",
+}
+"""The columns the store fills, with their types as PostgreSQL's ``format_type`` names them."""
+
+
+class TableError(Exception):
+    """The table is missing and cannot be created, or does not fit; the message says why."""
+
+
+def quoted(table: str) -> str:
+    """``audit.login_log`` as ``"audit"."login_log"`` (the name is checked at start)."""
+    return ".".join(f'"{part}"' for part in table.split("."))
+
+
+def create_table_sql(table: str) -> str:
+    """The table and its indexes, for the questions asked of an audit trail."""
+    name, bare = quoted(table), table.rpartition(".")[2]
+    return f"""\
+CREATE TABLE {name} (
+    id uuid PRIMARY KEY,
+    username text NOT NULL,
+    logged_in_at timestamptz NOT NULL,
+    ip inet,
+    host text NOT NULL
+);
+CREATE INDEX "{bare}_username_time" ON {name} (username, logged_in_at);
+CREATE INDEX "{bare}_ip_time" ON {name} (ip, logged_in_at);
+"""
+
+
+def insert_sql(table: str) -> str:
+    """One statement per batch: a row per element of the arrays; ids already stored are skipped.
+
+    No conflict target: ``ON CONFLICT (id)`` needs SELECT on the table, which
+    an insert-only role lacks.
+    """
+    return (
+        f"INSERT INTO {quoted(table)} (id, username, logged_in_at, ip, host) "
+        "SELECT id, username, logged_in_at, ip, $5::text "
+        "FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::inet[]) "
+        "AS r(id, username, logged_in_at, ip) "
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+_COLUMNS_SQL = """\
+SELECT attnum, attname, format_type(atttypid, atttypmod) AS type, attnotnull AS not_null,
+       atthasdef OR attidentity <> '' AS has_default,
+       has_column_privilege(attrelid, attnum, 'INSERT') AS insertable
+FROM pg_attribute
+WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+ORDER BY attnum
+"""
+
+# Unique indexes that can stop a resend: immediate, whole-table, on plain columns.
+_UNIQUE_SQL = """\
+SELECT (indkey::int2[])[0:indnkeyatts - 1] AS keys
+FROM pg_index
+WHERE indrelid = $1::regclass AND indisunique AND indimmediate AND indisvalid
+  AND indpred IS NULL AND indexprs IS NULL
+"""
+
+
+async def ensure_table(connection: Any, table: str) -> None:
+    """Create ``table`` if it is missing, then check that it fits; raise :class:`TableError`."""
+    name = quoted(table)
+    if await connection.fetchval("SELECT to_regclass($1)", name) is None:
+        # A session lock, and the check after it in a transaction of its own:
+        # only a new transaction sees a table another host has just created.
+        lock = f"quart_app {name}"
+        await connection.execute("SELECT pg_advisory_lock(hashtext($1))", lock)
+        try:
+            if await connection.fetchval("SELECT to_regclass($1)", name) is None:
+                await connection.execute(create_table_sql(table))  # one transaction
+        except asyncpg.InsufficientPrivilegeError as exc:
+            reason = f"it does not exist, and this role may not create it ({exc})"
+            raise TableError(reason) from None
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", lock)
+    problems = await table_problems(connection, table)
+    if problems:
+        raise TableError("it does not fit: " + "; ".join(problems))
+
+
+async def table_problems(connection: Any, table: str) -> list[str]:
+    """What keeps the existing ``table`` from taking the store's rows; empty when it fits."""
+    name = quoted(table)
+    kind = await connection.fetchval(
+        "SELECT relkind::text FROM pg_class WHERE oid = $1::regclass", name
+    )
+    if kind not in ("r", "p"):  # a table, or a partitioned one
+        return ["it is not a table"]
+    columns = await connection.fetch(_COLUMNS_SQL, name)
+    by_name = {column["attname"]: column for column in columns}
+    problems = []
+    for column, wanted in COLUMNS.items():
+        found = by_name.get(column)
+        if found is None:
+            problems.append(f"column {column} is missing")
+        elif found["type"] != wanted:
+            problems.append(f"column {column} is {found['type']}, not {wanted}")
+        elif not found["insertable"]:
+            problems.append(f"this role may not insert into column {column}")
+    for column in columns:
+        if column["attname"] not in COLUMNS and column["not_null"] and not column["has_default"]:
+            problems.append(f"column {column['attname']} is NOT NULL without a default")
+    names = {column["attnum"]: column["attname"] for column in columns}
+    unique = await connection.fetch(_UNIQUE_SQL, name)
+    indexes = [{names[key] for key in row["keys"]} for row in unique]
+    # A unique index on id, and otherwise only on columns a resend repeats, stops a resend.
+    if not any("id" in keys and keys <= COLUMNS.keys() for keys in indexes):
+        problems.append("no primary key or unique index on id: a resent batch would be doubled")
+    return problems

