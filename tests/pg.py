@@ -26,6 +26,8 @@ from quart_app.stores.pg_table import create_table_sql, quoted
 from quart_app.throwaway_postgres import Postgres
 
 EXTERNAL_URL = os.environ.get("TEST_DATABASE_URL", "")
+CLIENT = {"client": ("192.0.2.10", 50000)}
+"""A ``scope_base`` with a client address: Quart's test client gives ``<local>``, no inet."""
 DATABASES = ["embedded", *(["external"] if EXTERNAL_URL else [])]
 
 
@@ -167,3 +169,57 @@ def assert_rows_exactly_once(counts: Mapping[str, int], results: Mapping[str, in
     assert not doubled, f"{len(doubled)} logins stored twice, e.g. {doubled[:3]}"
     assert set(counts) <= set(results), "a row for a login nobody sent"
     return len(acknowledged)
+
+
+class Proxy:
+    """A TCP proxy to the database that can drop the server's replies.
+
+    While ``drop_replies`` is set, what the server sends is thrown away: a
+    statement runs and commits, and its client never hears of it (a network
+    that failed after the commit).
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.drop_replies = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        """Listen on a free loopback port; return it."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and cut every connection."""
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        try:
+            await asyncio.gather(
+                self._pump(reader, upstream_writer, replies=False),
+                self._pump(upstream_reader, writer, replies=True),
+            )
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for end in (writer, upstream_writer):
+                end.close()
+            self._tasks.discard(task)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
+    ) -> None:
+        while data := await reader.read(65536):
+            if not (replies and self.drop_replies):
+                writer.write(data)
+                await writer.drain()
+        writer.close()  # one side closed: close the other, as a network would

@@ -61,13 +61,15 @@ class Server:
         ]
 
 
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+def _wait_until_listening(
+    process: subprocess.Popen[bytes], host: str, port: int, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
@@ -80,18 +82,20 @@ def run_server(
     env: Mapping[str, str] | None = None,
     *,
     workers: int | None = None,
+    host: str = "127.0.0.1",
     startup_timeout: float = 20,
 ) -> Iterator[Server]:
-    """Start ``hypercorn --config hypercorn.toml ENTRY`` on a free port.
+    """Start ``hypercorn --config hypercorn.toml ENTRY`` on a free port of ``host``.
 
-    ``env`` adds ``QUART_*`` settings; ``workers`` overrides the file's ``workers``.
+    ``env`` adds ``QUART_*`` settings; ``workers`` overrides the file's ``workers``;
+    ``host`` is any loopback address (127.0.0.2, ...), to run several hosts.
     The server is killed if still running at the end; tests that care how it
     stops call :meth:`Server.stop` themselves.
     """
     port = free_port()
     stderr_path = tmp_path / f"hypercorn-{port}.log"
     command = [sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml"]
-    command += ["-b", f"127.0.0.1:{port}", ENTRY]
+    command += ["-b", f"{host}:{port}", ENTRY]
     if workers is not None:  # else hypercorn.toml's: one process
         command += ["-w", str(workers)]
     with stderr_path.open("wb") as stderr:
@@ -104,8 +108,8 @@ def run_server(
             start_new_session=True,  # its own process group, so workers can be signalled too
         )
     try:
-        _wait_until_listening(process, port, startup_timeout)
-        yield Server(process, f"http://127.0.0.1:{port}", stderr_path)
+        _wait_until_listening(process, host, port, startup_timeout)
+        yield Server(process, f"http://{host}:{port}", stderr_path)
     finally:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # workers too: none may outlive the test

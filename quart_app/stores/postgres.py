@@ -45,8 +45,14 @@ _DATA_ERRORS = (
     asyncpg.IntegrityConstraintViolationError,
     asyncpg.ProgramLimitExceededError,
 )
-# Everything else the database or the network can raise: retried.
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# Everything else the database or the network can raise: retried. asyncpg
+# raises InternalClientError on a connection the server closed while it was idle.
+_DATABASE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 class DatabaseError(OSError):
@@ -106,9 +112,12 @@ def _reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
         # asyncio's messages name the address: keep the system's reason only.
         public = f"{name}: {os.strerror(exc.errno)}" if exc.errno else f"{name}: no connection"
         return public, f"{name}: {exc}"
+    if isinstance(exc, asyncpg.InternalClientError):
+        reason = f"the connection is unusable ({name}: {exc})"
+        return reason, reason
     if isinstance(exc, asyncpg.PostgresError):
-        # The message alone: the detail may quote a row.
-        return f"{name}: {exc.message}", f"{name}: {exc}"
+        # The first line alone: the detail may quote a row.
+        return f"{name}: {str(exc).partition(chr(10))[0]}", f"{name}: {exc}"
     return f"{name}: {exc}", f"{name}: {exc}"
 
 
