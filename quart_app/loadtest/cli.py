@@ -11,13 +11,15 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from quart_app.config import ConfigError, table_name
+
 from .config import LOGIN_PATH, LoadConfig
 from .loop import LAG_LIMIT_MS, TICK_S, run_uvloop
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
-from .sources import LogFile
+from .sources import is_database_url, open_source
 from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
@@ -150,8 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--verify",
-        metavar="LOGFILE",
-        help="after the run, check each login answered 200 is in LOGFILE exactly once",
+        metavar="LOG",
+        help="after the run, check each login answered 200 is in LOG exactly once: a log "
+        "file, or the postgresql:// URL of a role that may read the table",
+    )
+    parser.add_argument(
+        "--verify-table",
+        metavar="TABLE",
+        help="with --verify postgresql://...: the table (default login_log)",
     )
     parser.add_argument(
         "--verify-timeout",
@@ -172,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadConfig:
     if args.verify and args.no_usernames:
         parser.error("--verify needs the usernames that --no-usernames turns off")
+    if args.verify_table is not None:
+        if not is_database_url(args.verify):
+            parser.error("--verify-table needs --verify postgresql://...")
+        try:
+            table_name("--verify-table", args.verify_table)
+        except ConfigError as exc:
+            parser.error(str(exc))
     if args.plot:
         try:
             require_matplotlib()
@@ -232,6 +247,11 @@ def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback
         yield update
 
 
+def _describe(exc: Exception) -> str:
+    # Never the URL: it may hold a password.
+    return f"{type(exc).__name__}: {exc}"
+
+
 class _BadArgument(Exception):
     """An argument found wrong only once the run is under way, before anything is sent."""
 
@@ -241,8 +261,12 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
     if args.verify and config.stem is not None:
         # Read the log up to now: a reused run id would read as doubled logins,
         # and the verification then reads only the lines added by this run.
-        log = LogFile(args.verify)
-        if (found := await first_logged(log, config.stem)) is not None:
+        log = open_source(args.verify, table=args.verify_table or "login_log", prefix=config.stem)
+        try:
+            found = await first_logged(log, config.stem)
+        except Exception as exc:  # no such database, no permission: say so, no traceback
+            raise _BadArgument(f"cannot read the log to verify: {_describe(exc)}") from None
+        if found is not None:
             raise _BadArgument(
                 f"run id {config.run_id!r} is already in the log ({found}): its logins "
                 "would read as logged twice; choose another --run-id"

@@ -1,10 +1,10 @@
-"""Where ``--verify`` reads the logged usernames from: the login log file.
+"""Where ``--verify`` reads the logged usernames from: the log file, or the PostgreSQL table.
 
 A source is anything with an async ``read()`` returning :class:`Logged`. The
 counting in :mod:`.verify` only sees usernames (and records it could not
-read), so another store (a database table the logins are written to) can be
-read by a source of its own beside :class:`LogFile`, and :func:`open_source`
-can pick it from its address.
+read), so each store has a source of its own: :class:`LogFile` for the file,
+:class:`PostgresTable` for the table, and :func:`open_source` picks one from
+its address.
 """
 
 from __future__ import annotations
@@ -75,8 +75,55 @@ class LogFile:
         return logged
 
 
-def open_source(where: str | Path | LoginSource) -> LoginSource:
-    """``where`` as a source: a source as it is, anything else as a log file's path."""
+class PostgresTable:
+    """The PostgreSQL store's table, read with asyncpg as the role of ``url`` (SELECT needed).
+
+    Each call reads the rows whose username starts with ``prefix`` (every row
+    when it is empty) and returns those it has not returned before: rows
+    commit in any order, so a row is known by its id, not by its place. A
+    table not created yet reads as empty.
+    """
+
+    def __init__(self, url: str, table: str = "login_log", *, prefix: str = "") -> None:
+        self.url = url
+        self.table = table
+        self.prefix = prefix
+        self._seen: set[object] = set()
+
+    async def read(self) -> Logged:
+        """The rows added since the last call."""
+        import asyncpg
+
+        from quart_app.stores.pg_table import quoted
+
+        # A connection per call: a source has no close, and calls are seconds apart at most.
+        connection = await asyncpg.connect(self.url, timeout=10)
+        try:
+            rows = await connection.fetch(
+                f"SELECT id, username FROM {quoted(self.table)} WHERE starts_with(username, $1)",
+                self.prefix,
+            )
+        except asyncpg.UndefinedTableError:
+            rows = []
+        finally:
+            await connection.close()
+        new = [row for row in rows if row["id"] not in self._seen]
+        self._seen.update(row["id"] for row in new)
+        return Logged([row["username"] for row in new], [])
+
+
+def is_database_url(where: object) -> bool:
+    """Whether ``where`` is a PostgreSQL URL rather than a file's path."""
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
+def open_source(
+    where: str | Path | LoginSource, *, table: str = "login_log", prefix: str = ""
+) -> LoginSource:
+    """``where`` as a source: a source as it is, a ``postgresql://`` URL as its ``table``
+    (rows whose username starts with ``prefix``), anything else as a log file's path."""
     if isinstance(where, LoginSource):
         return where
+    if is_database_url(where):
+        return PostgresTable(str(where), table, prefix=prefix)
     return LogFile(where)

@@ -1,0 +1,86 @@
+"""``quart-app-loadtest --verify postgresql://…``: the table as the log to check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from quart_app.loadtest import LoadConfig, main, run_load, verify_log
+from quart_app.loadtest.sources import PostgresTable
+from quart_app.throwaway_postgres import free_port
+
+from pg import Database, changed_url, password_of
+from server import run_server
+
+
+async def test_the_table_is_verified_and_its_faults_are_found(
+    tmp_path: Path, database: Database
+) -> None:
+    with run_server(tmp_path, database.env()) as server:
+        summary = await run_load(LoadConfig(server.url, requests=300, concurrency=20))
+        assert server.stop() == 0, server.stderr
+    assert summary.stem is not None
+    source = PostgresTable(database.url, database.table, prefix=summary.stem)
+    result = await verify_log(source, summary.logins())
+    assert result.ok and result.logged_once == 300, result.to_dict()
+
+    # One row lost, one stored twice: both are found.
+    first, second = sorted(summary.acknowledged)[:2]
+    await database.execute(f"DELETE FROM {database.table} WHERE username = $1", first)
+    await database.execute(
+        f"INSERT INTO {database.table} SELECT $1, username, logged_in_at, ip, host "
+        f"FROM {database.table} WHERE username = $2",
+        uuid.uuid4(),
+        second,
+    )
+    source = PostgresTable(database.url, database.table, prefix=summary.stem)
+    result = await verify_log(source, summary.logins(), max_wait=0.2)
+    assert (result.missing_examples, result.doubled_examples) == ((first,), (second,))
+
+
+async def test_the_command_verifies_against_the_table(
+    tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with run_server(tmp_path, database.env()) as server:
+        argv = [server.url, "-n", "200", "-c", "10", "--json", "--run-id", "pg01"]
+        argv += ["--verify", database.url, "--verify-table", database.table]
+        assert await asyncio.to_thread(main, argv) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["verify"]["ok"] and report["verify"]["logged_once"] == 200
+        # The same run id again would read as every login doubled: refused.
+        with pytest.raises(SystemExit) as exit_info:
+            await asyncio.to_thread(main, argv)
+        assert exit_info.value.code == 2
+        assert "run id 'pg01' is already in the log" in capsys.readouterr().err
+
+
+async def test_the_command_says_when_the_table_cannot_be_read(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = changed_url(database.url, port=free_port())
+    with pytest.raises(SystemExit) as exit_info:
+        await asyncio.to_thread(main, ["http://127.0.0.1:1", "-n", "1", "--verify", url])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot read the log to verify: ConnectionRefusedError" in err
+    assert password_of(url) not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--verify", "log.txt", "--verify-table", "t"], "--verify-table needs --verify postgres"),
+        (["--verify", "postgresql://h/db", "--verify-table", "T;"], "must be a lower-case table"),
+    ],
+)
+def test_verify_table_needs_a_database_and_a_table_name(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["http://127.0.0.1:1", "-n", "1", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
