@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench demo-hosts clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed" or 0)'
@@ -32,6 +32,10 @@ lint: $(VENV)/.test-installed
 # The benchmark (bench/README.md): wrk must be installed (apt-get install wrk).
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/run.py --rounds 5 --duration 5 --concurrency 64 --out bench/results
+
+# Three hosts, one PostgreSQL table, one host stopped mid-load (docs/postgres.md).
+demo-hosts: $(VENV)/.test-installed
+	$(BIN)/python -m quart_app.demo
 
 format: $(VENV)/.test-installed
 	$(BIN)/ruff check --fix .
