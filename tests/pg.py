@@ -14,7 +14,7 @@ import secrets
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -146,14 +146,16 @@ def pause(server: Postgres) -> list[psutil.Process]:
     postmaster = psutil.Process(server.pid)
     processes = [postmaster, *postmaster.children(recursive=True)]
     for process in processes:
-        process.send_signal(signal.SIGSTOP)
+        with suppress(psutil.NoSuchProcess):  # a backend whose session just ended
+            process.send_signal(signal.SIGSTOP)
     return processes
 
 
 def resume(processes: list[psutil.Process]) -> None:
     """Let the processes :func:`pause` stopped go on."""
     for process in processes:
-        process.send_signal(signal.SIGCONT)
+        with suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGCONT)
 
 
 def assert_rows_exactly_once(counts: Mapping[str, int], results: Mapping[str, int | None]) -> int:

@@ -73,6 +73,7 @@ async def test_the_writers_connection_killed_mid_load_loses_and_doubles_nothing(
     with run_server(tmp_path, database.env()) as server:
         results = await load_while(server, names, kill_repeatedly)
         assert server.stop() == 0, server.stderr
+        assert "works again" in server.stderr, "the writer never saw its connection go"
     assert sum(killed) >= 3, "the writer's connection was never killed"
     assert assert_rows_exactly_once(await database.counts(), results) == len(names)
 
@@ -98,6 +99,7 @@ async def test_postgres_stopped_and_restarted_mid_load_loses_and_doubles_nothing
     with run_server(tmp_path, env) as server:
         results = await load_while(server, names, restart)
         assert server.stop() == 0, server.stderr
+        assert "works again" in server.stderr, "the writer never saw the server go"
     acknowledged = assert_rows_exactly_once(await database.counts(), results)
     assert acknowledged >= len(names) // 2, Counter(results.values())
 
