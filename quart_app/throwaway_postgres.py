@@ -71,7 +71,7 @@ def _prefix() -> list[str]:
         "Run the tests as a user other than root, or allow user namespaces "
         "(sysctl user.max_user_namespaces=15000; on Debian and Ubuntu also "
         "kernel.unprivileged_userns_clone=1; in a container, a seccomp profile that "
-        "permits unshare), or set TEST_DATABASE_URL to a PostgreSQL server of yours."
+        "permits unshare)."
     )
 
 
@@ -201,7 +201,8 @@ def start_postgres(directory: Path, settings: Mapping[str, str] | None = None) -
         except PostgresUnavailable:
             # Another process may have taken the port in between: try another.
             ports_left -= 1
-            if not ports_left or "could not bind" not in server.log.read_text(errors="replace"):
+            log = server.log.read_text(errors="replace") if server.log.exists() else ""
+            if not ports_left or "could not bind" not in log:
                 raise
             server.port = free_port()
         else:
