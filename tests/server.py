@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import psutil
 
-from conftest import read_records
+from quart_app.loadtest import LoadConfig, Logins, Summary, run_load, verify_log
+from quart_app.loadtest.config import Method
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = "quart_app.asgi:app"
@@ -112,50 +111,42 @@ def run_server(
         process.wait()
 
 
-async def fire_logins(
+async def send_logins(
     url: str,
-    names: list[str],
-    results: dict[str, int | None],
+    names: Sequence[str],
     *,
     concurrency: int = 200,
-    method: str = "POST",
-) -> None:
-    """Send one login per name, filling ``results`` with each status (None: transport error).
+    method: Method = "post",
+    when_half_done: Callable[[], object] | None = None,
+) -> Summary:
+    """One login per name, through the load-test tool; ``when_half_done`` runs once, mid-way.
 
-    POST by default: aiohttp silently resends a GET whose keep-alive connection
-    the server closed while stopping, and a server that had taken the first one
-    rightly logs that login twice. A POST is never resent.
+    POST by default, though the tool never resends a GET either.
     """
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    config = LoadConfig(url, names=names, concurrency=concurrency, method=method, timeout=60)
+    progress = None
+    if when_half_done is not None:
+        half, done_already = len(names) // 2, False
 
-        async def one(name: str) -> None:
-            try:
-                if method == "GET":
-                    request = session.get(f"{url}/login/", params={"username": name})
-                else:
-                    request = session.post(f"{url}/login/", data={"username": name})
-                async with request as response:
-                    body = await response.text()
-                    results[name] = response.status
-                    if response.status == 200:
-                        assert body == "登录成功"
-            except (TimeoutError, aiohttp.ClientError):
-                results[name] = None
+        def progress(done: int, elapsed: float) -> None:
+            nonlocal done_already
+            if done >= half and not done_already:
+                done_already = True
+                when_half_done()
 
-        await asyncio.gather(*(one(n) for n in names))
+    return await run_load(config, progress=progress, progress_interval=0.005)
 
 
-def assert_acknowledged_exactly_once(log_path: Path, results: dict[str, int | None]) -> int:
-    """Every login answered 200 is in the file exactly once; return how many there were."""
-    counts: dict[str, int] = {}
-    for record in read_records(log_path):
-        counts[record.username] = counts.get(record.username, 0) + 1
-    acknowledged = [name for name, status in results.items() if status == 200]
-    missing = [n for n in acknowledged if counts.get(n, 0) == 0]
-    doubled = [n for n, c in counts.items() if c > 1]
-    assert not missing, f"{len(missing)} acknowledged logins missing, e.g. {missing[:3]}"
-    assert not doubled, f"{len(doubled)} logins written twice, e.g. {doubled[:3]}"
-    assert set(counts) <= set(results), "a line for a login nobody sent"
-    return len(acknowledged)
+async def assert_logged_once(log_path: Path, *runs: Summary) -> int:
+    """Every login the runs got 200 for is in the log exactly once, and no other line is.
+
+    Returns how many were acknowledged.
+    """
+    sent: dict[str, int] = {}
+    acknowledged: set[str] = set()
+    for run in runs:
+        sent.update(run.sent)
+        acknowledged.update(run.acknowledged)
+    result = await verify_log(log_path, Logins(sent, acknowledged, run_prefix=""), max_wait=0)
+    assert result.ok, result.to_dict()
+    return result.acknowledged
