@@ -31,7 +31,7 @@ lint: $(VENV)/.test-installed
 
 # The benchmark (bench/README.md): wrk must be installed (apt-get install wrk).
 bench: $(VENV)/.test-installed
-	$(BIN)/python bench/run.py --rounds 5 --duration 5 --concurrency 64 --out bench/results
+	$(BIN)/python -m bench --rounds 5 --duration 5 --concurrency 64
 
 # Three hosts, one PostgreSQL table, one host stopped mid-load (docs/postgres.md).
 demo-hosts: $(VENV)/.test-installed

@@ -1,1 +1,1 @@
-"""The benchmark for the login log (issue 4): ``python bench/run.py``; see bench/README.md."""
+"""The benchmark of the login log: ``python -m bench`` (``make bench``); see bench/README.md."""

@@ -3,10 +3,10 @@
 Run from the repository root (py-spy: ``.venv/bin/pip install py-spy``; needs
 ptrace rights, e.g. root or ``kernel.yama.ptrace_scope=0``)::
 
-    .venv/bin/python bench/profile_server.py / login --duration 15
+    .venv/bin/python -m bench.profile_server / login --duration 15
 
-Each target (names as in ``bench/run.py``) gets a fresh server, a warm-up, then
-py-spy samples the worker while wrk loads it. Costs are shown in CPU
+Each target (names as in ``bench/plan.py``) gets a fresh server, a warm-up, then
+py-spy samples the serving process while wrk loads it. Costs are shown in CPU
 microseconds per answered request, so targets compare directly: the difference
 between ``login`` and ``/`` is what logging costs. The collapsed stacks are kept
 (``profile-<target>.txt`` in ``--out``) for flamegraph.pl or speedscope.
@@ -15,6 +15,7 @@ between ``login`` and ``/`` is what logging costs. The collapsed stacks are kept
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
 import subprocess
@@ -25,11 +26,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from quart_app.testing import ROOT
 
-from bench.run import SERVERS, TARGETS, Wrk, measure, start_server  # noqa: E402
+from .load import Wrk, measure
+from .plan import SERVERS, TARGETS
+from .servers import start_servers
 
 # The event loop itself (uvloop is C) shows up as time "in" Runner.run.
 _LOOP_LEAF = "Runner.run (asyncio/runners.py)"
@@ -80,26 +81,28 @@ def analyse(raw: Path, requests: int, rate: int) -> dict[str, Counter[str]]:
 
 
 def profile_target(
-    name: str, gen: Wrk, duration: float, rate: int, out: Path, py_spy: str, workdir: Path
+    name: str, wrk: Wrk, duration: float, rate: int, out: Path, py_spy: str, workdir: Path
 ) -> tuple[dict[str, Counter[str]], int, float]:
     """Profile one target on a fresh server; return the analysis, requests and req/s."""
     target = next(t for t in TARGETS if t.name == name)
     spec = next(s for s in SERVERS if s.key == target.server)
-    raw = out / f"profile-{'root' if name == '/' else name}.txt"
-    with start_server(spec, workdir) as server:
-        measure(gen, server, target, "profile-warmup", 2)
+    raw = out / f"profile-{'root' if name == '/' else name.replace(' ', '')}.txt"
+    with start_servers([spec], workdir) as servers:
+        running = servers[spec.key]
+        asyncio.run(measure(wrk, running, target, "profile-warmup", 2))
+        pid = (running.server.workers() or [running.server.processes()[0]])[0].pid
         command = [
-            py_spy, "record", "--pid", str(server.worker_pid()), "--rate", str(rate),
+            py_spy, "record", "--pid", str(pid), "--rate", str(rate),
             "--duration", str(round(duration) + 2), "--format", "raw", "--output", str(raw),
             "--gil",
         ]  # fmt: skip
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1)  # let py-spy attach; idle samples are not recorded anyway
-        result = measure(gen, server, target, "profile", duration).result
+        result = asyncio.run(measure(wrk, running, target, "profile", duration))
         _, err = spy.communicate(timeout=duration + 60)
     if spy.returncode != 0 or not raw.exists():
         raise RuntimeError(f"py-spy failed (needs ptrace rights):\n{err.decode(errors='replace')}")
-    return analyse(raw, result.requests, rate), result.requests, result.rps
+    return analyse(raw, result.answered, rate), result.answered, result.rps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,10 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         sys.exit("py-spy not found: .venv/bin/pip install py-spy")
-    wrk = shutil.which("wrk")
-    if not wrk:
-        sys.exit("wrk not found: apt-get install wrk")
-    gen = Wrk(wrk, 1, args.concurrency)
+    gen = Wrk(1, args.concurrency)
     args.out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, dict[str, Counter[str]]] = {}

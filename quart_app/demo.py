@@ -15,13 +15,10 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import asyncpg
@@ -30,29 +27,13 @@ from .loadtest import LoadConfig, Summary, run_load, run_uvloop, verify_log
 from .loadtest.sources import PostgresTable
 from .loadtest.verify import VerifyResult
 from .stores.pg_table import create_table_sql
-from .throwaway_postgres import Postgres, free_port, start_postgres
+from .testing import Server, run_server
+from .throwaway_postgres import Postgres, start_postgres
 
 TABLE = "login_log"
 WRITER = "login_writer"
 HOSTS = {"host-a": "127.0.0.2", "host-b": "127.0.0.3", "host-c": "127.0.0.4"}
 STOPPED = "host-b"
-CONFIG = Path(__file__).resolve().parent.parent / "hypercorn.toml"
-
-
-@dataclass
-class Host:
-    """One hypercorn serving the app, its output in ``log``."""
-
-    name: str
-    address: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        """Its base URL."""
-        return f"http://{self.address}:{self.port}"
 
 
 async def prepare_database(server: Postgres) -> str:
@@ -70,52 +51,19 @@ async def prepare_database(server: Postgres) -> str:
     return server.url_for(WRITER, password)
 
 
-def start_host(name: str, address: str, database_url: str, directory: Path) -> Host:
-    """Start ``hypercorn --config hypercorn.toml quart_app.asgi:app`` on ``address``."""
-    port = free_port(address)
-    log = directory / f"{name}.log"
-    env = {
-        **os.environ,
-        "QUART_LOGIN_LOG_DATABASE_URL": database_url,
-        "QUART_LOGIN_LOG_HOST": name,
-    }
-    command = [sys.executable, "-m", "hypercorn", "--config", str(CONFIG)]
-    command += ["-b", f"{address}:{port}", "quart_app.asgi:app"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
-    return Host(name, address, port, process, log)
-
-
-def wait_until_listening(hosts: Sequence[Host], timeout: float = 30) -> None:
-    """Return once every host accepts connections; raise if one exits or is too slow."""
-    deadline = time.monotonic() + timeout
-    for host in hosts:
-        while True:
-            if host.process.poll() is not None:
-                raise RuntimeError(f"{host.name} exited:\n{host.log.read_text(errors='replace')}")
-            try:
-                socket.create_connection((host.address, host.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    message = f"{host.name} is not listening after {timeout:g} s"
-                    raise RuntimeError(message) from None
-                time.sleep(0.05)
-
-
-async def load(hosts: Sequence[Host], duration: float, rate: float) -> dict[str, Summary]:
+async def load(hosts: dict[str, Server], duration: float, rate: float) -> dict[str, Summary]:
     """Load every host at ``rate`` logins/s for ``duration`` s; SIGTERM :data:`STOPPED` half-way."""
 
     async def stop_one() -> None:
         await asyncio.sleep(duration / 2)
-        next(h for h in hosts if h.name == STOPPED).process.send_signal(signal.SIGTERM)
+        hosts[STOPPED].process.send_signal(signal.SIGTERM)
 
     configs = [
-        LoadConfig(host.url, duration=duration, rate=rate, concurrency=32, prefix=f"{host.name}-")
-        for host in hosts
+        LoadConfig(server.url, duration=duration, rate=rate, concurrency=32, prefix=f"{name}-")
+        for name, server in hosts.items()
     ]
     *summaries, _ = await asyncio.gather(*(run_load(config) for config in configs), stop_one())
-    return {host.name: summary for host, summary in zip(hosts, summaries, strict=True)}
+    return dict(zip(hosts, summaries, strict=True))
 
 
 async def check(server: Postgres, summaries: dict[str, Summary]) -> dict[str, VerifyResult]:
@@ -141,7 +89,6 @@ async def count_rows(server: Postgres) -> tuple[dict[str, int], int]:
 
 
 def report(
-    hosts: Sequence[Host],
     summaries: dict[str, Summary],
     results: dict[str, VerifyResult],
     statuses: dict[str, int],
@@ -151,10 +98,10 @@ def report(
     stored, misattributed = rows
     header = ("host  ", "address  ", "sent", "acknowledged", "stored", "missing", "doubled", "exit")
     print("  ".join(header))
-    for host in hosts:
-        summary, result = summaries[host.name], results[host.name]
-        row = (host.name, host.address, summary.requests, len(summary.acknowledged))
-        row += (stored.get(host.name, 0), result.missing, result.doubled, statuses[host.name])
+    for name, summary in summaries.items():
+        result = results[name]
+        row = (name, HOSTS[name], summary.requests, len(summary.acknowledged))
+        row += (stored.get(name, 0), result.missing, result.doubled, statuses[name])
         print(
             "  ".join(
                 f"{value:<{len(h)}}" if i < 2 else f"{value:>{len(h)}}"
@@ -175,31 +122,31 @@ def report(
 
 async def demo(duration: float, rate: float) -> bool:
     """The whole demo; whether every check passed."""
-    with tempfile.TemporaryDirectory(prefix="quart_app-demo-") as temporary:
+    with tempfile.TemporaryDirectory(prefix="quart_app-demo-") as temporary, ExitStack() as stack:
         directory = Path(temporary)
         server = start_postgres(directory / "postgres")
-        hosts: list[Host] = []
-        try:
-            writer_url = await prepare_database(server)
-            print(f"table {TABLE} created; role {WRITER} may only INSERT into it")
-            hosts = [start_host(n, a, writer_url, directory) for n, a in HOSTS.items()]
-            wait_until_listening(hosts)
-            print(
-                f"{len(hosts)} hosts serving; {duration:g} s of logins at {rate:g}/s each, "
-                f"{STOPPED} stopped (SIGTERM) after {duration / 2:g} s\n"
+        stack.callback(server.stop)
+        writer_url = await prepare_database(server)
+        print(f"table {TABLE} created; role {WRITER} may only INSERT into it")
+        hosts = {
+            name: stack.enter_context(
+                run_server(directory, host_env(name, writer_url), host=address)
             )
-            summaries = await load(hosts, duration, rate)
-            for host in hosts:
-                host.process.send_signal(signal.SIGTERM)
-            statuses = {host.name: host.process.wait(60) for host in hosts}
-            results = await check(server, summaries)
-            return report(hosts, summaries, results, statuses, await count_rows(server))
-        finally:
-            for host in hosts:
-                if host.process.poll() is None:
-                    host.process.kill()
-                    host.process.wait()
-            server.stop()
+            for name, address in HOSTS.items()
+        }
+        print(
+            f"{len(hosts)} hosts serving; {duration:g} s of logins at {rate:g}/s each, "
+            f"{STOPPED} stopped (SIGTERM) after {duration / 2:g} s\n"
+        )
+        summaries = await load(hosts, duration, rate)
+        statuses = {name: await asyncio.to_thread(host.stop) for name, host in hosts.items()}
+        results = await check(server, summaries)
+        return report(summaries, results, statuses, await count_rows(server))
+
+
+def host_env(name: str, database_url: str) -> dict[str, str]:
+    """The settings of host ``name``: the database, and its name for the host column."""
+    return {"QUART_LOGIN_LOG_DATABASE_URL": database_url, "QUART_LOGIN_LOG_HOST": name}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

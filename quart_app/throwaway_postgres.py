@@ -24,13 +24,14 @@ import importlib.util
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .testing import free_port
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -73,13 +74,6 @@ def _prefix() -> list[str]:
         "kernel.unprivileged_userns_clone=1; in a container, a seccomp profile that "
         "permits unshare)."
     )
-
-
-def free_port(host: str = HOST) -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -12,8 +12,7 @@ import asyncio
 import os
 import secrets
 import signal
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import psutil
 
+from quart_app.loadtest import Logins, Summary, verify_log
+from quart_app.loadtest.sources import PostgresTable
 from quart_app.stores.pg_table import create_table_sql, quoted
 from quart_app.throwaway_postgres import Postgres
 
@@ -100,10 +101,6 @@ class Database:
                 f"SELECT * FROM {quoted(self.table)} ORDER BY logged_in_at, username"
             )
 
-    async def counts(self) -> Counter[str]:
-        """How many rows each username has."""
-        return Counter(row["username"] for row in await self.rows())
-
     async def create_table(self) -> None:
         """Create the table as the app would."""
         await self.execute(create_table_sql(self.table))
@@ -158,19 +155,21 @@ def resume(processes: list[psutil.Process]) -> None:
             process.send_signal(signal.SIGCONT)
 
 
-def assert_rows_exactly_once(counts: Mapping[str, int], results: Mapping[str, int | None]) -> int:
-    """Every login answered 200 has exactly one row, and no row is for a login never sent.
+async def assert_stored_once(database: Database, *runs: Summary) -> int:
+    """Every login the runs got 200 for has exactly one row, and no row is for another login.
 
-    Returns how many were acknowledged. Logins answered 503, or not at all, may
-    or may not have their row, but never two.
+    Logins answered 503, or not at all, may or may not have their row, never two.
+    Returns how many were acknowledged.
     """
-    acknowledged = [name for name, status in results.items() if status == 200]
-    missing = [name for name in acknowledged if counts.get(name, 0) == 0]
-    doubled = [name for name, count in counts.items() if count > 1]
-    assert not missing, f"{len(missing)} acknowledged logins missing, e.g. {missing[:3]}"
-    assert not doubled, f"{len(doubled)} logins stored twice, e.g. {doubled[:3]}"
-    assert set(counts) <= set(results), "a row for a login nobody sent"
-    return len(acknowledged)
+    sent: dict[str, int] = {}
+    acknowledged: set[str] = set()
+    for run in runs:
+        sent.update(run.sent)
+        acknowledged.update(run.acknowledged)
+    source = PostgresTable(database.url, database.table)
+    result = await verify_log(source, Logins(sent, acknowledged, run_prefix=""), max_wait=0)
+    assert result.ok, result.to_dict()
+    return result.acknowledged
 
 
 class Proxy:

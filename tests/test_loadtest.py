@@ -18,8 +18,7 @@ from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
 from quart_app.loadtest.report import summary_dict, summary_text
 from quart_app.loadtest.stats import Timeline
 from quart_app.records import LoginRecord, format_jsonl, format_text
-
-from server import ROOT, Server, free_port, run_server
+from quart_app.testing import ROOT, Server, free_port, run_server
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -20,8 +20,7 @@ import pytest
 
 from quart_app.loadtest import LoadConfig, main, run_load, verify_log
 from quart_app.records import LoginRecord, format_text
-
-from server import free_port
+from quart_app.testing import free_port
 
 Answer = Callable[[str, int], int | None]
 """Given a username and how many times it arrived, the status to answer.

@@ -13,7 +13,7 @@ from quart.testing.app import LifespanError
 from quart_app.config import ConfigError
 
 from conftest import read_records, store_of, wait_for_records
-from server import fire_logins, run_server
+from server import run_server, send_logins
 
 FRAGMENT = "登录日志:用户名:cut-short,登录时间:2026-11-2"
 
@@ -43,8 +43,7 @@ async def test_two_workers_opening_a_torn_file_end_it_once(tmp_path: Path) -> No
     log_path = tmp_path / "login_log.txt"
     log_path.write_text(FRAGMENT, encoding="utf-8")
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
-        results: dict[str, int | None] = {}
-        await fire_logins(server.url, [f"w{i}" for i in range(50)], results)
+        await send_logins(server.url, [f"w{i}" for i in range(50)])
         assert server.stop() == 0, server.stderr
     lines = log_path.read_text(encoding="utf-8").split("\n")
     assert lines[0] == FRAGMENT

@@ -10,7 +10,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ControlledStore, store_of, wait_for_records
-from server import fire_logins, run_server
+from server import run_server, send_logins
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -92,8 +92,7 @@ async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> N
     env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
     names = [f"fleet-{i}" for i in range(1000)]
     with run_server(tmp_path, env, workers=2) as server:
-        results: dict[str, int | None] = {}
-        await fire_logins(server.url, names, results)
+        await send_logins(server.url, names)
         await wait_for_records(log_path, len(names))
         await asyncio.sleep(1.5)  # the gauges are set once a second
         scrapes = [await scrape_server(server.url) for _ in range(6)]
@@ -105,8 +104,7 @@ async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> N
         # A reload replaces the workers: the counters carry on.
         server.process.send_signal(signal.SIGHUP)
         await asyncio.sleep(3)
-        more: dict[str, int | None] = {}
-        await fire_logins(server.url, ["after-reload"], more)
+        await send_logins(server.url, ["after-reload"])
         await wait_for_records(log_path, len(names) + 1)
         await asyncio.sleep(1.5)
         scrape = await scrape_server(server.url)
@@ -115,7 +113,7 @@ async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> N
 
     # A restarted server starts from zero: no file of the last one survives.
     with run_server(tmp_path, env, workers=2) as server:
-        await fire_logins(server.url, ["restarted"], {})
+        await send_logins(server.url, ["restarted"])
         await wait_for_records(log_path, len(names) + 2)
         await asyncio.sleep(1.5)
         scrape = await scrape_server(server.url)

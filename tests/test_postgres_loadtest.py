@@ -11,7 +11,7 @@ import pytest
 
 from quart_app.loadtest import LoadConfig, main, run_load, verify_log
 from quart_app.loadtest.sources import PostgresTable
-from quart_app.throwaway_postgres import free_port
+from quart_app.testing import free_port
 
 from pg import Database, changed_url, password_of
 from server import run_server

@@ -5,23 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from quart_app.throwaway_postgres import free_port
+from quart_app.loadtest import Summary
+from quart_app.testing import free_port
 
-from pg import (
-    Database,
-    assert_rows_exactly_once,
-    changed_url,
-    password_of,
-    terminate_app_connections,
-)
-from server import Server, fire_logins, run_server
+from pg import Database, assert_stored_once, changed_url, password_of, terminate_app_connections
+from server import Server, run_server, send_logins
 from test_http2 import h2_request
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -31,32 +25,28 @@ async def test_http1_and_http2_logins_are_rows_with_the_peer_and_the_host_name(
     tmp_path: Path, database: Database
 ) -> None:
     with run_server(tmp_path, database.env()) as server:
-        results: dict[str, int | None] = {}
-        await fire_logins(server.url, ["http1-post-张三"], results)
-        await fire_logins(server.url, ["http1-get-👩‍💻"], results, method="GET")
+        posted = await send_logins(server.url, ["http1-post-张三"])
+        got = await send_logins(server.url, ["http1-get-👩‍💻"], method="get")
         port = int(server.url.rsplit(":", 1)[1])
         status = await asyncio.to_thread(h2_request, port, "/login/?username=http2-Zoë".encode())
         assert status == (200, "登录成功")
         rows = await database.wait_for_rows(3)
         assert server.stop() == 0, server.stderr
-    assert results == {"http1-post-张三": 200, "http1-get-👩‍💻": 200}
+    assert posted.acknowledged + got.acknowledged == ["http1-post-张三", "http1-get-👩‍💻"]
     assert sorted((row["username"], str(row["ip"]), row["host"]) for row in rows) == [
         (name, "127.0.0.1", socket.gethostname())
         for name in sorted(["http1-post-张三", "http1-get-👩‍💻", "http2-Zoë"])
     ]
 
 
-async def load_while(server: Server, names: list[str], fault) -> dict[str, int | None]:
-    """Fire ``names`` at ``server``; once a third are answered, run ``fault()`` (in a thread)."""
-    results: dict[str, int | None] = {}
-
-    async def inject() -> None:
-        while len(results) < len(names) // 3:
-            await asyncio.sleep(0.005)
-        await fault()
-
-    await asyncio.gather(fire_logins(server.url, names, results), inject())
-    return results
+async def load_while(server: Server, names: list[str], fault) -> Summary:
+    """Send ``names`` to ``server``; once half are answered, start ``fault()`` and see it end."""
+    started: list[asyncio.Task[None]] = []
+    run = await send_logins(
+        server.url, names, when_half_done=lambda: started.append(asyncio.create_task(fault()))
+    )
+    await asyncio.gather(*started)
+    return run
 
 
 async def test_the_writers_connection_killed_mid_load_loses_and_doubles_nothing(
@@ -71,11 +61,11 @@ async def test_the_writers_connection_killed_mid_load_loses_and_doubles_nothing(
             await asyncio.sleep(0.05)
 
     with run_server(tmp_path, database.env()) as server:
-        results = await load_while(server, names, kill_repeatedly)
+        run = await load_while(server, names, kill_repeatedly)
         assert server.stop() == 0, server.stderr
         assert "works again" in server.stderr, "the writer never saw its connection go"
     assert sum(killed) >= 3, "the writer's connection was never killed"
-    assert assert_rows_exactly_once(await database.counts(), results) == len(names)
+    assert await assert_stored_once(database, run) == len(names)
 
 
 @pytest.mark.parametrize(
@@ -97,18 +87,16 @@ async def test_postgres_stopped_and_restarted_mid_load_loses_and_doubles_nothing
 
     env = database.env(LOGIN_LOG_DURABLE=str(durable).lower())
     with run_server(tmp_path, env) as server:
-        results = await load_while(server, names, restart)
+        run = await load_while(server, names, restart)
         assert server.stop() == 0, server.stderr
         assert "works again" in server.stderr, "the writer never saw the server go"
-    acknowledged = assert_rows_exactly_once(await database.counts(), results)
-    assert acknowledged >= len(names) // 2, Counter(results.values())
+    assert await assert_stored_once(database, run) >= len(names) // 2, run.statuses
 
 
 async def test_three_hosts_loaded_then_stopped_store_each_login_once_with_its_host(
     tmp_path: Path, database: Database
 ) -> None:
     names = {host: [f"{host}-{i}" for i in range(1000)] for host in HOSTS}
-    results: dict[str, int | None] = {}
     with ExitStack() as stack:
         servers = [
             stack.enter_context(
@@ -117,24 +105,23 @@ async def test_three_hosts_loaded_then_stopped_store_each_login_once_with_its_ho
             for host in HOSTS
         ]
 
-        async def stop_all_when_a_third_answered() -> None:
-            while len(results) < sum(map(len, names.values())) // 3:
-                await asyncio.sleep(0.005)
+        def stop_all() -> None:
             for server in servers:
                 server.process.send_signal(signal.SIGTERM)
 
-        await asyncio.gather(
-            *(fire_logins(s.url, names[h], results) for s, h in zip(servers, HOSTS, strict=True)),
-            stop_all_when_a_third_answered(),
+        runs = await asyncio.gather(
+            *(
+                send_logins(server.url, names[host], when_half_done=stop_all if i == 0 else None)
+                for i, (server, host) in enumerate(zip(servers, HOSTS, strict=True))
+            )
         )
         statuses = [await asyncio.to_thread(s.process.wait, 60) for s in servers]
         assert statuses == [0, 0, 0], [s.stderr for s in servers]
-    rows = await database.rows()
-    assert_rows_exactly_once(Counter(row["username"] for row in rows), results)
-    for row in rows:
+    await assert_stored_once(database, *runs)
+    for row in await database.rows():
         assert row["host"] == "web-" + row["username"].rsplit("-", 1)[0]
-    acknowledged = Counter(name.rsplit("-", 1)[0] for name, s in results.items() if s == 200)
-    assert set(acknowledged) == set(HOSTS), "a host answered no login before its stop"
+    for host, run in zip(HOSTS, runs, strict=True):
+        assert run.acknowledged, f"{host} answered no login before its stop"
 
 
 async def test_three_hosts_starting_at_once_on_an_empty_database_all_start(
@@ -151,10 +138,9 @@ async def test_three_hosts_starting_at_once_on_an_empty_database_all_start(
                 for host in HOSTS
             )
         )
-        results: dict[str, int | None] = {}
         for server, host in zip(servers, HOSTS, strict=True):
-            await fire_logins(server.url, [host], results)
-        assert results == dict.fromkeys(HOSTS, 200), [s.stderr for s in servers]
+            run = await send_logins(server.url, [host])
+            assert run.acknowledged == [host], server.stderr
         rows = await database.wait_for_rows(3)
     assert sorted((row["username"], row["host"]) for row in rows) == [
         (host, f"web-{host}") for host in HOSTS
@@ -186,10 +172,10 @@ async def test_metrics_and_probes_never_show_the_password(
     database, postgres = throwaway_database, throwaway_database.server
     assert postgres is not None
     with run_server(tmp_path, database.env(LOGIN_LOG_DATABASE_TIMEOUT="0.5")) as server:
-        await fire_logins(server.url, ["before"], {})
+        await send_logins(server.url, ["before"])
         await asyncio.to_thread(postgres.stop)
         try:
-            await fire_logins(server.url, ["while-down"], {})
+            await send_logins(server.url, ["while-down"])
             await asyncio.sleep(1)
             async with aiohttp.ClientSession() as session:
                 shown = ""

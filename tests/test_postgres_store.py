@@ -15,7 +15,7 @@ from quart.testing.app import LifespanError
 from quart_app import create_app
 from quart_app.records import LoginRecord
 from quart_app.stores.postgres import PostgresStore
-from quart_app.throwaway_postgres import free_port
+from quart_app.testing import free_port
 
 from payloads import TEXT_PATHS, text_login
 from pg import Database, changed_url, connected, password_of

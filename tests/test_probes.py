@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from conftest import ControlledStore, store_of, wait_for_records, writer_of
-from server import fire_logins, run_server
+from server import run_server, send_logins
 
 
 async def test_all_probes_are_green_when_all_is_well(client, log_path: Path) -> None:
@@ -89,9 +89,8 @@ async def test_a_real_server_on_a_hung_disk_says_it_is_not_ready(tmp_path: Path)
     env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_STALL_SECONDS": "0.5"}
     try:
         with run_server(tmp_path, env) as server:
-            results: dict[str, int | None] = {}
             names = [f"hang-{i:04d}-" + "x" * 240 for i in range(400)]
-            await fire_logins(server.url, names, results, concurrency=50)
+            await send_logins(server.url, names, concurrency=50)
             await asyncio.sleep(1)
             async with aiohttp.ClientSession() as session:
                 async with session.get(server.url + "/healthz") as response:

@@ -13,7 +13,7 @@ import pytest
 from quart_app.records import parse_line
 
 from conftest import read_records
-from server import assert_acknowledged_exactly_once, fire_logins, run_server
+from server import assert_logged_once, run_server, send_logins
 
 
 async def raw_get(url: str, target: bytes) -> tuple[int, str]:
@@ -49,20 +49,13 @@ async def test_durable_sigkill_mid_load_loses_no_acknowledged_login(tmp_path: Pa
     env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_DURABLE": "true"}
     names = [f"kill-{i}" for i in range(3000)]
     with run_server(tmp_path, env) as server:
-        results: dict[str, int | None] = {}
-
-        async def kill_all() -> None:
-            while len(results) < len(names) // 2:
-                await asyncio.sleep(0.005)
-            server.signal_group(signal.SIGKILL)
-
-        await asyncio.gather(fire_logins(server.url, names, results), kill_all())
+        run = await send_logins(
+            server.url, names, when_half_done=lambda: server.signal_group(signal.SIGKILL)
+        )
         await asyncio.to_thread(server.process.wait, 60)
-    # A SIGKILLed worker may leave half a batch at the end; every acknowledged
-    # login was fsynced before its answer, so it is complete and before that.
-    text = log_path.read_text(encoding="utf-8")
-    log_path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
-    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+    # A SIGKILLed worker may leave half a batch at the end, which the check
+    # leaves out; every acknowledged login was fsynced before its answer.
+    assert await assert_logged_once(log_path, run) >= len(names) // 3
 
 
 async def test_several_workers_append_whole_lines(tmp_path: Path) -> None:
@@ -70,12 +63,11 @@ async def test_several_workers_append_whole_lines(tmp_path: Path) -> None:
     # Long names make big batches: a split write would tear lines between workers.
     names = [f"w{i:05d}-" + "长" * 200 for i in range(4000)]
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
-        results: dict[str, int | None] = {}
-        await fire_logins(server.url, names, results, concurrency=256, method="GET")
-        assert list(results.values()).count(200) == len(names)
+        run = await send_logins(server.url, names, concurrency=256, method="get")
+        assert len(run.acknowledged) == len(names)
         assert await asyncio.to_thread(server.stop) == 0, server.stderr
-    # read_records parses every line: a torn or interleaved line fails here.
-    assert assert_acknowledged_exactly_once(log_path, results) == len(names)
+    # The check reads every line: a torn or interleaved one fails it.
+    assert await assert_logged_once(log_path, run) == len(names)
 
 
 async def test_a_disk_that_really_blocks_stalls_nothing_but_the_writer(tmp_path: Path) -> None:
@@ -86,9 +78,8 @@ async def test_a_disk_that_really_blocks_stalls_nothing_but_the_writer(tmp_path:
     reader = os.open(log_path, os.O_RDONLY | os.O_NONBLOCK)
     names = [f"fifo-{i:04d}-" + "x" * 240 for i in range(600)]  # ~160 KiB of lines
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
-        results: dict[str, int | None] = {}
-        await fire_logins(server.url, names[:400], results, concurrency=50)
-        assert list(results.values()).count(200) == 400
+        first = await send_logins(server.url, names[:400], concurrency=50)
+        assert len(first.acknowledged) == 400
         async with aiohttp.ClientSession() as session:
             for _ in range(200):  # until the writer is stuck with records waiting
                 async with session.get(f"{server.url}/healthz") as r:
@@ -101,8 +92,8 @@ async def test_a_disk_that_really_blocks_stalls_nothing_but_the_writer(tmp_path:
             for _ in range(20):
                 async with session.get(f"{server.url}/") as r:
                     assert r.status == 200
-        await fire_logins(server.url, names[400:], results, concurrency=50)
-        assert list(results.values()).count(200) == len(names)
+        rest = await send_logins(server.url, names[400:], concurrency=50)
+        assert len(rest.acknowledged) == 200
 
         server.process.send_signal(signal.SIGTERM)
         await asyncio.sleep(1)

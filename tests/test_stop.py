@@ -13,7 +13,7 @@ import pytest
 
 from quart_app.records import parse_line
 
-from server import Server, assert_acknowledged_exactly_once, fire_logins, run_server
+from server import Server, assert_logged_once, run_server, send_logins
 
 UNCONFIRMED = "NOT CONFIRMED WRITTEN"
 
@@ -68,8 +68,7 @@ async def test_a_write_that_hangs_at_stop_is_logged_and_the_process_exits_3(
     env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_DRAIN_TIMEOUT": "2"}
     names = [f"hung-{i:04d}-" + "x" * 240 for i in range(600)]  # ~160 KiB of lines
     with run_server(tmp_path, env) as server:
-        results: dict[str, int | None] = {}
-        await fire_logins(server.url, names, results, concurrency=50)
+        run = await send_logins(server.url, names, concurrency=50)
         await wait_until_pending(server)
         server.process.send_signal(signal.SIGTERM)
         # Well within the drain timeout, hypercorn's bounds and Kubernetes' 30 s.
@@ -80,7 +79,7 @@ async def test_a_write_that_hangs_at_stop_is_logged_and_the_process_exits_3(
     unconfirmed = unconfirmed_usernames(stderr)
 
     assert status == 3, stderr
-    acknowledged = {name for name, code in results.items() if code == 200}
+    acknowledged = set(run.acknowledged)
     assert len(acknowledged) == len(names)
     assert acknowledged <= set(written) | set(unconfirmed)
     assert unconfirmed, "nothing was left to log: the write did not hang"
@@ -104,17 +103,12 @@ async def test_signal_mid_load_loses_nothing_and_exits_0(
     env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_DURABLE": str(durable).lower()}
     names = [f"stop-{i}" for i in range(3000)]
     with run_server(tmp_path, env) as server:
-        results: dict[str, int | None] = {}
-
-        async def signal_when_half_answered() -> None:
-            while len(results) < len(names) // 2:
-                await asyncio.sleep(0.005)
-            server.process.send_signal(sig)
-
-        await asyncio.gather(fire_logins(server.url, names, results), signal_when_half_answered())
+        run = await send_logins(
+            server.url, names, when_half_done=lambda: server.process.send_signal(sig)
+        )
         status = await asyncio.to_thread(server.process.wait, 60)
         assert status == 0, server.stderr
-    acknowledged = assert_acknowledged_exactly_once(log_path, results)
+    acknowledged = await assert_logged_once(log_path, run)
     assert acknowledged >= len(names) // 3
 
 
@@ -129,24 +123,17 @@ async def test_signal_to_every_process_of_two_workers_loses_nothing(
     names = [f"group-{i}" for i in range(3000)]
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
         old_workers = {p.pid for p in server.workers()}
-        results: dict[str, int | None] = {}
-
-        async def signal_all() -> None:
-            while len(results) < len(names) // 2:
-                await asyncio.sleep(0.005)
-            server.signal_group(sig)
-
-        await asyncio.gather(fire_logins(server.url, names, results), signal_all())
+        runs = [
+            await send_logins(server.url, names, when_half_done=lambda: server.signal_group(sig))
+        ]
         if sig == signal.SIGHUP:
-            late: dict[str, int | None] = {}
-            await fire_logins(server.url, ["after-reload"], late)
-            assert late == {"after-reload": 200}, server.stderr
+            runs.append(await send_logins(server.url, ["after-reload"]))
+            assert runs[-1].acknowledged == ["after-reload"], server.stderr
             assert not old_workers & {p.pid for p in server.workers()}
-            results.update(late)
             server.process.send_signal(signal.SIGTERM)
         status = await asyncio.to_thread(server.process.wait, 60)
         assert status == 0, server.stderr
-    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+    assert await assert_logged_once(log_path, *runs) >= len(names) // 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
@@ -155,19 +142,12 @@ async def test_a_worker_signalled_alone_drains_and_is_replaced(tmp_path: Path, s
     names = [f"alone-{i}" for i in range(3000)]
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
         victim, survivor = server.workers()
-        results: dict[str, int | None] = {}
-
-        async def signal_one() -> None:
-            while len(results) < len(names) // 2:
-                await asyncio.sleep(0.005)
-            victim.send_signal(sig)
-
-        await asyncio.gather(fire_logins(server.url, names, results), signal_one())
+        run = await send_logins(server.url, names, when_half_done=lambda: victim.send_signal(sig))
         await asyncio.to_thread(victim.wait, 30)  # not hypercorn's child: no exit status
         workers = server.workers()
         assert survivor in workers and victim not in workers and len(workers) == 2
         assert server.stop() == 0, server.stderr
-    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+    assert await assert_logged_once(log_path, run) >= len(names) // 3
 
 
 async def test_workers_whose_parent_dies_drain_and_exit(tmp_path: Path) -> None:
@@ -175,20 +155,15 @@ async def test_workers_whose_parent_dies_drain_and_exit(tmp_path: Path) -> None:
     names = [f"orphan-{i}" for i in range(3000)]
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
         workers = server.workers()
-        results: dict[str, int | None] = {}
-
-        async def kill_parent() -> None:
-            while len(results) < len(names) // 2:
-                await asyncio.sleep(0.005)
-            server.process.send_signal(signal.SIGKILL)
-
-        await asyncio.gather(fire_logins(server.url, names, results), kill_parent())
+        run = await send_logins(
+            server.url, names, when_half_done=lambda: server.process.send_signal(signal.SIGKILL)
+        )
         _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 30)
         assert not alive, "orphaned workers kept serving"
         # The port is free for a restarted server.
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
-    assert assert_acknowledged_exactly_once(log_path, results) >= len(names) // 3
+    assert await assert_logged_once(log_path, run) >= len(names) // 3
 
 
 def test_the_stop_bounds_fit_kubernetes_and_hypercorn() -> None:

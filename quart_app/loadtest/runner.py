@@ -60,6 +60,8 @@ class _Run:
         self.config = config
         self.start_ns = start_ns
         self.schedule = schedule_for(config, start_ns)
+        # Once per run, not per worker: with names that is a quote() per name.
+        self.build = _request_builder(config)
         self.timeline = Timeline(start_ns)
         # Open loop: latency from the due time goes to the timeline, from the send here.
         self.service = new_histogram() if config.rate is not None else None
@@ -84,7 +86,7 @@ class _Run:
         config = self.config
         method = config.method.upper()
         headers = _FORM_HEADERS if method == "POST" and config.usernames else None
-        build = _request_builder(config)
+        build = self.build
         request = session.request
         next_due = self.schedule.next
         record = self.timeline.record

@@ -1,0 +1,171 @@
+"""HTTP load with wrk, one measurement at a time, targets interleaved round by round."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .plan import Target
+from .servers import Running, busy_seconds, cpu_probe
+
+LUA_SCRIPT = Path(__file__).resolve().parent / "login.lua"
+
+
+@dataclass
+class Wrk:
+    """wrk with ``login.lua``: usernames used once in the whole run, and a JSON summary.
+
+    wrk only: a Python client shares the cores with the server and measures
+    itself as much as the server (bench/README.md).
+    """
+
+    threads: int
+    concurrency: int
+    binary: str = ""
+
+    def __post_init__(self) -> None:
+        self.binary = self.binary or shutil.which("wrk") or ""
+        if not self.binary:
+            raise SystemExit("the benchmark needs wrk: apt-get install wrk (or brew install wrk)")
+
+    @property
+    def version(self) -> str:
+        """wrk's own version line."""
+        out = subprocess.run([self.binary, "-v"], capture_output=True, text=True, check=False)
+        first = (out.stdout + out.stderr).strip().splitlines()
+        return first[0].split(" Copyright")[0] if first else "wrk (unknown version)"
+
+    def run(self, url: str, login: bool, tag: str, duration: float) -> dict:
+        """Load ``url`` for ``duration`` seconds; wrk's summary as a dict."""
+        command = [
+            self.binary, f"-t{self.threads}", f"-c{self.concurrency}",
+            f"-d{max(1, round(duration))}s", "--timeout", "10s",
+            "-s", str(LUA_SCRIPT), url, "--", "login" if login else "root", tag,
+        ]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        for line in out.stdout.splitlines():
+            if line.startswith("WRK_JSON "):
+                return json.loads(line.removeprefix("WRK_JSON "))
+        raise RuntimeError(f"wrk gave no summary:\n{out.stdout}\n{out.stderr}")
+
+
+@dataclass
+class Measurement:
+    """One target measured once.
+
+    ``answered``: 2xx answers wrk counted; ``logged``: the log's new lines, read
+    with the load-test tool's reader; ``doubled``: usernames among them written
+    more than once (each was sent once). ``others``: cores used meanwhile by
+    processes other than the server and wrk (noise).
+    """
+
+    target: str
+    round: int
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    answered: int
+    errors: int
+    server_cpu_s: float
+    logged: int
+    doubled: int
+    others: float
+    probe_ms: float
+    settle_s: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Server CPU microseconds per answered request."""
+        return 1e6 * self.server_cpu_s / max(self.answered, 1)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(
+    wrk: Wrk, running: Running, target: Target, tag: str, duration: float, round_no: int = 0
+) -> Measurement:
+    """Load ``target`` once, check its log, and wait for the server to be idle again."""
+    probe = cpu_probe()
+    running.check_alive()
+    await running.log.read()  # from here on
+    cpu_before, busy_before, wrk_before = (
+        running.server.cpu_seconds(),
+        busy_seconds(),
+        _children_cpu(),
+    )
+    wall = time.monotonic()
+    data = wrk.run(running.server.url, target.login, tag, duration)
+    wall = time.monotonic() - wall
+    cpu = running.server.cpu_seconds() - cpu_before
+    others = busy_seconds() - busy_before - cpu - (_children_cpu() - wrk_before)
+    settle = running.settle()
+    running.check_alive()
+    usernames = (await running.log.read()).usernames
+    errors = data["errors"]
+    answered = data["requests"] - errors["status"]
+    if target.login and len(set(usernames)) < answered:
+        raise RuntimeError(
+            f"{target.name}: {answered} logins answered but only {len(set(usernames))} logged"
+        )
+    latency = data["latency_ms"]
+    return Measurement(
+        target=target.name,
+        round=round_no,
+        rps=data["rps"],
+        p50=latency["p50"],
+        p90=latency["p90"],
+        p99=latency["p99"],
+        max=latency["max"],
+        answered=answered,
+        errors=sum(errors.values()),
+        server_cpu_s=cpu,
+        logged=len(usernames),
+        doubled=len(usernames) - len(set(usernames)),
+        others=max(others, 0.0) / wall,
+        probe_ms=probe,
+        settle_s=settle,
+    )
+
+
+async def run_rounds(
+    wrk: Wrk,
+    servers: dict[str, Running],
+    targets: list[Target],
+    *,
+    rounds: int,
+    duration: float,
+    warmup: float,
+    say: Callable[[str], None],
+) -> list[Measurement]:
+    """A warm-up per target, then ``rounds`` rounds measuring every target once each.
+
+    The order rotates from round to round: none is always the one measured
+    first, or right after the heaviest one.
+    """
+    for target in targets:
+        if warmup > 0:
+            await measure(wrk, servers[target.server], target, "warmup", warmup)
+    out = []
+    for round_no in range(1, rounds + 1):
+        shift = (round_no - 1) % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            tag = f"r{round_no}{target.server}"
+            m = await measure(wrk, servers[target.server], target, tag, duration, round_no)
+            out.append(m)
+            say(
+                f"  round {round_no}/{rounds} {target.name:<11} {m.rps:7.0f} req/s  "
+                f"p99 {m.p99:6.1f} ms  server CPU {m.cpu_us_per_request:4.0f} us/req  "
+                f"others {m.others:4.2f} cores" + (f"  logged {m.logged}" if target.login else "")
+            )
+    return out

@@ -1,0 +1,90 @@
+"""What the benchmark measures, and the goals: declared once, everything else derives from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One hypercorn to start: which app, with which settings and how many workers.
+
+    ``workers`` None serves as ``make run`` does (``hypercorn.toml``: one process).
+    """
+
+    key: str
+    app: str = "quart_app.asgi:app"
+    env: dict[str, str] = field(default_factory=dict)
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to load: a server, and ``/`` (no logging) or ``/login/``."""
+
+    name: str
+    server: str
+    login: bool
+    what: str
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``metric`` of ``target`` against ``reference``: median of the per-round ratios.
+
+    ``metric`` is ``rps``, ``cpu`` (server CPU per request), ``p99`` or
+    ``writer`` (records per second). ``at_least``: the ratio must be at least
+    ``threshold``; otherwise at most.
+    """
+
+    label: str
+    metric: str
+    target: str
+    reference: str
+    threshold: float
+    at_least: bool
+
+    @property
+    def comparison(self) -> str:
+        """``>=`` or ``<=``."""
+        return ">=" if self.at_least else "<="
+
+    def passed(self, ratio: float) -> bool:
+        """Whether ``ratio`` meets the goal."""
+        return ratio >= self.threshold if self.at_least else ratio <= self.threshold
+
+
+SERVERS = [
+    ServerSpec("app"),
+    ServerSpec("durable", env={"QUART_LOGIN_LOG_DURABLE": "true"}),
+    ServerSpec("app-w2", workers=2),
+    ServerSpec("naive", app="bench.baselines.naive:app"),
+    ServerSpec("background", app="bench.baselines.background:app"),
+]
+
+TARGETS = [
+    Target("/", "app", False, "`GET /`, no logging: the ceiling"),
+    Target("login", "app", True, "`GET /login/`, default mode (queued, batched writer)"),
+    Target("durable", "durable", True, "`GET /login/`, `LOGIN_LOG_DURABLE=true`"),
+    Target("/ -w 2", "app-w2", False, "`GET /` with `-w 2`"),
+    Target("login -w 2", "app-w2", True, "`GET /login/` with `-w 2`"),
+    Target("naive", "naive", True, "baseline: aiofiles open/append/close awaited per login"),
+    Target("background", "background", True, "baseline: `add_background_task`, one append each"),
+]
+
+WRITERS = {
+    "LogWriter": "`LogWriter` + `FileStore`: submit each record, `stop()` drains",
+    "os.write": "one synchronous `os.write` per line, `O_APPEND` (the ceiling)",
+    "aiofiles": "one `await f.write(line)` per line, aiofiles file opened once, unbuffered",
+}
+
+GOALS = [
+    Goal("`/login/` req/s vs `/`", "rps", "login", "/", 0.95, True),
+    Goal("`/login/` server CPU per request vs `/`", "cpu", "login", "/", 1.05, False),
+    Goal("durable `/login/` req/s vs `/`", "rps", "durable", "/", 0.90, True),
+    Goal("`/login/` p99 vs `/` p99", "p99", "login", "/", 1.2, False),
+    Goal("`-w 2`: `/login/` req/s vs `/`", "rps", "login -w 2", "/ -w 2", 0.95, True),
+    Goal("`/login/` req/s vs the naive port", "rps", "login", "naive", 1.4, True),
+    Goal("writer vs `os.write` per line", "writer", "LogWriter", "os.write", 0.6, True),
+    Goal("writer vs aiofiles per line", "writer", "LogWriter", "aiofiles", 50, True),
+]

@@ -1,0 +1,160 @@
+"""The figures of a run: medians per target, the goals' verdicts, the Markdown page."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from .plan import GOALS, TARGETS, WRITERS
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def per_round(raw: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[int, float]]]:
+    """``{metric: {target: {round: value}}}`` for every metric a goal can name."""
+    values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for m in raw["http"]:
+        values["rps"][m["target"]][m["round"]] = m["rps"]
+        values["p99"][m["target"]][m["round"]] = m["p99"]
+        values["cpu"][m["target"]][m["round"]] = 1e6 * m["server_cpu_s"] / max(m["answered"], 1)
+    for m in raw["writer"]:
+        values["writer"][m["writer"]][m["round"]] = m["records"] / m["seconds"]
+    return values
+
+
+def summarize(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians (and ranges) per HTTP target and per writer, and each goal's verdict."""
+    values = per_round(raw)
+    http = {}
+    for target in TARGETS:
+        runs = [m for m in raw["http"] if m["target"] == target.name]
+        if not runs:
+            continue
+        rps = [m["rps"] for m in runs]
+        http[target.name] = {
+            "rps": _median(rps),
+            "rps_min": min(rps),
+            "rps_max": max(rps),
+            "p50": _median([m["p50"] for m in runs]),
+            "p99": _median([m["p99"] for m in runs]),
+            "cpu_us_per_request": _median(list(values["cpu"][target.name].values())),
+            "answered": sum(m["answered"] for m in runs),
+            "logged": sum(m["logged"] for m in runs),
+            "doubled": sum(m["doubled"] for m in runs),
+            "errors": sum(m["errors"] for m in runs),
+            "others": _median([m["others"] for m in runs]),
+        }
+    writer = {}
+    for name in WRITERS:
+        rates = list(values["writer"][name].values())
+        if rates:
+            records = next(m["records"] for m in raw["writer"] if m["writer"] == name)
+            writer[name] = {
+                "records": records,
+                "per_second": _median(rates),
+                "per_second_min": min(rates),
+                "per_second_max": max(rates),
+            }
+    goals = []
+    for goal in GOALS:
+        target = values[goal.metric].get(goal.target, {})
+        reference = values[goal.metric].get(goal.reference, {})
+        ratios = [target[r] / reference[r] for r in sorted(target) if reference.get(r)]
+        ratio = _median(ratios) if ratios else None
+        goals.append(
+            {
+                "goal": goal.label,
+                "ratio": ratio,
+                "comparison": goal.comparison,
+                "threshold": goal.threshold,
+                "passed": None if ratio is None else goal.passed(ratio),
+                "round_ratios": ratios,
+            }
+        )
+    return {"http": http, "writer": writer, "goals": goals}
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None or value != value:  # None or NaN
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results page: the machine, the HTTP table, the writer table, the goals."""
+    info, args, summary = report["machine"], report["args"], report["summary"]
+    packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    lines = [
+        "# Login log benchmark",
+        "",
+        f"- **Machine:** {info['cores']} cores, {info['cpu']}, {info['os']}; Python "
+        f"{info['python']}; {packages}; {info['load_generator']} on the same machine",
+        f"- **Command:** `{report['command']}`",
+        f"- **Date:** {report['date']}",
+        f"- **Method:** {args['rounds']} rounds x {args['duration']:g} s per target, "
+        f"{args['concurrency']} connections; targets interleaved, order rotating each round; "
+        "medians over rounds, goals on the median of per-round ratios.",
+        "",
+    ]
+    http = summary["http"]
+    if http:
+        ceiling = http.get("/", {}).get("rps")
+        lines += [
+            "| target | req/s (min-max) | vs `/` | p50 ms | p99 ms | server CPU µs/req "
+            "| logged / answered | others (cores) |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for target in TARGETS:
+            s = http.get(target.name)
+            if not s:
+                continue
+            versus = f"{s['rps'] / ceiling:.2f}x" if ceiling else "n/a"
+            logged = f"{s['logged']:,} / {s['answered']:,}" if target.login else "-"
+            lines.append(
+                f"| {target.name}: {target.what} | {_fmt(s['rps'])} ({_fmt(s['rps_min'])}-"
+                f"{_fmt(s['rps_max'])}) | {versus} | {_fmt(s['p50'], 1)} | {_fmt(s['p99'], 1)} "
+                f"| {_fmt(s['cpu_us_per_request'])} | {logged} | {s['others']:.2f} |"
+            )
+        lines.append("")
+    writer = summary["writer"]
+    if writer:
+        ceiling = writer.get("os.write", {}).get("per_second")
+        lines += ["| writer alone | records | records/s (min-max) | vs `os.write` |"]
+        lines += ["|---|--:|--:|--:|"]
+        for name, how in WRITERS.items():
+            s = writer.get(name)
+            if s:
+                versus = f"{s['per_second'] / ceiling:.2f}x" if ceiling else "n/a"
+                lines.append(
+                    f"| {name}: {how} | {s['records']:,} | {_fmt(s['per_second'])} "
+                    f"({_fmt(s['per_second_min'])}-{_fmt(s['per_second_max'])}) | {versus} |"
+                )
+        lines.append("")
+    lines += [
+        "| goal | ratio | target | verdict | per round (min-max) |",
+        "|---|--:|--:|---|--:|",
+    ]
+    for g in summary["goals"]:
+        verdict = {True: "met", False: "**not met**", None: "not measured"}[g["passed"]]
+        spread = (
+            f"{min(g['round_ratios']):.2f}-{max(g['round_ratios']):.2f}"
+            if g["round_ratios"]
+            else "n/a"
+        )
+        lines.append(
+            f"| {g['goal']} | {_fmt(g['ratio'], 2)} | {g['comparison']} {g['threshold']:g} "
+            f"| {verdict} | {spread} |"
+        )
+    probes = [m["probe_ms"] for m in report["raw"]["http"]]
+    if probes:
+        lines += [
+            "",
+            f"A fixed pure-Python loop run before each measurement took {min(probes):.1f}-"
+            f"{max(probes):.1f} ms (median {statistics.median(probes):.1f}): the machine's "
+            'speed varied that much during the run. "others": cores used by processes other '
+            "than the server and wrk (noise).",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,87 @@
+"""The servers under test, started with the tests' launcher, and how busy the machine is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from quart_app.loadtest import LogFile
+from quart_app.testing import Server, run_server
+
+from .plan import ServerSpec
+
+
+@dataclass
+class Running:
+    """A started :class:`ServerSpec`: its server and its log, read as it grows."""
+
+    spec: ServerSpec
+    server: Server
+    log: LogFile
+
+    def settle(self, timeout: float = 60.0) -> float:
+        """Wait until the server is idle again; return the seconds waited.
+
+        A writer (or the background baseline) may still be working through a
+        backlog when the load stops: measuring the next target then would
+        charge it for this one's leftovers.
+        """
+        start = time.monotonic()
+        window = 0.25
+        while time.monotonic() - start < timeout:
+            before = self.server.cpu_seconds()
+            time.sleep(window)
+            if self.server.cpu_seconds() - before < 0.03 * window:
+                break
+        return time.monotonic() - start
+
+    def check_alive(self) -> None:
+        """Raise with hypercorn's output if the server has exited."""
+        if self.server.process.poll() is not None:
+            raise RuntimeError(
+                f"hypercorn for {self.spec.key} exited ({self.server.process.returncode}):\n"
+                + self.server.stderr[-4000:]
+            )
+
+
+@contextmanager
+def start_servers(specs: list[ServerSpec], workdir: Path) -> Iterator[dict[str, Running]]:
+    """Start every server in ``specs``, each with its own log; stop them all at the end."""
+    with ExitStack() as stack:
+        running = {}
+        for spec in specs:
+            log_path = workdir / f"{spec.key}.log"
+            env = {"QUART_LOGIN_LOG_PATH": str(log_path), **spec.env}
+            server = stack.enter_context(
+                run_server(workdir, env, workers=spec.workers, app=spec.app, startup_timeout=30)
+            )
+            running[spec.key] = Running(spec, server, LogFile(log_path))
+            # A graceful stop first, which drains the writer as in production.
+            stack.callback(server.stop)
+        yield running
+
+
+def busy_seconds() -> float:
+    """CPU seconds all cores have spent busy so far."""
+    times = psutil.cpu_times()
+    # guest time is counted in user time already.
+    every = sum(times) - getattr(times, "guest", 0) - getattr(times, "guest_nice", 0)
+    return every - times.idle - getattr(times, "iowait", 0)
+
+
+def cpu_probe() -> float:
+    """Milliseconds a fixed pure-Python loop takes now: how fast a core is at the moment.
+
+    On a shared VM the host's other tenants slow the cores down without any of
+    it showing up inside the machine; this probe makes that visible.
+    """
+    start = time.perf_counter()
+    total = 0
+    for i in range(300_000):
+        total += i % 7
+    return 1000 * (time.perf_counter() - start)
