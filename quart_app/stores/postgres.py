@@ -116,8 +116,8 @@ def _reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
         reason = f"the connection is unusable ({name}: {exc})"
         return reason, reason
     if isinstance(exc, asyncpg.PostgresError):
-        # The first line alone: the detail may quote a row.
-        return f"{name}: {str(exc).partition(chr(10))[0]}", f"{name}: {exc}"
+        first_line = str(exc).partition("\n")[0]  # the detail after it may quote a row
+        return f"{name}: {first_line}", f"{name}: {exc}"
     return f"{name}: {exc}", f"{name}: {exc}"
 
 
