@@ -8,7 +8,12 @@ process.
 
 from __future__ import annotations
 
-from .serving import finish, stop_gracefully_on_signals, use_shared_metrics_directory
+from .serving import (
+    check_stop_bounds,
+    finish,
+    stop_gracefully_on_signals,
+    use_shared_metrics_directory,
+)
 
 # Before anything imports prometheus_client, which reads it once.
 use_shared_metrics_directory()
@@ -25,7 +30,8 @@ app = create_app()
 
 
 @app.before_serving
-async def _handle_signals() -> None:
+async def _prepare_process() -> None:
+    check_stop_bounds(app.extensions[KEY].settings.login_log_drain_timeout)
     stop_gracefully_on_signals()
 
 

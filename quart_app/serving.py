@@ -28,10 +28,15 @@ import sys
 import tempfile
 from typing import Any
 
+from .config import ConfigError
+
 EXIT_UNCONFIRMED = 3
 """Exit status of a process that stopped with login records not confirmed written."""
 
 METRICS_DIR_PREFIX = "quart_app-metrics-"
+
+DRAIN_MARGIN = 2.0
+"""Seconds hypercorn's shutdown_timeout must leave after the drain: for logging what is left."""
 
 logger = logging.getLogger(__name__)
 
@@ -106,26 +111,49 @@ def stop_gracefully_on_signals() -> None:
         parent_gone()
 
 
-def _stop_this_worker() -> None:
+_stopping: set[asyncio.Task[None]] = set()
+
+
+def _stop_this_worker(attempt: int = 0) -> None:
     # hypercorn stops a worker gracefully when its WorkerContext's terminate
     # event is set (that is how max_requests works); the context is a local
-    # of the worker_serve coroutine, the only way to reach it.
-    context = _hypercorn_worker_context()
-    if context is None:
-        logger.error("cannot find hypercorn's worker context: stopping the whole server")
-        os.kill(os.getppid(), signal.SIGTERM)
+    # of the worker_serve coroutine, the only way to reach it. It exists once
+    # start-up is over: until then, look again shortly.
+    loop = asyncio.get_running_loop()
+    context = _worker_serve_local("context")
+    if not hasattr(context, "terminate"):
+        if attempt == 200:  # 10 s: hypercorn may have changed; say so once, keep trying
+            logger.error("hypercorn's worker context is still missing: cannot stop yet")
+        loop.call_later(0.05, _stop_this_worker, attempt + 1)
         return
-    asyncio.get_running_loop().create_task(context.terminate.set())
+    task = loop.create_task(context.terminate.set())
+    _stopping.add(task)  # a reference, so the task is not collected before it runs
+    task.add_done_callback(_stopping.discard)
 
 
-def _hypercorn_worker_context() -> Any:
+def _worker_serve_local(name: str) -> Any:
     for task in asyncio.all_tasks():
         frame = getattr(task.get_coro(), "cr_frame", None)
         if frame is not None and frame.f_code.co_name == "worker_serve":
-            context = frame.f_locals.get("context")
-            if hasattr(context, "terminate"):
-                return context
+            return frame.f_locals.get(name)
     return None
+
+
+def check_stop_bounds(drain_timeout: float) -> None:
+    """Refuse to serve when hypercorn would cancel the drain before it may end.
+
+    hypercorn cancels the app's shutdown after its own ``shutdown_timeout``;
+    a drain still running then is cut short and its records are lost to the
+    log. Call from the serving process's event loop, during start-up.
+    """
+    config = _worker_serve_local("config")
+    bound = getattr(config, "shutdown_timeout", None)
+    if isinstance(bound, int | float) and drain_timeout + DRAIN_MARGIN > bound:
+        raise ConfigError(
+            f"LOGIN_LOG_DRAIN_TIMEOUT ({drain_timeout:g} s) must stay at least "
+            f"{DRAIN_MARGIN:g} s below hypercorn's shutdown_timeout ({bound:g} s), "
+            "or hypercorn cancels the drain"
+        )
 
 
 def finish(unconfirmed: int) -> None:

@@ -100,14 +100,17 @@ def run_server(
     host: str = "127.0.0.1",
     app: str = ENTRY,
     startup_timeout: float = 20,
+    wait: bool = True,
 ) -> Iterator[Server]:
     """Start ``hypercorn --config hypercorn.toml APP`` on a free port of ``host``.
 
     The server sees the ``QUART_*`` settings in ``env`` and no others (the
     caller's shell must not change what is tested or measured). ``workers``
     overrides the file's ``workers``. hypercorn's output goes to a file in
-    ``workdir``. Every process of the server is killed at the end if still
-    running; callers that care how it stops call :meth:`Server.stop` first.
+    ``workdir``. With ``wait`` it returns once the server listens (or has
+    exited), else at once. Every process of the server is killed at the end
+    if still running; callers that care how it stops call :meth:`Server.stop`
+    first.
     """
     port = free_port(host)
     stderr_path = workdir / f"hypercorn-{host}-{port}.log"
@@ -126,7 +129,8 @@ def run_server(
             start_new_session=True,  # its own process group, so workers can be signalled too
         )
     try:
-        _wait_until_listening(process, host, port, startup_timeout)
+        if wait:
+            _wait_until_listening(process, host, port, startup_timeout)
         yield Server(process, f"http://{host}:{port}", stderr_path)
     finally:
         with suppress(ProcessLookupError):

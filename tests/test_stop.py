@@ -177,3 +177,27 @@ def test_the_stop_bounds_fit_kubernetes_and_hypercorn() -> None:
     assert toml["shutdown_timeout"] > drain + 2
     # In-flight requests, then the drain, then the log of what is left.
     assert toml["graceful_timeout"] + drain + 2 <= 30
+
+
+async def test_workers_whose_parent_dies_while_they_start_stop_too(tmp_path: Path) -> None:
+    log_path = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
+    with run_server(tmp_path, env, workers=2, wait=False) as server:
+        workers: list[psutil.Process] = []
+        while len(workers) < 2:  # spawned, still importing the app
+            workers = server.workers()
+            await asyncio.sleep(0.01)
+        server.process.send_signal(signal.SIGKILL)
+        _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 30)
+        assert not alive, "orphaned workers kept serving:\n" + server.stderr
+        assert "stopping the whole server" not in server.stderr
+
+
+def test_a_drain_longer_than_hypercorns_bound_is_refused_at_start(tmp_path: Path) -> None:
+    env = {"QUART_LOGIN_LOG_PATH": str(tmp_path / "log.txt"), "QUART_LOGIN_LOG_DRAIN_TIMEOUT": "30"}
+    with run_server(tmp_path, env) as server:
+        status = server.process.wait(timeout=30)
+    assert status != 0
+    assert (
+        "LOGIN_LOG_DRAIN_TIMEOUT (30 s) must stay at least 2 s below hypercorn's" in server.stderr
+    )
