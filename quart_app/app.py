@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from quart import Quart
 
-from .config import Settings, defaults
+from .config import Settings, defaults, from_environment
 from .guard import RequestGuard
 from .metrics import Metrics
 from .proxy import ForwardedClientMiddleware
@@ -28,6 +29,7 @@ def file_store(settings: Settings) -> RecordStore:
         settings.login_log_path,
         formatter=FORMATTERS[settings.login_log_format],
         mode=settings.login_log_file_mode,
+        durable=settings.login_log_durable,
     )
 
 
@@ -60,7 +62,8 @@ def create_app(
     """
     app = Quart(__name__)
     app.config.update(defaults())
-    app.config.from_prefixed_env()
+    app.config.from_prefixed_env()  # Quart's own keys, parsed as JSON
+    app.config.update(from_environment(os.environ))  # ours, as given
     app.config.update(config or {})
     settings = Settings.from_config(app.config)
     # Quart reads this key itself: it must hold the checked value.

@@ -87,6 +87,7 @@ def make_app(log_path: Path) -> Callable[..., Quart]:
                 settings.login_log_path,
                 formatter=FORMATTERS[settings.login_log_format],
                 mode=settings.login_log_file_mode,
+                durable=settings.login_log_durable,
             )
 
         return create_app(config, store_factory=factory)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import os
 import stat
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from quart.testing.app import LifespanError
 
 from quart_app.config import ConfigError
+from quart_app.records import LoginRecord, parse_line
+from quart_app.stores.file import FileStore
 
 from conftest import read_records, store_of, wait_for_records
 from server import run_server, send_logins
@@ -172,3 +179,127 @@ async def test_durable_mode_syncs_the_directory_of_a_created_log(
         assert (await client.get("/login/?username=c")).status_code == 200
         assert synced == ["file", "dir", "file", "file", "dir"]
     assert store_of(app).mode == 0o640
+
+
+async def test_a_reader_holding_a_lock_on_the_log_stalls_nothing(make_app, log_path: Path) -> None:
+    # Anyone who may read the log may flock it; the writers' lock is elsewhere.
+    log_path.write_text("earlier\n")
+    reader = os.open(log_path, os.O_RDONLY)
+    fcntl.flock(reader, fcntl.LOCK_SH)
+    try:
+        async with asyncio.timeout(10), make_app().test_app() as test_app:
+            client = test_app.test_client()
+            assert (await client.get("/login/?username=unstalled")).status_code == 200
+    finally:
+        os.close(reader)
+    assert log_path.read_text().splitlines()[1].startswith("登录日志:用户名:unstalled,")
+
+
+async def test_a_batch_cut_short_by_a_full_disk_is_finished_before_another_process_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two stores on one file, as two workers have. The first gets half its
+    # batch out before the disk fills; the second must not append after the
+    # half line, or its first line would be glued to another user's.
+    path = tmp_path / "log.txt"
+    first, second = FileStore(str(path)), FileStore(str(path))
+    await first.open()
+    await second.open()
+    room = [30]  # bytes left on the disk, for the first store's writes
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if fd == first._fd and room:
+            if not room[0]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            taken, room[0] = real_write(fd, bytes(data[: room[0]])), 0
+            return taken  # the kernel takes what fits
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    records = [LoginRecord(f"user-{i}", datetime.now(UTC), "192.0.2.1") for i in range(4)]
+    batch = first.prepare(records[:2])
+    with pytest.raises(OSError):
+        await first.write(batch)
+    other = asyncio.create_task(second.write(second.prepare(records[2:])))
+    await asyncio.sleep(0.3)
+    assert not other.done(), "the other process appended after a half line"
+    room.clear()  # room again: the rest of the batch goes out
+    await first.write(batch)
+    await asyncio.wait_for(other, 5)
+    await first.close()
+    await second.close()
+    assert read_records(path) == records
+
+
+async def test_durable_mode_syncs_a_file_rotated_away_between_two_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_sync = os.fdatasync
+
+    def recording_sync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_sync(fd)
+
+    monkeypatch.setattr("quart_app.stores.file._datasync", recording_sync)
+    path = tmp_path / "log.txt"
+    store = FileStore(str(path), durable=True)
+    await store.open()
+    records = [LoginRecord(f"r{i}", datetime.now(UTC), "192.0.2.1") for i in range(2)]
+    await store.write(store.prepare(records[:1]))
+    rotated = path.rename(tmp_path / "log.txt.1")
+    await store.write(store.prepare(records[1:]))  # reopens: a new file
+    await store.sync()
+    await store.close()
+    assert rotated.stat().st_ino in synced, "lines acknowledged without their fsync"
+    assert path.stat().st_ino in synced
+
+
+async def test_durable_mode_refuses_a_log_that_cannot_be_synced(make_app, log_path: Path) -> None:
+    os.mkfifo(log_path)
+    reader = os.open(log_path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(LifespanError, match="durable mode needs a regular file"):
+            async with make_app(LOGIN_LOG_DURABLE=True).test_app():
+                pass
+    finally:
+        os.close(reader)
+
+
+async def test_two_workers_writing_to_a_slow_pipe_never_interleave_lines(tmp_path: Path) -> None:
+    # A collector reading a FIFO slowly: the pipe is full, and a write larger
+    # than PIPE_BUF would be split and mixed with the other worker's.
+    fifo = tmp_path / "collector.fifo"
+    os.mkfifo(fifo)
+    received = bytearray()
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    stop = threading.Event()
+
+    def collect() -> None:
+        while not stop.is_set():
+            try:
+                chunk = os.read(reader, 4096)
+            except BlockingIOError:
+                chunk = b""
+            received.extend(chunk)
+            time.sleep(0.01)
+        while chunk := os.read(reader, 1 << 16):
+            received.extend(chunk)
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    names = [f"pipe-{i:04d}-" + "x" * 200 for i in range(3000)]
+    try:
+        with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(fifo)}, workers=2) as server:
+            run = await send_logins(server.url, names, concurrency=100)
+            assert server.stop() == 0, server.stderr
+    finally:
+        stop.set()
+        collector.join()
+        os.close(reader)
+    lines = received.decode().split("\n")
+    assert lines.pop() == ""
+    usernames = [parse_line(line).username for line in lines]
+    assert sorted(usernames) == sorted(set(names) & set(usernames))
+    assert set(run.acknowledged) <= set(usernames)
