@@ -1,10 +1,11 @@
 """The settings: one table that gives each key its default, its check and its meaning.
 
 Every key may be set in the Quart config, or in the environment with the
-``QUART_`` prefix (``QUART_LOGIN_LOG_DURABLE=true``), which Quart parses as JSON
-where it can (so ``NaN``, ``Infinity`` and ``1e400`` arrive as floats). Every
-value is checked when the app is built; a bad one raises :class:`ConfigError`
-naming the key, so nothing breaks later while serving.
+``QUART_`` prefix (``QUART_LOGIN_LOG_DURABLE=true``). The environment's values
+of these keys are taken as the strings they are, not parsed as JSON as Quart
+does for its own keys (``QUART_LOGIN_LOG_FILE_MODE=640`` means 0640, not 640).
+Every value is checked when the app is built; a bad one raises
+:class:`ConfigError` naming the key, so nothing breaks later while serving.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from .records import FORMATTERS
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+DURABLE_MIN_WAIT = 0.1
+"""Seconds: the least ``LOGIN_LOG_FULL_TIMEOUT`` durable mode takes (syncs take milliseconds)."""
 
 
 class ConfigError(ValueError):
@@ -51,7 +56,10 @@ def integer(low: int, high: int) -> Check:
             try:
                 number = int(value.strip())
             except ValueError:
-                raise ConfigError(f"{key} must be a whole number, not {value!r}") from None
+                try:  # "1e3"
+                    number = float(value)
+                except ValueError:
+                    raise ConfigError(f"{key} must be a whole number, not {value!r}") from None
         if isinstance(number, float) and math.isfinite(number) and number.is_integer():
             number = int(number)
         if isinstance(number, bool) or not isinstance(number, int):
@@ -125,8 +133,9 @@ def file_mode(key: str, value: Any) -> int:
             raise ConfigError(f"{key} must be octal permissions like 0640, not {value!r}") from None
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
         raise ConfigError(f"{key} must be permissions between 0000 and 0777, not {value!r}")
-    if not mode & 0o200:
-        raise ConfigError(f"{key} must let the owner write the log, not {value!r}")
+    if mode & 0o600 != 0o600:
+        # Read too: a restart reads the last byte, to end a torn line.
+        raise ConfigError(f"{key} must let the owner read and write the log, not {value!r}")
     return mode
 
 
@@ -199,7 +208,7 @@ class Settings:
         False, boolean, "answer 200 only once the record is on disk (fsync) or committed"
     )
     login_log_file_mode: int = _setting(
-        0o640, file_mode, "mode of a log file the app creates (octal string or int)"
+        0o640, file_mode, "mode of a log file the app creates (octal, owner read-write)"
     )
     login_log_database_url: str = _setting(
         "",
@@ -238,7 +247,11 @@ class Settings:
     login_log_high_water: float = _setting(
         0.8, fraction, "`/readyz` fails while more than this share of the queue is full"
     )
-    username_max_length: int = _setting(256, integer(1, 4096), "longer usernames get 400")
+    # At most 320: a line then always fits PIPE_BUF (4,096 bytes), what a pipe
+    # writes whole, even with every character escaped.
+    username_max_length: int = _setting(
+        256, integer(1, 320), "longer usernames get 400; at most 320"
+    )
     proxy_trusted_hops: int = _setting(
         0,
         integer(0, 16),
@@ -261,10 +274,11 @@ class Settings:
             key = item.name.upper()
             values[item.name] = item.metadata["check"](key, config.get(key, item.default))
         settings = cls(**values)
-        if settings.login_log_durable and settings.login_log_full_timeout == 0:
+        if settings.login_log_durable and settings.login_log_full_timeout < DURABLE_MIN_WAIT:
             raise ConfigError(
-                "LOGIN_LOG_FULL_TIMEOUT must be more than 0 when LOGIN_LOG_DURABLE is on: "
-                "every durable login would be answered 503"
+                f"LOGIN_LOG_FULL_TIMEOUT must be at least {DURABLE_MIN_WAIT:g} s when "
+                "LOGIN_LOG_DURABLE is on: a login waits that long for its sync, and would "
+                "be answered 503 while logged"
             )
         return settings
 
@@ -288,3 +302,10 @@ def table() -> list[Key]:
 def defaults() -> dict[str, Any]:
     """Every key with its default value."""
     return {key.name: key.default for key in table()}
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The keys set in ``environ`` as ``QUART_KEY``, as the strings they are."""
+    return {
+        key.name: environ[f"QUART_{key.name}"] for key in table() if f"QUART_{key.name}" in environ
+    }

@@ -12,6 +12,7 @@ import pytest
 
 from quart_app import create_app
 from quart_app.config import ConfigError, Key, Settings, table
+from quart_app.state import KEY
 
 from conftest import read_records
 
@@ -63,7 +64,7 @@ async def test_environment_variables_configure_the_app(
     monkeypatch.setenv("QUART_LOGIN_LOG_DURABLE", "true")
     monkeypatch.setenv("QUART_USERNAME_MAX_LENGTH", "5")
     app = create_app()
-    assert app.config["LOGIN_LOG_DURABLE"] is True
+    assert app.extensions[KEY].settings.login_log_durable is True
     async with app.test_app() as test_app:
         client = test_app.test_client()
         assert (await client.get("/login/?username=envok")).status_code == 200
@@ -105,8 +106,14 @@ def test_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ({"LOGIN_LOG_DATABASE_TIMEOUT": 0}, "LOGIN_LOG_DATABASE_TIMEOUT must be more than 0"),
         (
             {"LOGIN_LOG_DURABLE": True, "LOGIN_LOG_FULL_TIMEOUT": 0},
-            "LOGIN_LOG_FULL_TIMEOUT must be more than 0 when LOGIN_LOG_DURABLE is on",
+            "LOGIN_LOG_FULL_TIMEOUT must be at least 0.1 s when LOGIN_LOG_DURABLE is on",
         ),
+        (
+            {"LOGIN_LOG_DURABLE": True, "LOGIN_LOG_FULL_TIMEOUT": 0.0001},
+            "LOGIN_LOG_FULL_TIMEOUT must be at least 0.1 s when LOGIN_LOG_DURABLE is on",
+        ),
+        ({"LOGIN_LOG_FILE_MODE": 0o200}, "LOGIN_LOG_FILE_MODE must let the owner read and write"),
+        ({"USERNAME_MAX_LENGTH": 321}, "USERNAME_MAX_LENGTH must be between 1 and 320"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(config, message: str) -> None:
@@ -160,6 +167,8 @@ def test_database_settings_are_taken() -> None:
         ("QUART_MAX_CONTENT_LENGTH", "1e400", "MAX_CONTENT_LENGTH"),
         ("QUART_LOGIN_LOG_MAX_PENDING", "1.9", "LOGIN_LOG_MAX_PENDING"),
         ("QUART_LOGIN_LOG_FILE_MODE", "0999", "LOGIN_LOG_FILE_MODE"),
+        # Quart would parse 444 as a decimal number: 0o674, group-writable.
+        ("QUART_LOGIN_LOG_FILE_MODE", "444", "LOGIN_LOG_FILE_MODE must let the owner read"),
     ],
 )
 def test_bad_environment_values_stop_the_app_at_start(
@@ -173,12 +182,12 @@ def test_bad_environment_values_stop_the_app_at_start(
 def test_good_environment_spellings_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUART_LOGIN_LOG_MAX_PENDING", "500")
     monkeypatch.setenv("QUART_LOGIN_LOG_FULL_TIMEOUT", "2.5")
-    monkeypatch.setenv("QUART_LOGIN_LOG_FILE_MODE", "0600")
+    monkeypatch.setenv("QUART_LOGIN_LOG_FILE_MODE", "640")
     monkeypatch.setenv("QUART_MAX_CONTENT_LENGTH", "1e3")
     settings = Settings.from_config(create_app().config)
     assert settings.login_log_max_pending == 500
     assert settings.login_log_full_timeout == 2.5
-    assert settings.login_log_file_mode == 0o600
+    assert settings.login_log_file_mode == 0o640
     assert settings.max_content_length == 1000
 
 
