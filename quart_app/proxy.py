@@ -58,7 +58,16 @@ def _address(node: str, *, bare_ipv6: bool) -> str | None:
     # column would drop it silently.
     if address.version != version or getattr(address, "scope_id", None) is not None:
         return None
-    return str(address)
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
+def unmapped(address: str) -> str:
+    """``::ffff:192.0.2.1`` (an IPv4 client of a dual-stack socket) as ``192.0.2.1``."""
+    try:
+        mapped = ipaddress.IPv6Address(address).ipv4_mapped
+    except ValueError:
+        return address
+    return str(mapped) if mapped else address
 
 
 class Forwarded(NamedTuple):

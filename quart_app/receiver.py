@@ -9,11 +9,14 @@ from typing import Any
 
 from quart import request
 
+from .proxy import unmapped
 from .records import LoginRecord
 from .signals import login_signal
 from .writer import LogWriter
 
 Receiver = Callable[..., Coroutine[Any, Any, None]]
+# The first character of an IPv4 or IPv6 address as servers give them.
+_ADDRESS_START = frozenset("0123456789abcdefABCDEF:")
 
 
 def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
@@ -32,9 +35,14 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
         # Everything is captured now, in the request: the request is gone by
         # the time the record is written, and the time is that of the login.
-        ip = request.remote_addr or "-"
-        if ip == "-":  # a trusted proxy header gave no valid address
+        ip = request.remote_addr
+        if not ip or ip[0] not in _ADDRESS_START:
+            # None (a Unix socket), "-" (a trusted header gave no address), or
+            # a test client's "<local>": no address to log.
+            ip = "-"
             unknown_address.inc()
+        elif ip.startswith("::ffff:"):
+            ip = unmapped(ip)
         await writer.submit(LoginRecord(username, datetime.now(UTC), ip))
 
     login_signal.connect(audit_login, sender=app, weak=False)

@@ -5,18 +5,19 @@ username and IP come from the client, so characters that could forge a line or
 a field, or fool a human or grep reading one, are escaped, reversibly:
 
 * ``\\`` becomes ``\\\\``;
-* the comma (the field separator), every character that is invisible or not
-  printable (Unicode categories Cc, Cf, Cs, Co, Cn, Zl, Zp and every space but
-  U+0020: exactly what ``str.isprintable`` refuses) and the look-alikes of the
-  separators ``,`` and ``:`` (:data:`LOOKALIKES`) become ``\\xHH`` (below
-  U+0100), ``\\uHHHH`` (below U+10000) or ``\\UHHHHHHHH``, in lowercase hex.
+* the comma (the field separator), every character that is not printable
+  (Unicode categories Cc, Cf, Cs, Co, Cn, Zl, Zp and every space but U+0020:
+  exactly what ``str.isprintable`` refuses) or shows as nothing all the same
+  (:data:`INVISIBLE`), and the look-alikes of the separators ``,`` and ``:``
+  (:data:`LOOKALIKES`) become ``\\xHH`` (below U+0100), ``\\uHHHH`` (below
+  U+10000) or ``\\UHHHHHHHH``, in lowercase hex.
 
 Everything else, ``张三`` or ``o'brien`` included, is written as it is, and
 :func:`unescape` (or :func:`parse_line`) reads a field back exactly. JSON Lines
 escape the same characters the JSON way (``\\uHHHH``, a surrogate pair above
 U+FFFF), so that no raw U+2028/U+2029 reaches a JavaScript-based reader.
 
-Format change (issue 9), for existing readers: before it only the comma,
+Format change, for existing readers: before it only the comma,
 controls, U+2028/U+2029, bidi controls and lone surrogates were escaped, and
 ``\\U`` never appeared. Older lines read back the same with this
 :func:`parse_line`; a reader that knows only ``\\xHH`` and ``\\uHHHH`` shows a
@@ -27,6 +28,7 @@ names with characters above U+FFFF, such as tag characters, back.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -38,21 +40,31 @@ TIME_LABEL = ",登录时间:"
 IP_LABEL = ",ip地址:"
 
 LOOKALIKES = (
-    # Commas: low quotation mark, fullwidth, small, ideographic, vertical and
-    # the commas of other scripts.
-    "\u201a\uff0c\ufe50\ufe51\u3001\uff64\ufe10\ufe11"
-    "\u060c\u055d\u07f8\u1363\u1802\u1808\u2e41\ua4fe\ua60d"
+    # Commas: low quotation mark, fullwidth, small, ideographic, vertical, the
+    # cedilla, and the commas of other scripts (Unicode's confusables.txt).
+    "\u201a\uff0c\ufe50\ufe51\u3001\uff64\ufe10\ufe11\u00b8"
+    "\u060c\u060d\u066b\u055d\u07f8\u1363\u1802\u1808\u2e41\ua4f9\ua4fe\ua60d"
     # Colons: fullwidth, small, vertical, ratio, modifier letters and the
-    # colon-like punctuation of other scripts.
-    "\uff1a\ufe55\ufe13\ufe30\u2236\ua789\u02f8\u205a\u0589\u05c3\u0703\u0704\u16ec"
+    # colon-like punctuation and signs of other scripts (confusables.txt).
+    "\uff1a\ufe55\ufe13\ufe30\u2236\ua789\u02d0\u02f8\u205a\u0589\u05c3\u0703\u0704"
+    "\u0903\u0a83\u16ec\u1803\u1809\ua4fd"
 )
 """Printable characters that look like the text format's separators ``,`` and ``:``."""
 
+INVISIBLE = (
+    # What str.isprintable() lets through but shows as nothing: the default
+    # ignorable code points it counts as printable (the combining grapheme
+    # joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other
+    # variation selectors), and the blank Braille pattern.
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
+    "\U000e0100-\U000e01ef"
+)
+"""A regular-expression class body: printable characters that are invisible all the same."""
+
+INVISIBLE_CHARACTER = re.compile(f"[{INVISIBLE}]")
 # Printable characters escaped all the same; anything not printable is escaped too.
-_TEXT_ESCAPED = frozenset("\\," + LOOKALIKES)
-_TEXT_SPECIAL = re.compile(f"[\\\\,{LOOKALIKES}]")
-_JSON_ESCAPED = frozenset(LOOKALIKES)
-_JSON_SPECIAL = re.compile(f"[{LOOKALIKES}]")
+_TEXT_SPECIAL = re.compile(f"[\\\\,{LOOKALIKES}{INVISIBLE}]")
+_JSON_SPECIAL = re.compile(f"[{LOOKALIKES}{INVISIBLE}]")
 _ESCAPE_SEQUENCE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
 
 
@@ -65,7 +77,7 @@ class LoginRecord(NamedTuple):
 
 
 def _escape_char(char: str) -> str:
-    if char.isprintable() and char not in _TEXT_ESCAPED:
+    if char.isprintable() and not _TEXT_SPECIAL.match(char):
         return char
     if char == "\\":
         return "\\\\"
@@ -101,7 +113,7 @@ def format_text(record: LoginRecord) -> bytes:
 
 
 def _json_escape_char(char: str) -> str:
-    if char.isprintable() and char not in _JSON_ESCAPED:
+    if char.isprintable() and not _JSON_SPECIAL.match(char):
         return char
     code = ord(char)
     if code < 0x10000:
@@ -137,10 +149,27 @@ FORMATTERS: dict[str, Callable[[LoginRecord], bytes]] = {
 }
 
 
+def _checked(record: LoginRecord, line: str) -> LoginRecord:
+    # What this module writes, and nothing else: a line glued to a torn one,
+    # or cut short, fails one of these.
+    if record.time.tzinfo is None:
+        raise ValueError(f"login time without a timezone: {line!r}")
+    if record.ip != "-":
+        try:
+            address = ipaddress.ip_address(record.ip)
+        except ValueError:
+            raise ValueError(f"not an IP address: {line!r}") from None
+        if str(address) != record.ip:
+            raise ValueError(f"not an IP address as written here: {line!r}")
+    return record
+
+
 def parse_line(line: str) -> LoginRecord:
     """Read one log line of either format back into a :class:`LoginRecord`.
 
-    Raises ``ValueError`` for a line that is neither.
+    Raises ``ValueError`` for a line that is neither, and for one whose fields
+    this module would not have written (a raw comma in the username, an IP
+    field that is no address, a time without a timezone).
     """
     line = line.removesuffix("\n")
     if line.startswith("{"):
@@ -154,11 +183,13 @@ def parse_line(line: str) -> LoginRecord:
             raise ValueError(f"malformed login record ({exc!r}): {line!r}") from None
         if not (isinstance(username, str) and isinstance(ip, str)):
             raise ValueError(f"malformed login record: {line!r}")
-        return record
+        return _checked(record, line)
     if not line.startswith(TEXT_PREFIX):
         raise ValueError(f"not a login line: {line!r}")
     username, sep1, rest = line[len(TEXT_PREFIX) :].partition(TIME_LABEL)
     time, sep2, ip = rest.partition(IP_LABEL)
-    if not (sep1 and sep2):
+    if not (sep1 and sep2) or "," in username:
         raise ValueError(f"malformed login line: {line!r}")
-    return LoginRecord(unescape(username), datetime.fromisoformat(time), unescape(ip))
+    return _checked(
+        LoginRecord(unescape(username), datetime.fromisoformat(time), unescape(ip)), line
+    )

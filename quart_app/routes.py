@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from .inputs import BadLogin, read_username
 from .signals import send_login
-from .state import login_log
+from .state import KEY, login_log
 from .writer import LogFull, LogUnavailable
 
 blueprint = Blueprint("login", __name__)
@@ -30,8 +30,13 @@ async def index() -> str:
 @blueprint.route("/login/", methods=["GET", "POST"])
 async def login() -> str:
     """Take a login: read the username and send the ``login`` signal."""
-    username = await read_username(request, login_log().settings.username_max_length)
-    await send_login(current_app._get_current_object(), username)  # type: ignore[attr-defined]
+    if request.method == "HEAD":  # werkzeug adds HEAD to every GET route; a HEAD logs nobody in
+        raise MethodNotAllowed(["GET", "POST"])
+    # The proxies resolved once each: every access through one costs a lookup.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = app.extensions[KEY].settings
+    username = await read_username(request._get_current_object(), settings.username_max_length)  # type: ignore[attr-defined]
+    await send_login(app, username)
     return "登录成功"
 
 

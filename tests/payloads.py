@@ -13,7 +13,15 @@ from urllib.parse import parse_qsl, quote
 
 from hypothesis import strategies as st
 
-from quart_app.records import IP_LABEL, TEXT_PREFIX, TIME_LABEL, LoginRecord, parse_line, unescape
+from quart_app.records import (
+    INVISIBLE_CHARACTER,
+    IP_LABEL,
+    TEXT_PREFIX,
+    TIME_LABEL,
+    LoginRecord,
+    parse_line,
+    unescape,
+)
 
 MAX_LENGTH = 256  # USERNAME_MAX_LENGTH's default
 BOUNDARY = "pr0perty-b0undary-Zq7"
@@ -104,7 +112,7 @@ def is_acceptable(username: str) -> bool:
         0 < len(name) <= MAX_LENGTH
         and "\x00" not in name
         and not any("\ud800" <= c <= "\udfff" for c in name)
-        and any(c.isprintable() and c != " " for c in name)
+        and any(c.isprintable() and c != " " and not INVISIBLE_CHARACTER.match(c) for c in name)
     )
 
 

@@ -69,7 +69,7 @@ async def test_no_username_forges_a_line_or_a_field(
     assert text.splitlines() == [text[:-1]], "a line break that str.splitlines honours"
     [record] = read_records(log_path)
     assert record.username == username.strip()
-    assert record.ip == "<local>"
+    assert record.ip == "-"  # the test client has no address ("<local>")
 
 
 @pytest.mark.parametrize("username", PLAIN)
@@ -340,6 +340,21 @@ def multipart(*fields: tuple[str, bytes]) -> bytes:
         # A lone surrogate logged in JSON Lines stalls strict parsers (serde_json).
         ("application/json", b'{"username": "\\ud800"}', "not valid Unicode"),
         ("application/json", b'{"username": "a\\udfffb"}', "not valid Unicode"),
+        # A file part named username went unread beside a field of that name.
+        (
+            MULTIPART,
+            multipart(("username", b"a"))[: -len(BOUNDARY) - 6]
+            + f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="username"; '
+            f'filename="u.txt"\r\n\r\nb\r\n--{BOUNDARY}--\r\n'.encode(),
+            "not a file",
+        ),
+        # Quart would hand over base64 undecoded: a name the client never sent.
+        (
+            MULTIPART,
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="username"\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\nYWRtaW4=\r\n--{BOUNDARY}--\r\n".encode(),
+            "Content-Transfer-Encoding",
+        ),
     ],
     ids=[
         "deep-json",
@@ -351,6 +366,8 @@ def multipart(*fields: tuple[str, bytes]) -> bytes:
         "multipart-duplicate",
         "json-lone-surrogate",
         "json-lone-low-surrogate",
+        "multipart-file-named-username",
+        "multipart-base64",
     ],
 )
 async def test_bodies_that_slipped_through_get_400_and_log_nothing(
@@ -430,7 +447,21 @@ async def test_nul_is_refused_on_every_path(
 
 @pytest.mark.parametrize(
     "username",
-    ["\u200b", "\u200b \u200b", "\ufeff", "\u3000\u200b", "\U000e0041\U000e007f", "\u2066 \u2069"],
+    [
+        "\u200b",
+        "\u200b \u200b",
+        "\ufeff",
+        "\u3000\u200b",
+        "\U000e0041\U000e007f",
+        "\u2066 \u2069",
+        # Printable by str.isprintable(), yet blank: Hangul fillers, the blank
+        # Braille pattern, variation selectors, the combining grapheme joiner.
+        "\u3164",
+        "\u115f\u1160\uffa0",
+        "\u2800 \u2800",
+        "\u034f\ufe0f\U000e0100",
+        "\u17b4\u180b",
+    ],
 )
 @pytest.mark.parametrize("fmt", ["text", "jsonl"])
 async def test_a_username_of_invisible_characters_only_is_missing(
@@ -492,3 +523,24 @@ async def send_in_process(log_path: Path, fmt: str, login: Login) -> tuple[int, 
             scope_base={"query_string": login.query},
         )
         return response.status_code, await response.get_data(as_text=True)
+
+
+async def test_a_head_request_logs_nobody_in(app: Quart, log_path: Path) -> None:
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().head("/login/?username=head")
+        assert response.status_code == 405
+        assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert read_records(log_path) == []
+
+
+async def test_a_get_with_a_body_is_refused(app: Quart, log_path: Path) -> None:
+    # The body names another user than the query: which one logged in?
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().get(
+            "/login/?username=query-user",
+            data=b"username=body-user",
+            headers={"content-type": FORM_TYPE, "content-length": "18"},
+        )
+        assert response.status_code == 400
+        assert "has no body" in await response.get_data(as_text=True)
+    assert read_records(log_path) == []

@@ -34,6 +34,9 @@ CASES = [
     ("modern", 1, [("forwarded", "for = 7.7.7.7")], "-"),  # no whitespace around "="
     ("modern", 1, [("forwarded", 'for="192.0.2.43:47011";proto=http')], "192.0.2.43"),
     ("modern", 1, [("forwarded", 'for="[2001:DB8::0:1]"')], "2001:db8::1"),
+    # An IPv4 client of a dual-stack proxy: logged as the IPv4 address it is.
+    ("legacy", 1, [("x-forwarded-for", "::ffff:1.2.3.4")], "1.2.3.4"),
+    ("modern", 1, [("forwarded", 'for="[::ffff:1.2.3.4]"')], "1.2.3.4"),
     ("modern", 1, [("forwarded", 'for=192.0.2.1;ext="a,b;c", for=198.51.100.7')], "198.51.100.7"),
     ("modern", 2, [("forwarded", 'for=192.0.2.1;ext="a,b;c", for=198.51.100.7')], "192.0.2.1"),
     ("modern", 1, [("forwarded", 'for="\\1\\9\\8.51.100.8"')], "198.51.100.8"),
@@ -146,3 +149,20 @@ async def test_a_valid_forwarded_scheme_and_host_make_quarts_absolute_urls(
         )
     assert response.status_code == 308  # Quart's redirect to /login/
     assert response.headers["Location"] == f"{location}/login/?username=r"
+
+
+@pytest.mark.parametrize(
+    ("peer", "logged"),
+    [(("::ffff:192.0.2.9", 5000), "192.0.2.9"), (("2001:db8::9", 5000), "2001:db8::9")],
+)
+async def test_an_ipv4_client_of_a_dual_stack_socket_is_logged_as_ipv4(
+    app, log_path: Path, peer: tuple[str, int], logged: str
+) -> None:
+    # hypercorn bound to [::] sees IPv4 clients as ::ffff:a.b.c.d; grep finds a.b.c.d.
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().get(
+            "/login/?username=dual", scope_base={"client": peer}
+        )
+        assert response.status_code == 200
+    [record] = read_records(log_path)
+    assert record.ip == logged

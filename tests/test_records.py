@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 
 from quart_app.records import (
+    INVISIBLE_CHARACTER,
     TEXT_PREFIX,
     LoginRecord,
     escape,
@@ -77,7 +78,11 @@ def test_each_character_that_fools_a_reader_has_its_escape(
     jsonl = format_jsonl(record).decode()
     assert f'"username": "a{in_json}b"' in jsonl
     assert f'"ip": "{in_json}"' in jsonl
-    assert parse_line(text) == record == parse_line(jsonl)
+    with pytest.raises(ValueError, match="not an IP address"):
+        parse_line(text)  # a reader refuses an IP field that is no address
+    readable = record._replace(ip="2001:db8::1")
+    assert parse_line(format_text(readable).decode()) == readable
+    assert parse_line(format_jsonl(readable).decode()) == readable
 
 
 @pytest.mark.parametrize("name", ["张三", "o'brien", "Zoë", "a:b", "Ελένη", "👩 dev", "x y"])
@@ -105,13 +110,48 @@ def test_property_every_line_is_one_printable_line_that_reads_back(username: str
     assert text.endswith("\n")
     line = text[:-1]
     assert line.isprintable() and not LOOKALIKES & set(line)
-    assert parse_line(text) == record
+    assert not INVISIBLE_CHARACTER.search(line)
+    readable = record._replace(ip="192.0.2.7")
+    assert parse_line(format_text(readable).decode()) == readable
+    assert parse_line(format_jsonl(readable).decode()) == readable
     # A human or grep splitting at the first of each label reads the same fields.
     naive_user, naive_time, naive_ip = naive_fields(line)
     assert (unescape(naive_user), naive_time, unescape(naive_ip)) == (username, WHEN, ip)
     jsonl = format_jsonl(record).decode()
     assert jsonl.endswith("\n") and jsonl[:-1].isprintable()
     assert not LOOKALIKES & set(jsonl)
-    assert parse_line(jsonl) == record
+    assert not INVISIBLE_CHARACTER.search(jsonl)
     if not any("\ud800" <= c <= "\udfff" for c in username + ip):
         assert strict_json(jsonl[:-1])["username"] == username
+
+
+HIDDEN = "\u3164\u115f\u1160\uffa0\u2800\u034f\ufe0f\U000e0100\u17b4\u180b"
+"""Printable by str.isprintable(), yet they show as nothing."""
+MORE_LOOKALIKES = "\u00b8\u060d\u066b\ua4f9\u02d0\u0903\u0a83\u1803\u1809\ua4fd"
+"""Commas and colons in Unicode's confusables.txt."""
+
+
+@pytest.mark.parametrize("char", list(HIDDEN + MORE_LOOKALIKES), ids=ascii)
+def test_invisible_characters_and_more_lookalikes_are_escaped(char: str) -> None:
+    record = LoginRecord(f"admin{char}", NOW, "192.0.2.1")
+    text, jsonl = format_text(record).decode(), format_jsonl(record).decode()
+    assert char not in text and char not in jsonl
+    assert parse_line(text) == record == parse_line(jsonl)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # A torn line another process appended to: the IP field holds the rest.
+        f"{TEXT_PREFIX}f3-281,登录时间:{WHEN},ip地址:127.0.0{TEXT_PREFIX}f3-371,登录时间:{WHEN},"
+        "ip地址:127.0.0.1",
+        f"{TEXT_PREFIX}a,b,登录时间:{WHEN},ip地址:127.0.0.1",  # a raw comma: never written
+        f"{TEXT_PREFIX}a,登录时间:{WHEN},ip地址:127.0.0.1,ip地址:10.0.0.1",
+        f"{TEXT_PREFIX}a,登录时间:2026-11-24 06:00:00,ip地址:127.0.0.1",  # no timezone
+        f"{TEXT_PREFIX}a,登录时间:{WHEN},ip地址:2001:DB8::1",  # not as written here
+        '{"event": "login", "username": "a", "time": "2026-11-24T06:00:00+00:00", "ip": "x"}',
+    ],
+)
+def test_a_line_this_format_never_writes_is_refused(line: str) -> None:
+    with pytest.raises(ValueError):
+        parse_line(line)
