@@ -35,7 +35,7 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
         # Everything is captured now, in the request: the request is gone by
         # the time the record is written, and the time is that of the login.
-        ip = request.remote_addr
+        ip = request._get_current_object().remote_addr  # type: ignore[attr-defined]
         if not ip or ip[0] not in _ADDRESS_START:
             # None (a Unix socket), "-" (a trusted header gave no address), or
             # a test client's "<local>": no address to log.

@@ -30,12 +30,12 @@ async def index() -> str:
 @blueprint.route("/login/", methods=["GET", "POST"])
 async def login() -> str:
     """Take a login: read the username and send the ``login`` signal."""
-    if request.method == "HEAD":  # werkzeug adds HEAD to every GET route; a HEAD logs nobody in
-        raise MethodNotAllowed(["GET", "POST"])
     # The proxies resolved once each: every access through one costs a lookup.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if req.method == "HEAD":  # werkzeug adds HEAD to every GET route; a HEAD logs nobody in
+        raise MethodNotAllowed(["GET", "POST"])
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    settings = app.extensions[KEY].settings
-    username = await read_username(request._get_current_object(), settings.username_max_length)  # type: ignore[attr-defined]
+    username = await read_username(req, app.extensions[KEY].settings.username_max_length)
     await send_login(app, username)
     return "登录成功"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quart_app.records import (
     INVISIBLE_CHARACTER,
@@ -15,7 +17,9 @@ from quart_app.records import (
     escape,
     format_jsonl,
     format_text,
+    jsonl_lines,
     parse_line,
+    text_lines,
     unescape,
 )
 
@@ -155,3 +159,24 @@ def test_invisible_characters_and_more_lookalikes_are_escaped(char: str) -> None
 def test_a_line_this_format_never_writes_is_refused(line: str) -> None:
     with pytest.raises(ValueError):
         parse_line(line)
+
+
+@settings(max_examples=200)
+@given(
+    base=st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9998, 1, 1)),
+    offsets=st.lists(st.integers(-3_000_000, 3_000_000), max_size=30),
+    zone=st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(-timedelta(minutes=90))]),
+)
+def test_a_batch_writes_every_time_as_isoformat_would(
+    base: datetime, offsets: list[int], zone: timezone
+) -> None:
+    # The time of day is formatted once a second in a batch; never differently.
+    times = [base.replace(tzinfo=zone) + timedelta(microseconds=o) for o in sorted(offsets)]
+    records = [LoginRecord("u", t, "192.0.2.1") for t in times]
+    assert text_lines(records).decode() == "".join(
+        f"{TEXT_PREFIX}u,登录时间:{t.isoformat(' ', 'microseconds')},ip地址:192.0.2.1\n"
+        for t in times
+    )
+    assert [json.loads(line)["time"] for line in jsonl_lines(records).decode().splitlines()] == [
+        t.isoformat(timespec="microseconds") for t in times
+    ]

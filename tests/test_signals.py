@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 from pathlib import Path
 
 from quart import Quart, request
@@ -91,3 +92,35 @@ def test_a_collected_app_leaves_no_receiver_behind(tmp_path: Path) -> None:
     del app
     gc.collect()
     assert len(login_signal.receivers) == before
+
+
+async def test_receivers_connected_or_gone_after_a_send_are_heard_or_not(app: Quart) -> None:
+    # The signal keeps each sender's receivers between sends: any change must show.
+    heard: list[str] = []
+
+    async def first(sender: object, *, username: str) -> None:
+        heard.append(f"first {username}")
+
+    def second(sender: object, *, username: str) -> None:
+        heard.append(f"second {username}")
+
+    login_signal.connect(first, sender=app, weak=False)
+    try:
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            await client.get("/login/?username=a")
+            login_signal.connect(second, sender=app)  # weakly, as blinker does by default
+            await client.get("/login/?username=b")
+            second_ref = weakref.ref(second)
+            del second
+            gc.collect()
+            assert second_ref() is None, "the kept receivers hold a weak receiver alive"
+            await client.get("/login/?username=c")
+            login_signal.disconnect(first)
+            await client.get("/login/?username=d")
+            login_signal.connect(first, sender=app, weak=False)
+            with login_signal.muted():
+                await client.get("/login/?username=e")
+    finally:
+        login_signal.disconnect(first)
+    assert sorted(heard) == ["first a", "first b", "first c", "second b"]  # blinker: any order

@@ -23,12 +23,12 @@ import fcntl
 import os
 import select
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiofiles.os import wrap as _in_thread
 
-from ..records import LoginRecord, format_text
+from ..records import LoginRecord, text_lines
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 # fdatasync writes the data and the size, all a reader needs; where there is
@@ -70,7 +70,7 @@ class FileStore:
         self,
         path: str,
         *,
-        formatter: Callable[[LoginRecord], bytes] = format_text,
+        formatter: Callable[[Iterable[LoginRecord]], bytes] = text_lines,
         mode: int = 0o640,
         durable: bool = False,
     ) -> None:
@@ -118,7 +118,7 @@ class FileStore:
 
     def _write(self, batch: _Batch) -> None:
         if batch.data is None:
-            batch.data = b"".join(map(self.formatter, batch.records))
+            batch.data = self.formatter(batch.records)
         if self._fd is None or not self._names_open_file():
             self._close()
             self._open()
