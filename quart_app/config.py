@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .records import FORMATTERS
 
@@ -140,16 +140,35 @@ def file_mode(key: str, value: Any) -> int:
 
 
 def database_url(key: str, value: Any) -> str:
-    """Empty (no database), or a ``postgresql://`` URL with at most one host.
+    """Empty (no database), or a ``postgresql://`` URL with one host that reads one way only.
 
-    The value is never quoted back: it may hold a password.
+    Python's ``urlsplit`` (which names the database in messages) ends the user
+    name and password at the last '@', asyncpg (which connects) at the first,
+    and ``urlsplit`` takes a '[' anywhere before the host for an IPv6 address:
+    a URL whose user name or password holds an unencoded '@', '[' or ']' would
+    be read two ways, and asyncpg's error would quote the password. Those are
+    refused, as is anything else the two would read differently (several
+    hosts, a query asyncpg cannot parse). The value is never quoted back: it
+    may hold a password.
     """
     if value is None or value == "":
         return ""
     example = "postgresql://user:password@host:port/database"
     if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{key} must be a URL like {example}")
-    parts = urlsplit(value)
+    # The authority ends at the first / ? or #, for urlsplit and asyncpg alike.
+    authority = re.split(r"[/?#]", value.partition("://")[2], maxsplit=1)[0]
+    userinfo = authority.rpartition("@")[0]
+    if any(character in userinfo for character in "@[]"):
+        raise ConfigError(
+            f"{key} has an '@', '[' or ']' in its user name or password: percent-encode "
+            "them (%40 for @, %5B for [, %5D for ])"
+        )
+    one_host = f"{key} must name one host, with a numeric port if any, like {example}"
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # a bracket in the host; the message may quote the URL
+        raise ConfigError(one_host) from None
     if "@" in parts.path + parts.query + parts.fragment:
         # A password holding / ? # cut the URL short before its "@".
         raise ConfigError(
@@ -159,9 +178,13 @@ def database_url(key: str, value: Any) -> str:
     try:
         parts.port  # noqa: B018 -- reading it raises for a port that is not a number
     except ValueError:
-        raise ConfigError(
-            f"{key} must name one host, with a numeric port if any, like {example}"
-        ) from None
+        raise ConfigError(one_host) from None
+    if "," in (parts.hostname or ""):  # asyncpg would take a list of hosts
+        raise ConfigError(one_host)
+    try:
+        parse_qs(parts.query, strict_parsing=True)  # as asyncpg parses it
+    except ValueError:
+        raise ConfigError(f"{key} has a query that is not name=value pairs joined by &") from None
     return value
 
 

@@ -166,6 +166,19 @@ async def test_a_server_whose_database_cannot_be_used_refuses_to_start(
     assert password_of(url) not in stderr and password_of(database.url) not in stderr
 
 
+def test_a_password_with_an_unencoded_at_sign_is_refused_without_showing_it(
+    tmp_path: Path,
+) -> None:
+    # asyncpg would end the password at the first '@' and quote the rest in its error.
+    url = f"postgresql://w1:p@ss:Sekr3tPw@127.0.0.1:{free_port()}/postgres"
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_DATABASE_URL": url}) as server:
+        status = server.process.wait(timeout=30)
+        stderr = server.stderr
+    assert status != 0
+    assert "LOGIN_LOG_DATABASE_URL has an '@', '[' or ']' in its user name or password" in stderr
+    assert "Sekr3t" not in stderr
+
+
 async def test_metrics_and_probes_never_show_the_password(
     tmp_path: Path, throwaway_database: Database
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import traceback
 from datetime import UTC, datetime
 
 import pytest
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 from quart.testing.app import LifespanError
 
 from quart_app import create_app
+from quart_app.config import ConfigError
 from quart_app.records import LoginRecord
-from quart_app.stores.postgres import PostgresStore
+from quart_app.stores.postgres import DatabaseError, PostgresStore
 from quart_app.testing import free_port
 
 from payloads import TEXT_PATHS, text_login
@@ -235,6 +237,50 @@ async def test_a_database_that_cannot_be_used_is_refused_naming_host_database_an
     host, database_name = url.split("@")[1].split("/")
     assert f"@{host}/{database_name}" in message
     assert password_of(url) not in message
+
+
+# Passwords with an unencoded '@' or '[': asyncpg ends the password at the
+# first '@', Python's urlsplit at the last, and urlsplit takes '[' for IPv6.
+TWO_WAYS = "LOGIN_LOG_DATABASE_URL has an '@', '[' or ']' in its user name or password"
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "rest", "message"),
+    [
+        ("w1:p@ss:Sekr3tPw", "127.0.0.1:{port}/postgres", TWO_WAYS),
+        ("w1:Se@kr3tPw", "127.0.0.1:{port}/postgres", TWO_WAYS),
+        ("w1:Sekr3t[Pw", "127.0.0.1:{port}/postgres", TWO_WAYS),
+        # One host for urlsplit, a list of two for asyncpg.
+        ("w1:Sekr3tPw", "db1,db2:{port}/postgres", "LOGIN_LOG_DATABASE_URL must name one host"),
+        # Read by urlsplit, refused by asyncpg's strict parsing, quoting it.
+        ("w1:Sekr3tPw", "127.0.0.1:{port}/postgres?Sekr3t", "has a query that is not name=value"),
+    ],
+)
+def test_a_url_read_two_ways_is_refused_naming_the_key_not_the_url(
+    userinfo: str, rest: str, message: str
+) -> None:
+    url = f"postgresql://{userinfo}@{rest.format(port=free_port())}"
+    with pytest.raises(ConfigError) as error:
+        create_app({"LOGIN_LOG_DATABASE_URL": url})
+    assert message in str(error.value)
+    assert "Sekr3t" not in str(error.value) and "kr3t" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://w1:p@ss:Sekr3tPw@127.0.0.1:{port}/postgres",  # int('Sekr3tPw@127…')
+        "postgresql://w1:Sekr3t[Pw@127.0.0.1:{port}/postgres",  # "Invalid IPv6 URL"
+        "postgresql://w1:pw@127.0.0.1:{port}/postgres?Sekr3tPw",  # "bad query field: …"
+    ],
+)
+async def test_the_store_tells_no_url_text_when_asyncpg_cannot_read_it(url: str) -> None:
+    store = PostgresStore(url.format(port=free_port()))
+    with pytest.raises(DatabaseError) as error:
+        await store.open()
+    shown = "".join(traceback.format_exception(error.value)) + str(error.value.strerror)
+    assert "cannot use the login log database " in shown
+    assert "Sekr3t" not in shown and "kr3t" not in shown
 
 
 async def test_a_data_error_sets_that_row_aside_and_stores_the_rest(

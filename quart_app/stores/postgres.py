@@ -73,15 +73,23 @@ class DatabaseError(OSError):
 
 
 def describe_url(url: str) -> str:
-    """``user@host:port/database`` from a ``postgresql://`` URL, without the password."""
-    parts = urlsplit(url)
+    """``user@host:port/database`` from a ``postgresql://`` URL, without the password.
+
+    A URL ``urlsplit`` cannot read gives a placeholder: its error may quote the URL.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 5432
+    except ValueError:
+        return "(a URL that cannot be read)"
     query = parse_qs(parts.query)
-    host = parts.hostname or query.get("host", ["(default host)"])[0]
+    # Unquoted, as asyncpg reads it: %2Ftmp is the socket directory /tmp.
+    host = unquote(parts.hostname or "") or query.get("host", ["(default host)"])[0]
     if ":" in host:
         host = f"[{host}]"
     user = unquote(parts.username or "") or query.get("user", ["(default user)"])[0]
     database = unquote(parts.path.lstrip("/")) or query.get("dbname", [user])[0]
-    return f"{user}@{host}:{parts.port or 5432}/{database}"
+    return f"{user}@{host}:{port}/{database}"
 
 
 def new_ids(count: int) -> list[UUID]:
@@ -158,7 +166,10 @@ class PostgresStore:
             "application_name": "quart_app",
             "statement_timeout": str(max(1, round(timeout * 1000))),
         }
-        given = parse_qs(urlsplit(url).query)
+        try:
+            given = parse_qs(urlsplit(url).query)
+        except ValueError:  # open() says so
+            given = {}
         self._server_settings = {k: v for k, v in settings.items() if k not in given}
         self._connection: Any = None
 
@@ -175,6 +186,9 @@ class PostgresStore:
             self._drop_connection()
             reason = f"the table {self.table}: {exc}"
             raise DatabaseError(self.where, reason, reason) from None
+        except DatabaseError:
+            self._drop_connection()
+            raise
         except _DATABASE_ERRORS as exc:
             self._drop_connection()
             raise self._error(exc) from None
@@ -233,7 +247,7 @@ class PostgresStore:
                     batch.ips[start:stop],
                     self.host,
                 )
-        except _DATA_ERRORS:
+        except (DatabaseError, *_DATA_ERRORS):
             raise
         except _DATABASE_ERRORS as exc:
             # Whatever state the connection is in, a new one is certain.
@@ -244,10 +258,19 @@ class PostgresStore:
             raise
 
     async def _connect(self) -> Any:
-        async with asyncio.timeout(self.timeout):
-            self._connection = await asyncpg.connect(
-                self.url, timeout=self.timeout, server_settings=self._server_settings
+        try:
+            async with asyncio.timeout(self.timeout):
+                self._connection = await asyncpg.connect(
+                    self.url, timeout=self.timeout, server_settings=self._server_settings
+                )
+        except (ValueError, TypeError) as exc:
+            # asyncpg could not read the URL or a setting in it: its message
+            # may quote the URL, password included, so only its class is told.
+            reason = (
+                f"asyncpg cannot use the URL ({type(exc).__name__}; its text is not shown, "
+                "as it may hold the password): percent-encode the user name and password"
             )
+            raise DatabaseError(self.where, reason, reason) from None
         return self._connection
 
     def _drop_connection(self) -> None:
