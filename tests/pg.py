@@ -80,6 +80,8 @@ class Database:
     table: str
     server: Postgres | None
     roles: list[str] = field(default_factory=list)
+    cleanup: list[str] = field(default_factory=list)
+    """Statements :meth:`drop` runs first, for what the test made beside the table."""
 
     def config(self, **extra: Any) -> dict[str, Any]:
         """``create_app`` settings that log to the test's table."""
@@ -123,6 +125,8 @@ class Database:
 
     async def drop(self) -> None:
         """Remove what the test made."""
+        for statement in self.cleanup:
+            await self.execute(statement)
         await self.execute(f"DROP TABLE IF EXISTS {quoted(self.table)}")
         for role in self.roles:
             await self.execute(f"DROP ROLE IF EXISTS {role}")

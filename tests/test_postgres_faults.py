@@ -156,3 +156,35 @@ async def test_a_commit_whose_answer_is_lost_is_not_doubled_by_the_resend(
     assert health["reasons"] == ["writes are failing"]
     assert (after["written"], after["set_aside"]) == (3, 0)  # the resend is no refusal
     assert Counter(row["username"] for row in rows) == Counter(["first", "lost-answer", "after"])
+
+
+async def test_a_table_that_takes_no_row_is_retried_and_nothing_set_aside(
+    database: Database,
+) -> None:
+    # "permission denied for table" has the SQLSTATE of a row-level security
+    # policy's refusal (42501), but no row is at fault: nothing may be set aside.
+    await database.create_table()
+    writer_url = await database.insert_only_role()
+    role = database.roles[-1]
+    config = database.config(LOGIN_LOG_DATABASE_URL=writer_url, LOGIN_LOG_DATABASE_TIMEOUT=1)
+    async with create_app(config).test_app() as test_app:
+        client = test_app.test_client()
+        assert (await statuses_of(client, ["before"])) == {"before": 200}
+        await database.wait_for_rows(1)
+
+        await database.execute(f"REVOKE INSERT ON {database.table} FROM {role}")
+        names = [f"revoked-{i}" for i in range(5)]
+        responses = await asyncio.gather(
+            *(client.get(f"/login/?username={name}", scope_base=CLIENT) for name in names)
+        )
+        async with asyncio.timeout(10):
+            while (health := await (await client.get("/healthz")).get_json())["write_errors"] < 3:
+                await asyncio.sleep(0.05)
+        await database.execute(f"GRANT INSERT ON {database.table} TO {role}")
+        await wait_until_ready(client)
+        rows = await database.wait_for_rows(6)
+        after = await (await client.get("/healthz")).get_json()
+
+    assert [response.status_code for response in responses] == [200] * 5
+    assert health["set_aside"] == after["set_aside"] == 0
+    assert Counter(row["username"] for row in rows) == Counter(["before", *names])

@@ -290,6 +290,7 @@ async def test_a_data_error_sets_that_row_aside_and_stores_the_rest(
     await database.execute(
         f"ALTER TABLE {database.table} ADD CHECK (username <> 'refused\nby the table')"
     )
+    await refuse_in_trigger(database, "refused by a trigger")
     store = PostgresStore(database.url, table=database.table)
     await store.open()
     now = datetime.now(UTC)
@@ -297,10 +298,11 @@ async def test_a_data_error_sets_that_row_aside_and_stores_the_rest(
     records = [LoginRecord(name, now, "192.0.2.1") for name in names]
     bad = [
         LoginRecord("refused\nby the table", now, "192.0.2.1"),  # the table's CHECK
+        LoginRecord("refused by a trigger", now, "192.0.2.1"),  # RAISE EXCEPTION
         LoginRecord("not-an-address", now, "<local>"),  # not an inet
     ]
     try:
-        batch = store.prepare([*records[:3], bad[0], *records[3:], bad[1]])
+        batch = store.prepare([*records[:3], bad[0], *records[3:5], bad[1], *records[5:], bad[2]])
         set_aside = await store.write(batch)
     finally:
         await store.close()
@@ -308,17 +310,45 @@ async def test_a_data_error_sets_that_row_aside_and_stores_the_rest(
     assert sorted(row["username"] for row in await database.rows()) == names
     # Each reason on one line: the server's message may quote the username.
     refusals = [r.getMessage() for r in caplog.records if "refuses a record" in r.getMessage()]
-    assert len(refusals) == 2 and all("\n" not in message for message in refusals)
-    assert "CheckViolationError" in refusals[0] and "DataError" in refusals[1]
+    assert len(refusals) == 3 and all("\n" not in message for message in refusals)
+    assert "CheckViolationError" in refusals[0] and "RaiseError" in refusals[1]
+    assert "DataError" in refusals[2]
+
+
+async def refuse_in_trigger(database: Database, refused: str) -> None:
+    """A trigger that raises (SQLSTATE P0001) for the username ``refused``."""
+    function = f"{database.table}_refuse"
+    database.cleanup.append(f"DROP FUNCTION IF EXISTS {function}() CASCADE")
+    await database.execute(
+        f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.username = '{refused}' THEN RAISE EXCEPTION 'no such login'; END IF; "
+        f"RETURN NEW; END $$;"
+        f"CREATE TRIGGER refuse BEFORE INSERT ON {database.table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+    )
+
+
+REFUSALS = {
+    "check": "ALTER TABLE {table} ADD CHECK (username <> 'refused')",
+    # Applies to the insert-only role, not to the table's owner: SQLSTATE 42501,
+    # as "permission denied" is.
+    "policy": "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; "
+    "CREATE POLICY refuse ON {table} FOR INSERT WITH CHECK (username <> 'refused')",
+}
 
 
 @pytest.mark.parametrize("durable", [False, True], ids=["default", "durable"])
+@pytest.mark.parametrize("refusal", ["check", "trigger", "policy"])
 async def test_a_login_the_table_refuses_is_set_aside_and_counted(
-    database: Database, caplog: pytest.LogCaptureFixture, durable: bool
+    database: Database, caplog: pytest.LogCaptureFixture, refusal: str, durable: bool
 ) -> None:
     await database.create_table()
-    await database.execute(f"ALTER TABLE {database.table} ADD CHECK (username <> 'refused')")
-    app = create_app(database.config(LOGIN_LOG_DURABLE=durable))
+    if refusal == "trigger":
+        await refuse_in_trigger(database, "refused")
+    else:
+        await database.execute(REFUSALS[refusal].format(table=database.table))
+    writer_url = await database.insert_only_role()
+    app = create_app(database.config(LOGIN_LOG_DATABASE_URL=writer_url, LOGIN_LOG_DURABLE=durable))
     async with app.test_app() as test_app:
         client = test_app.test_client()
         statuses = [await login(client, "query", name) for name in ("before", "refused", "after")]

@@ -3,11 +3,13 @@
 Every record gets its id in :meth:`PostgresStore.prepare`, before the first
 attempt, and a resend carries the same ids: ``ON CONFLICT DO NOTHING`` makes a
 batch that was committed but never confirmed (the connection lost after the
-commit) harmless to send again, so each record is stored once. Any failure but
-a data error drops the connection and raises; the writer retries with backoff,
-on a new connection. A batch the server refuses for its data (a value the table
-will never take) is split in halves until the rows at fault are found: they are
-set aside, the rest are stored.
+commit) harmless to send again, so each record is stored once. A failure of
+the connection or the server drops the connection and raises; the writer
+retries with backoff, on a new connection. A batch the server refuses for what
+may be its rows (a value the table will never take, a trigger, a row-level
+security policy) is split in halves until the rows at fault are found: they are
+set aside, the rest are stored; unless the table takes no row at all now (a
+privilege revoked, a partition missing), which raises as well.
 
 ``LOGIN_LOG_DATABASE_TIMEOUT`` bounds connecting and each statement on both
 sides: the client gives up (a hung server is an error, never a hang), and the
@@ -26,7 +28,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
@@ -38,12 +40,23 @@ from .pg_table import TableError, ensure_table, insert_sql
 
 logger = logging.getLogger(__name__)
 
-# A row the server will never take: a value out of range or not of its type,
-# a constraint of the table, a row too large for an index.
-_DATA_ERRORS = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.ProgramLimitExceededError,
+# SQLSTATE classes of failures no row is at fault for: the connection or the
+# server failed, or the session cannot write now. Retried.
+_SERVER_FAILURES = frozenset(
+    {
+        "08",  # connection exception
+        "25",  # invalid transaction state: a read-only standby after a failover
+        "28",  # invalid authorization
+        "3D",  # no such database
+        "3F",  # no such schema
+        "40",  # transaction rollback: a serialization failure, a deadlock
+        "53",  # insufficient resources: disk full, out of memory, too many connections
+        "55",  # object not in prerequisite state: a lock not available
+        "57",  # operator intervention: a shutdown, the statement timeout
+        "58",  # system error
+        "F0",  # configuration file error
+        "XX",  # internal error
+    }
 )
 # Everything else the database or the network can raise: retried. asyncpg
 # raises InternalClientError on a connection the server closed while it was idle.
@@ -53,6 +66,30 @@ _DATABASE_ERRORS = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
+PROBE_USERNAME = "quart_app probe"
+"""The username of the row that tells whether the table takes rows, before any was stored."""
+
+
+def may_be_the_rows(exc: BaseException) -> bool:
+    """Whether the server may have refused ``exc``'s statement for the rows it held.
+
+    True for a value the table will never take (data errors, constraints, an
+    index row too large) and for anything else that is neither a failure of
+    the connection or the server nor clearly about the whole table, such as a
+    trigger's ``RAISE EXCEPTION`` (P0001) or a row-level security policy
+    (42501, the SQLSTATE of "permission denied" too): whether the table takes
+    other rows tells those apart.
+    """
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    sqlstate = exc.sqlstate or "XX000"
+    if sqlstate[:2] == "42":  # syntax, a missing table or column: the statement as a whole
+        return sqlstate == "42501"
+    return sqlstate[:2] not in _SERVER_FAILURES
+
+
+class _RolledBack(Exception):
+    """Ends the probe's transaction: it must leave no row."""
 
 
 class DatabaseError(OSError):
@@ -172,6 +209,8 @@ class PostgresStore:
             given = {}
         self._server_settings = {k: v for k, v in settings.items() if k not in given}
         self._connection: Any = None
+        # The username and ip of the last row stored: what _takes_rows tries again.
+        self._last_stored: tuple[str, str | None] | None = None
 
     async def open(self) -> None:
         """Connect, create the table if it is missing and check that it fits.
@@ -204,8 +243,23 @@ class PostgresStore:
         )
 
     async def write(self, batch: _Batch) -> Sequence[LoginRecord]:
-        """Insert ``batch`` in one statement; return the records the table refuses."""
-        return await self._insert(batch, 0, len(batch.records))
+        """Insert ``batch`` in one statement; return the records the table refuses.
+
+        A refusal the rows may be at fault for (:func:`may_be_the_rows`) is
+        first checked against the table: if it takes no row now, not even one
+        like a row it took before, the fault is the table's, and
+        :class:`DatabaseError` is raised for the writer to retry, so a fault of
+        the table never sets a batch aside. Otherwise the batch is split until
+        the rows at fault are alone: they are returned, the rest are stored.
+        Any other failure raises :class:`DatabaseError`.
+        """
+        try:
+            await self._insert(batch, 0, len(batch.records))
+        except asyncpg.PostgresError as exc:
+            if not await self._takes_rows():
+                raise self._error(exc) from None
+            return await self._refused(batch, 0, len(batch.records), exc)
+        return []
 
     async def sync(self) -> None:
         """Nothing to do: :meth:`write` returns once its statement has committed."""
@@ -220,36 +274,78 @@ class PostgresStore:
                 connection.terminate()
                 raise
 
-    async def _insert(self, batch: _Batch, start: int, stop: int) -> list[LoginRecord]:
-        try:
-            await self._execute(batch, start, stop)
-        except _DATA_ERRORS as exc:
-            if stop - start == 1:
-                # Escaped: the server's message may quote the username.
-                reason = escape(_reasons(exc, self.timeout)[0])
-                logger.error("login log: %s refuses a record: %s", self.description, reason)
-                return [batch.records[start]]
-            # Halves until the rows at fault are alone: a few statements per bad row.
-            middle = (start + stop) // 2
-            first = await self._insert(batch, start, middle)
-            return first + await self._insert(batch, middle, stop)
-        return []
+    async def _refused(
+        self, batch: _Batch, start: int, stop: int, exc: asyncpg.PostgresError
+    ) -> list[LoginRecord]:
+        """The records of ``batch[start:stop]``, refused as one with ``exc``, refused alone."""
+        if stop - start == 1:
+            # Escaped, and its first line only: the server's message, and the
+            # detail after it, may quote the username.
+            first_line = str(exc).partition("\n")[0]
+            reason = escape(f"{type(exc).__name__}: {first_line}")
+            logger.error("login log: %s refuses a record: %s", self.description, reason)
+            return [batch.records[start]]
+        # Halves until the rows at fault are alone: a few statements per bad row.
+        middle = (start + stop) // 2
+        refused = []
+        for low, high in ((start, middle), (middle, stop)):
+            try:
+                await self._insert(batch, low, high)
+            except asyncpg.PostgresError as half_exc:
+                refused += await self._refused(batch, low, high, half_exc)
+        return refused
 
-    async def _execute(self, batch: _Batch, start: int, stop: int) -> None:
+    async def _insert(self, batch: _Batch, start: int, stop: int) -> None:
+        await self._execute(
+            batch.ids[start:stop],
+            batch.usernames[start:stop],
+            batch.times[start:stop],
+            batch.ips[start:stop],
+        )
+        self._last_stored = batch.usernames[stop - 1], batch.ips[stop - 1]
+
+    async def _takes_rows(self) -> bool:
+        """Whether the table takes a row now: the last one stored again, in a new transaction
+        rolled back, with a new id and the time now (a partition for it missing is the table's
+        fault)."""
+        username, ip = self._last_stored or (PROBE_USERNAME, None)
+        try:
+            await self._execute(new_ids(1), [username], [datetime.now(UTC)], [ip], rolled_back=True)
+        except asyncpg.PostgresError:
+            return False
+        return True
+
+    async def _execute(
+        self,
+        ids: list[UUID],
+        usernames: list[str],
+        times: list[datetime],
+        ips: list[str | None],
+        *,
+        rolled_back: bool = False,
+    ) -> None:
+        """Run the insert, on a new connection if there is none.
+
+        A refusal the rows may be at fault for is raised as asyncpg raised it,
+        the connection kept; any other failure drops the connection and raises
+        :class:`DatabaseError`. ``rolled_back``: in a transaction rolled back.
+        """
         try:
             connection = self._connection or await self._connect()
             async with asyncio.timeout(self.timeout):
-                await connection.execute(
-                    self._sql,
-                    batch.ids[start:stop],
-                    batch.usernames[start:stop],
-                    batch.times[start:stop],
-                    batch.ips[start:stop],
-                    self.host,
-                )
-        except (DatabaseError, *_DATA_ERRORS):
+                if not rolled_back:
+                    await connection.execute(self._sql, ids, usernames, times, ips, self.host)
+                    return
+                async with connection.transaction():
+                    await connection.execute(self._sql, ids, usernames, times, ips, self.host)
+                    raise _RolledBack
+        except _RolledBack:
+            pass
+        except DatabaseError:
             raise
         except _DATABASE_ERRORS as exc:
+            if may_be_the_rows(exc):
+                raise
             # Whatever state the connection is in, a new one is certain.
             self._drop_connection()
             raise self._error(exc) from None
