@@ -214,6 +214,38 @@ async def test_a_table_of_another_shape_is_refused_saying_what_differs(
         assert difference in message
 
 
+COLUMNS = "id uuid PRIMARY KEY, username text NOT NULL, logged_in_at timestamptz NOT NULL, "
+BY_TIME = "(id uuid, username text, logged_in_at timestamptz, ip inet, host text, "
+
+
+@pytest.mark.parametrize(
+    ("definition", "difference"),
+    [
+        # A crash of PostgreSQL empties an unlogged table: every committed login gone.
+        (
+            f"CREATE UNLOGGED TABLE {{table}} ({COLUMNS} ip inet, host text)",
+            "it is UNLOGGED: a crash of PostgreSQL empties it",
+        ),
+        (
+            f"CREATE TABLE {{table}} {BY_TIME} PRIMARY KEY (id, logged_in_at)) "
+            "PARTITION BY RANGE (logged_in_at); "
+            "CREATE UNLOGGED TABLE {table}_any PARTITION OF {table} DEFAULT",
+            "partition {table}_any is UNLOGGED: a crash of PostgreSQL empties it",
+        ),
+    ],
+    ids=["unlogged", "unlogged-partition"],
+)
+async def test_a_table_that_could_lose_or_refuse_acknowledged_logins_is_refused(
+    database: Database, definition: str, difference: str
+) -> None:
+    await database.execute(definition.format(table=database.table))
+    with pytest.raises(LifespanError) as error:
+        async with create_app(database.config()).test_app():
+            pass
+    assert f"the table {database.table}: it does not fit: " in str(error.value)
+    assert difference.format(table=database.table) in str(error.value)
+
+
 @pytest.mark.parametrize("fault", ["unreachable", "wrong password", "no such database"])
 async def test_a_database_that_cannot_be_used_is_refused_naming_host_database_and_reason(
     database: Database, fault: str

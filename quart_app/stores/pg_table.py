@@ -5,8 +5,9 @@ starting at once on an empty database take turns (``CREATE TABLE IF NOT
 EXISTS`` alone can fail one of them). A table that exists is used as it is,
 if it fits: the five columns with their types, a unique index on ``id`` that
 makes a resent batch harmless, no other column that an insert would have to
-fill, and INSERT allowed. Nothing else is needed, so a role that may only
-insert works (see docs/postgres.md for its grants).
+fill, INSERT allowed, and logged (a crash empties an unlogged table). Nothing
+else is needed, so a role that may only insert works (see docs/postgres.md
+for its grants).
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
 ORDER BY attnum
 """
 
+# The table and its partitions, at every level.
+_TREE_SQL = """\
+SELECT oid = $1::regclass AS is_table, oid::regclass::text AS name,
+       relkind::text AS kind, relpersistence::text AS persistence
+FROM pg_class
+WHERE oid = $1::regclass OR oid IN (SELECT relid FROM pg_partition_tree($1::regclass))
+ORDER BY oid <> $1::regclass, oid::regclass::text
+"""
+# What an unlogged or temporary table loses: every login in it, acknowledged or not.
+_LOST = {
+    "u": "is UNLOGGED: a crash of PostgreSQL empties it",
+    "t": "is temporary: it ends with the session that made it",
+}
+
 # Unique indexes that can stop a resend: immediate, whole-table, on plain columns.
 _UNIQUE_SQL = """\
 SELECT (indkey::int2[])[0:indnkeyatts - 1] AS keys
@@ -107,14 +122,17 @@ async def ensure_table(connection: Any, table: str) -> None:
 async def table_problems(connection: Any, table: str) -> list[str]:
     """What keeps the existing ``table`` from taking the store's rows; empty when it fits."""
     name = quoted(table)
-    kind = await connection.fetchval(
-        "SELECT relkind::text FROM pg_class WHERE oid = $1::regclass", name
-    )
-    if kind not in ("r", "p"):  # a table, or a partitioned one
+    tree = await connection.fetch(_TREE_SQL, name)
+    if tree[0]["kind"] not in ("r", "p"):  # a table, or a partitioned one
         return ["it is not a table"]
+    problems = []
+    # A durable login is answered once committed: a commit that a crash undoes is no use.
+    for relation in tree:
+        if relation["persistence"] in _LOST:
+            what = "it" if relation["is_table"] else f"partition {relation['name']}"
+            problems.append(f"{what} {_LOST[relation['persistence']]}")
     columns = await connection.fetch(_COLUMNS_SQL, name)
     by_name = {column["attname"]: column for column in columns}
-    problems = []
     for column, wanted in COLUMNS.items():
         found = by_name.get(column)
         if found is None:
