@@ -232,8 +232,25 @@ BY_TIME = "(id uuid, username text, logged_in_at timestamptz, ip inet, host text
             "CREATE UNLOGGED TABLE {table}_any PARTITION OF {table} DEFAULT",
             "partition {table}_any is UNLOGGED: a crash of PostgreSQL empties it",
         ),
+        # ON CONFLICT DO NOTHING, with no conflict target, skips a row that any
+        # unique index or exclusion constraint refuses: alice's second login here.
+        (
+            f"CREATE TABLE {{table}} ({COLUMNS} ip inet, host text, UNIQUE (username, host))",
+            "unique index {table}_username_host_key (btree (username, host)) could skip a new "
+            "login or store a resent one twice",
+        ),
+        (
+            f"CREATE TABLE {{table}} ({COLUMNS} ip inet, host text, "
+            "EXCLUDE USING btree (username WITH =))",
+            "exclusion constraint {table}_username_excl (btree (username)) could skip",
+        ),
+        # Unique on id and ip: a resend whose ip is NULL is no conflict, so it is stored twice.
+        (
+            f"CREATE TABLE {{table}} {BY_TIME} UNIQUE (id, ip))",
+            "unique index {table}_id_ip_key (btree (id, ip)) could skip",
+        ),
     ],
-    ids=["unlogged", "unlogged-partition"],
+    ids=["unlogged", "unlogged-partition", "unique-username", "exclusion", "unique-id-ip"],
 )
 async def test_a_table_that_could_lose_or_refuse_acknowledged_logins_is_refused(
     database: Database, definition: str, difference: str
@@ -244,6 +261,22 @@ async def test_a_table_that_could_lose_or_refuse_acknowledged_logins_is_refused(
             pass
     assert f"the table {database.table}: it does not fit: " in str(error.value)
     assert difference.format(table=database.table) in str(error.value)
+
+
+async def test_a_table_partitioned_by_time_with_a_key_on_id_and_time_is_used(
+    database: Database,
+) -> None:
+    # A partitioned table's unique keys must hold its partition key: (id, logged_in_at)
+    # tells a resend as well as (id), since a resend repeats the time.
+    await database.execute(
+        f"CREATE TABLE {database.table} {BY_TIME} PRIMARY KEY (id, logged_in_at)) "
+        f"PARTITION BY RANGE (logged_in_at); "
+        f"CREATE TABLE {database.table}_any PARTITION OF {database.table} DEFAULT"
+    )
+    async with create_app(database.config()).test_app() as test_app:
+        assert await login(test_app.test_client(), "query", "partitioned") == 200
+        [row] = await database.wait_for_rows(1)
+    assert row["username"] == "partitioned"
 
 
 @pytest.mark.parametrize("fault", ["unreachable", "wrong password", "no such database"])

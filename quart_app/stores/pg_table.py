@@ -3,11 +3,12 @@
 The table is created when missing, under an advisory lock so that hosts
 starting at once on an empty database take turns (``CREATE TABLE IF NOT
 EXISTS`` alone can fail one of them). A table that exists is used as it is,
-if it fits: the five columns with their types, a unique index on ``id`` that
-makes a resent batch harmless, no other column that an insert would have to
-fill, INSERT allowed, and logged (a crash empties an unlogged table). Nothing
-else is needed, so a role that may only insert works (see docs/postgres.md
-for its grants).
+if it fits: the five columns with their types; a unique index on ``id`` that
+makes a resent batch harmless, and no other unique index or exclusion
+constraint (it would skip new logins); no other column that an insert would
+have to fill; INSERT allowed; and logged (a crash empties an unlogged table).
+Nothing else is needed, so a role that may only insert works (see
+docs/postgres.md for its grants).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def insert_sql(table: str) -> str:
 
 
 _COLUMNS_SQL = """\
-SELECT attnum, attname, format_type(atttypid, atttypmod) AS type, attnotnull AS not_null,
+SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull AS not_null,
        atthasdef OR attidentity <> '' AS has_default,
        has_column_privilege(attrelid, attnum, 'INSERT') AS insertable
 FROM pg_attribute
@@ -89,13 +90,22 @@ _LOST = {
     "t": "is temporary: it ends with the session that made it",
 }
 
-# Unique indexes that can stop a resend: immediate, whole-table, on plain columns.
+# Every index that can make ON CONFLICT DO NOTHING skip a row, on the table or a partition.
 _UNIQUE_SQL = """\
-SELECT (indkey::int2[])[0:indnkeyatts - 1] AS keys
-FROM pg_index
-WHERE indrelid = $1::regclass AND indisunique AND indimmediate AND indisvalid
-  AND indpred IS NULL AND indexprs IS NULL
+SELECT i.indexrelid::regclass::text AS name, i.indisexclusion AS exclusion,
+       i.indrelid = $1::regclass AS on_table,
+       i.indimmediate AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL AS plain,
+       ARRAY(SELECT attname FROM pg_attribute WHERE attrelid = i.indrelid
+             AND attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])) AS keys,
+       split_part(pg_get_indexdef(i.indexrelid), ' USING ', 2) AS definition
+FROM pg_index AS i
+WHERE (i.indisunique OR i.indisexclusion)
+  AND (i.indrelid = $1::regclass
+       OR i.indrelid IN (SELECT relid FROM pg_partition_tree($1::regclass)))
+ORDER BY 1
 """
+REPEATED = frozenset({"id", "username", "logged_in_at", "host"})
+"""The columns a resend fills again with the same value, never NULL."""
 
 
 async def ensure_table(connection: Any, table: str) -> None:
@@ -144,10 +154,23 @@ async def table_problems(connection: Any, table: str) -> list[str]:
     for column in columns:
         if column["attname"] not in COLUMNS and column["not_null"] and not column["has_default"]:
             problems.append(f"column {column['attname']} is NOT NULL without a default")
-    names = {column["attnum"]: column["attname"] for column in columns}
-    unique = await connection.fetch(_UNIQUE_SQL, name)
-    indexes = [{names[key] for key in row["keys"]} for row in unique]
-    # A unique index on id, and otherwise only on columns a resend repeats, stops a resend.
-    if not any("id" in keys and keys <= COLUMNS.keys() for keys in indexes):
+    # With no conflict target, ON CONFLICT DO NOTHING skips a row that any unique
+    # index or exclusion constraint refuses. Only a plain key on id skips just a
+    # resend, and every resend: beside id it may hold the other columns a resend
+    # repeats (a partitioned table's keys must hold its partition key), not ip
+    # (NULLs never conflict) nor a column filled by its default.
+    has_key = False
+    for index in await connection.fetch(_UNIQUE_SQL, name):
+        keys = set(index["keys"])
+        if index["plain"] and not index["exclusion"] and "id" in keys and keys <= REPEATED:
+            has_key = has_key or index["on_table"]
+            continue
+        what = "exclusion constraint" if index["exclusion"] else "unique index"
+        problems.append(
+            f"{what} {index['name']} ({index['definition']}) could skip a new login or store "
+            "a resent one twice: only id, alone or with username, logged_in_at or host, may "
+            "be unique"
+        )
+    if not has_key:
         problems.append("no primary key or unique index on id: a resent batch would be doubled")
     return problems
