@@ -249,12 +249,32 @@ BY_TIME = "(id uuid, username text, logged_in_at timestamptz, ip inet, host text
             f"CREATE TABLE {{table}} {BY_TIME} UNIQUE (id, ip))",
             "unique index {table}_id_ip_key (btree (id, ip)) could skip",
         ),
+        # A login whose address is unknown would be answered 200, then set aside.
+        (
+            f"CREATE TABLE {{table}} ({COLUMNS} ip inet NOT NULL, host text)",
+            "column ip is NOT NULL: a login whose address is unknown could not be stored",
+        ),
+        # NOT NULL by its type: no insert could succeed.
+        (
+            "CREATE DOMAIN {table}_tenant AS int NOT NULL; "
+            f"CREATE TABLE {{table}} ({COLUMNS} ip inet, host text, tenant {{table}}_tenant)",
+            "column tenant is NOT NULL without a default",
+        ),
     ],
-    ids=["unlogged", "unlogged-partition", "unique-username", "exclusion", "unique-id-ip"],
+    ids=[
+        "unlogged",
+        "unlogged-partition",
+        "unique-username",
+        "exclusion",
+        "unique-id-ip",
+        "ip-not-null",
+        "not-null-domain",
+    ],
 )
 async def test_a_table_that_could_lose_or_refuse_acknowledged_logins_is_refused(
     database: Database, definition: str, difference: str
 ) -> None:
+    database.cleanup.append(f"DROP DOMAIN IF EXISTS {database.table}_tenant CASCADE")
     await database.execute(definition.format(table=database.table))
     with pytest.raises(LifespanError) as error:
         async with create_app(database.config()).test_app():
