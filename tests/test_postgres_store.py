@@ -299,6 +299,23 @@ async def test_a_table_partitioned_by_time_with_a_key_on_id_and_time_is_used(
     assert row["username"] == "partitioned"
 
 
+async def test_a_database_not_in_utf8_is_refused(throwaway_database: Database) -> None:
+    # 张三 would be answered 200, then set aside: LATIN1 cannot hold it.
+    database = throwaway_database
+    name = f"{database.table}_latin1"
+    await database.execute(
+        f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    )
+    try:
+        url = changed_url(database.url, database=name)
+        with pytest.raises(LifespanError) as error:
+            async with create_app(database.config(LOGIN_LOG_DATABASE_URL=url)).test_app():
+                pass
+    finally:
+        await database.execute(f"DROP DATABASE {name}")
+    assert f"/{name}: its encoding is LATIN1, not UTF8" in str(error.value)
+
+
 @pytest.mark.parametrize("fault", ["unreachable", "wrong password", "no such database"])
 async def test_a_database_that_cannot_be_used_is_refused_naming_host_database_and_reason(
     database: Database, fault: str

@@ -220,6 +220,12 @@ class PostgresStore:
         try:
             connection = await self._connect()
             async with asyncio.timeout(self.timeout):
+                encoding = await connection.fetchval("SHOW server_encoding")
+                if encoding != "UTF8":
+                    # Any other encoding cannot hold every username: 张三 would be
+                    # answered 200 in default mode, then refused and set aside.
+                    reason = f"its encoding is {encoding}, not UTF8: it cannot store every username"
+                    raise DatabaseError(self.where, reason, reason)
                 await ensure_table(connection, self.table)
         except TableError as exc:
             self._drop_connection()
