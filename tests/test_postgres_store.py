@@ -152,6 +152,19 @@ async def test_the_table_is_created_with_its_columns_and_indexes(database: Datab
     ]
 
 
+async def test_a_table_renamed_away_leaves_room_for_a_new_one(database: Database) -> None:
+    # Archiving last year's logins must not keep every host from starting again.
+    async with create_app(database.config()).test_app():
+        pass
+    archive = f"{database.table}_2025"
+    database.cleanup.append(f"DROP TABLE IF EXISTS {archive}")
+    await database.execute(f"ALTER TABLE {database.table} RENAME TO {archive}")
+    async with create_app(database.config()).test_app() as test_app:
+        assert await login(test_app.test_client(), "query", "after the rename") == 200
+        [row] = await database.wait_for_rows(1)
+    assert row["username"] == "after the rename"
+
+
 async def test_several_stores_opening_at_once_on_a_missing_table_all_open(
     database: Database,
 ) -> None:

@@ -37,8 +37,13 @@ def quoted(table: str) -> str:
 
 
 def create_table_sql(table: str) -> str:
-    """The table and its indexes, for the questions asked of an audit trail."""
-    name, bare = quoted(table), table.rpartition(".")[2]
+    """The table and its indexes, for the questions asked of an audit trail.
+
+    The indexes are unnamed: PostgreSQL chooses names no other relation has,
+    where names made from the table's could be those of an older table
+    renamed away (``login_log_2025`` keeps its indexes' names).
+    """
+    name = quoted(table)
     return f"""\
 CREATE TABLE {name} (
     id uuid PRIMARY KEY,
@@ -47,8 +52,8 @@ CREATE TABLE {name} (
     ip inet,
     host text NOT NULL
 );
-CREATE INDEX "{bare}_username_time" ON {name} (username, logged_in_at);
-CREATE INDEX "{bare}_ip_time" ON {name} (ip, logged_in_at);
+CREATE INDEX ON {name} (username, logged_in_at);
+CREATE INDEX ON {name} (ip, logged_in_at);
 """
 
 
@@ -120,7 +125,10 @@ async def ensure_table(connection: Any, table: str) -> None:
         await connection.execute("SELECT pg_advisory_lock(hashtext($1))", lock)
         try:
             if await connection.fetchval("SELECT to_regclass($1)", name) is None:
-                await connection.execute(create_table_sql(table))  # one transaction
+                # The indexes with the table or not at all: a table made by a
+                # host that failed before its indexes would never get them.
+                async with connection.transaction():
+                    await connection.execute(create_table_sql(table))
         except asyncpg.InsufficientPrivilegeError as exc:
             reason = f"it does not exist, and this role may not create it ({exc})"
             raise TableError(reason) from None
