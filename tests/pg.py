@@ -177,23 +177,31 @@ async def assert_stored_once(database: Database, *runs: Summary) -> int:
 
 
 class Proxy:
-    """A TCP proxy to the database that can drop the server's replies.
+    """A TCP proxy to the database that can drop the server's replies, or refuse connections.
 
     While ``drop_replies`` is set, what the server sends is thrown away: a
     statement runs and commits, and its client never hears of it (a network
-    that failed after the commit).
+    that failed after the commit). With ``accept_one`` it stops listening once
+    it has taken a connection: the next ones are refused, as by a database
+    that went away, until :meth:`start` listens on the same port again.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, accept_one: bool = False) -> None:
         self.target = (host, port)
         self.drop_replies = False
+        self.accept_one = accept_one
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> int:
-        """Listen on a free loopback port; return it."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        """Listen on loopback ``port`` (0: a free one); return it."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
         return self._server.sockets[0].getsockname()[1]
+
+    def stop_listening(self) -> None:
+        """Refuse new connections; those open go on."""
+        assert self._server is not None
+        self._server.close()
 
     async def close(self) -> None:
         """Stop listening and cut every connection."""
@@ -207,6 +215,8 @@ class Proxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        if self.accept_one:
+            self.stop_listening()
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         try:
             await asyncio.gather(

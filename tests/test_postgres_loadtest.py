@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, main, run_load, verify_log
+from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
 from quart_app.loadtest.sources import PostgresTable
 from quart_app.testing import free_port
 
-from pg import Database, changed_url, password_of
+from pg import Database, Proxy, changed_url, password_of
 from server import run_server
 
 
@@ -68,6 +70,64 @@ async def test_the_command_says_when_the_table_cannot_be_read(
     err = capsys.readouterr().err
     assert "cannot read the log to verify: ConnectionRefusedError" in err
     assert password_of(url) not in err
+
+
+async def proxied(database: Database) -> tuple[Proxy, str]:
+    """A proxy to ``database`` that takes one connection, then refuses; the URL through it."""
+    parts = urlsplit(database.url)
+    proxy = Proxy(parts.hostname or "", parts.port or 5432, accept_one=True)
+    return proxy, changed_url(database.url, port=await proxy.start())
+
+
+async def test_verify_reads_again_a_table_briefly_unreachable(database: Database) -> None:
+    await database.create_table()
+    proxy, url = await proxied(database)
+    try:
+        source = PostgresTable(url, database.table)
+        assert (await source.read()).usernames == []  # the one connection it takes
+        names = [f"unreachable-{i}" for i in range(3)]
+        await database.execute(
+            f"INSERT INTO {database.table} SELECT gen_random_uuid(), name, $2, NULL, 'web' "
+            "FROM unnest($1::text[]) AS name",
+            names,
+            datetime.now(UTC),
+        )
+        verifying = asyncio.create_task(verify_log(source, Logins.sent_once(names), max_wait=10))
+        await asyncio.sleep(0.3)
+        assert not verifying.done()  # refused meanwhile, and tried again
+        await proxy.start(urlsplit(url).port or 0)
+        result = await verifying
+    finally:
+        await proxy.close()
+    assert result.ok and result.logged_once == 3, result.to_dict()
+
+
+async def test_the_command_says_when_the_table_cannot_be_read_after_the_run(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proxy, url = await proxied(database)  # read before the run, refused after it
+    argv = ["http://127.0.0.1:1", "-n", "1", "--verify", url, "--verify-timeout", "0.5"]
+    try:
+        status = await asyncio.to_thread(main, [*argv, "--verify-table", database.table])
+    finally:
+        await proxy.close()
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "cannot read the log to verify: ConnectionRefusedError" in err
+    assert "Traceback" not in err and password_of(url) not in out + err
+
+
+def test_the_command_never_shows_a_url_asyncpg_cannot_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # asyncpg ends the password at the first '@' and quotes the rest in its error.
+    url = f"postgresql://w1:p@ss:Sekr3tPw@127.0.0.1:{free_port()}/postgres"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["http://127.0.0.1:1", "-n", "1", "--verify", url])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot read the log to verify: UnreadableURL: asyncpg cannot read" in err
+    assert "Sekr3t" not in err
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -91,7 +92,8 @@ exit status:
   0 the run finished (and --verify passed); 1 --verify failed: nothing was
   acknowledged (no login answered 200), or an acknowledged login is missing,
   or one is logged more often than sent, or the run's stem is logged for a
-  login it never sent; 2 bad arguments; 130 interrupted.
+  login it never sent, or the log could not be read (tried again until
+  --verify-timeout); 2 bad arguments; 130 interrupted.
 """
 
 
@@ -273,9 +275,12 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
             )
     with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
         summary = await run_load(config, progress=progress)
-    verify = None
+    verify = unreadable = None
     if log is not None:
-        verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
+        try:
+            verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
+        except Exception as exc:  # still unreadable at --verify-timeout: a failed verification
+            unreadable = f"cannot read the log to verify: {_describe(exc)}"
     if args.plot:
         plot_summary(summary, args.plot)
     if args.json:
@@ -284,6 +289,9 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
         print(summary_text(summary, verify))
         if args.plot:
             print(f"plot         {args.plot}")
+    if unreadable is not None:
+        print(f"quart-app-loadtest: {unreadable}", file=sys.stderr)
+        return 1
     return 0 if verify is None or verify.ok else 1
 
 

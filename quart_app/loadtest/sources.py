@@ -75,14 +75,22 @@ class LogFile:
         return logged
 
 
+class UnreadableURL(ValueError):
+    """asyncpg cannot read the URL; the message does not quote it, as it may hold a password."""
+
+
 class PostgresTable:
     """The PostgreSQL store's table, read with asyncpg as the role of ``url`` (SELECT needed).
 
     Each call reads the rows whose username starts with ``prefix`` (every row
     when it is empty) and returns those it has not returned before: rows
     commit in any order, so a row is known by its id, not by its place. A
-    table not created yet reads as empty.
+    table not created yet reads as empty. A call that cannot read raises, and
+    the next one tries again (:func:`~.verify.verify_log` does so until its
+    wait is over); each gives up after ``timeout`` seconds.
     """
+
+    timeout = 10.0
 
     def __init__(self, url: str, table: str = "login_log", *, prefix: str = "") -> None:
         self.url = url
@@ -97,16 +105,25 @@ class PostgresTable:
         from quart_app.stores.pg_table import quoted
 
         # A connection per call: a source has no close, and calls are seconds apart at most.
-        connection = await asyncpg.connect(self.url, timeout=10)
-        try:
-            rows = await connection.fetch(
-                f"SELECT id, username FROM {quoted(self.table)} WHERE starts_with(username, $1)",
-                self.prefix,
-            )
-        except asyncpg.UndefinedTableError:
-            rows = []
-        finally:
-            await connection.close()
+        async with asyncio.timeout(self.timeout):
+            try:
+                connection = await asyncpg.connect(self.url, timeout=self.timeout)
+            except (ValueError, TypeError) as exc:
+                # asyncpg's message may quote the URL, password included.
+                raise UnreadableURL(
+                    f"asyncpg cannot read the postgresql:// URL ({type(exc).__name__}; not "
+                    "shown, as it may hold a password): percent-encode the user name and password"
+                ) from None
+            try:
+                rows = await connection.fetch(
+                    f"SELECT id, username FROM {quoted(self.table)} "
+                    "WHERE starts_with(username, $1)",
+                    self.prefix,
+                )
+            except asyncpg.UndefinedTableError:
+                rows = []
+            finally:
+                await connection.close()
         new = [row for row in rows if row["id"] not in self._seen]
         self._seen.update(row["id"] for row in new)
         return Logged([row["username"] for row in new], [])

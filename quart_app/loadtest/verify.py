@@ -174,17 +174,25 @@ async def verify_log(
     The log is read until every acknowledged username is in it or ``max_wait``
     seconds have passed, since the writer may lag behind the answers. A source
     keeps its place, so one already read up to the run's start (see
-    :func:`first_logged`) reads only the run's lines.
+    :func:`first_logged`) reads only the run's lines. A read that fails (a
+    database restarting) is tried again within ``max_wait``; if the last one
+    failed, its error is raised, since what was counted may be incomplete.
     """
     source = open_source(log)
     tally = Tally(logins)
     started = time.monotonic()
     deadline = started + max_wait
     while True:
-        tally.add(await source.read())
+        failure = None
+        try:
+            tally.add(await source.read())
+        except Exception as exc:  # anything a source raises: the next read may succeed
+            failure = exc
         if tally.complete or time.monotonic() >= deadline:
             break
         await asyncio.sleep(poll_interval)
+    if failure is not None:
+        raise failure
     return tally.result(time.monotonic() - started)
 
 
