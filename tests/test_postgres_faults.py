@@ -187,4 +187,6 @@ async def test_a_table_that_takes_no_row_is_retried_and_nothing_set_aside(
 
     assert [response.status_code for response in responses] == [200] * 5
     assert health["set_aside"] == after["set_aside"] == 0
+    # The class and SQLSTATE only: the message names the table (or a role, a value).
+    assert health["last_error"] == "DatabaseError: InsufficientPrivilegeError (SQLSTATE 42501)"
     assert Counter(row["username"] for row in rows) == Counter(["before", *names])

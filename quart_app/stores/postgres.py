@@ -95,9 +95,10 @@ class _RolledBack(Exception):
 class DatabaseError(OSError):
     """The database could not be used.
 
-    ``strerror`` says why without naming the database or its address (it is
-    shown by ``/healthz``); ``str()`` names it and gives the whole reason, for
-    the operator. Neither holds the password.
+    ``strerror`` says why without naming the database or its address, and of
+    an error of the server only its class and SQLSTATE (it is shown by
+    ``/healthz``); ``str()`` names the database and gives the whole reason,
+    for the operator. Neither holds the password.
     """
 
     def __init__(self, where: str, reason: str, detail: str) -> None:
@@ -161,8 +162,9 @@ def _reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
         reason = f"the connection is unusable ({name}: {exc})"
         return reason, reason
     if isinstance(exc, asyncpg.PostgresError):
-        first_line = str(exc).partition("\n")[0]  # the detail after it may quote a row
-        return f"{name}: {first_line}", f"{name}: {exc}"
+        # The server's message may name a role, the table or a value: shown to
+        # anyone (/healthz), the class and SQLSTATE only; the operator's log has it all.
+        return f"{name} (SQLSTATE {exc.sqlstate})", f"{name}: {exc}"
     return f"{name}: {exc}", f"{name}: {exc}"
 
 
