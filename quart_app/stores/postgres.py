@@ -313,9 +313,11 @@ class PostgresStore:
         self._last_stored = batch.usernames[stop - 1], batch.ips[stop - 1]
 
     async def _takes_rows(self) -> bool:
-        """Whether the table takes a row now: the last one stored again, in a new transaction
-        rolled back, with a new id and the time now (a partition for it missing is the table's
-        fault)."""
+        """Whether the table takes a row now: the last one stored, tried again.
+
+        With a new id and the time now (no partition for now is the table's
+        fault, not the row's), in a transaction rolled back: it leaves no row.
+        """
         username, ip = self._last_stored or (PROBE_USERNAME, None)
         try:
             await self._execute(new_ids(1), [username], [datetime.now(UTC)], [ip], rolled_back=True)
