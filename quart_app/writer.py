@@ -162,6 +162,22 @@ class LogWriter:
                 await self.store.close()
         return self.unconfirmed == 0
 
+    def offer(self, record: LoginRecord) -> bool:
+        """Queue ``record`` if that needs no waiting; return whether it was queued.
+
+        True means what :meth:`submit` returning means: without durable mode,
+        with room in the queue. Otherwise nothing is done and the caller
+        awaits :meth:`submit`. A synchronous fast path: the login route calls
+        this for every login.
+        """
+        if self.durable or self.pending >= self.max_pending or self.state != "running":
+            return False
+        self._queue.append(record)
+        self.pending += 1
+        self.taken += 1
+        self._work.set()
+        return True
+
     async def submit(self, record: LoginRecord) -> None:
         """Queue one record.
 
