@@ -41,12 +41,12 @@ class Wrk:
         first = (out.stdout + out.stderr).strip().splitlines()
         return first[0].split(" Copyright")[0] if first else "wrk (unknown version)"
 
-    def run(self, url: str, login: bool, tag: str, duration: float) -> dict:
-        """Load ``url`` for ``duration`` seconds; wrk's summary as a dict."""
+    def run(self, url: str, mode: str, tag: str, duration: float) -> dict:
+        """Load ``url`` for ``duration`` seconds in login.lua's ``mode``; wrk's summary."""
         command = [
             self.binary, f"-t{self.threads}", f"-c{self.concurrency}",
             f"-d{max(1, round(duration))}s", "--timeout", "10s",
-            "-s", str(LUA_SCRIPT), url, "--", "login" if login else "root", tag,
+            "-s", str(LUA_SCRIPT), url, "--", mode, tag,
         ]  # fmt: skip
         out = subprocess.run(command, capture_output=True, text=True, check=False)
         for line in out.stdout.splitlines():
@@ -105,7 +105,7 @@ async def measure(
         _children_cpu(),
     )
     wall = time.monotonic()
-    data = wrk.run(running.server.url, target.login, tag, duration)
+    data = wrk.run(running.server.url, target.mode, tag, duration)
     wall = time.monotonic() - wall
     cpu = running.server.cpu_seconds() - cpu_before
     others = busy_seconds() - busy_before - cpu - (_children_cpu() - wrk_before)

@@ -2,11 +2,13 @@
 --
 --   wrk -t1 -c64 -d5s -s bench/login.lua http://127.0.0.1:PORT -- login RUNTAG
 --   wrk -t1 -c64 -d5s -s bench/login.lua http://127.0.0.1:PORT -- root  RUNTAG
+--   wrk -t1 -c64 -d5s -s bench/login.lua http://127.0.0.1:PORT -- bare  RUNTAG
 --
 -- "login" requests /login/?username=<tag>-<thread>-<n>, a name used once in the
 -- whole run, so no cache or dedup could flatter the logging. "root" requests
--- "/" through the same request() function, so the load generator does the
--- same per-request work for the ceiling as for the logins it is compared to.
+-- /?username=... the same way: the same request line to a route that logs
+-- nothing, so the comparison is the logging, not the length of the request.
+-- "bare" requests "/" alone.
 -- done() prints one line "WRK_JSON {...}" that bench/run.py parses: sturdier
 -- than scraping wrk's human-readable --latency table.
 
@@ -28,10 +30,14 @@ end
 
 function request()
   counter = counter + 1
-  if mode == "root" then
+  if mode == "bare" then
     return wrk.format("GET", "/")
   end
-  return wrk.format("GET", "/login/?username=" .. tag .. "-" .. id .. "-" .. counter)
+  local query = "?username=" .. tag .. "-" .. id .. "-" .. counter
+  if mode == "root" then
+    return wrk.format("GET", "/" .. query)
+  end
+  return wrk.format("GET", "/login/" .. query)
 end
 
 function done(summary, latency, requests)

@@ -20,12 +20,21 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class Target:
-    """One thing to load: a server, and ``/`` (no logging) or ``/login/``."""
+    """One thing to load: a server, and what login.lua requests of it.
+
+    ``mode`` ``login`` is ``/login/?username=...``, ``root`` the same query
+    to ``/`` (which logs nothing), ``bare`` plain ``/``.
+    """
 
     name: str
     server: str
-    login: bool
+    mode: str
     what: str
+
+    @property
+    def login(self) -> bool:
+        """Whether each request logs a login."""
+        return self.mode == "login"
 
 
 @dataclass(frozen=True)
@@ -63,13 +72,14 @@ SERVERS = [
 ]
 
 TARGETS = [
-    Target("/", "app", False, "`GET /`, no logging: the ceiling"),
-    Target("login", "app", True, "`GET /login/`, default mode (queued, batched writer)"),
-    Target("durable", "durable", True, "`GET /login/`, `LOGIN_LOG_DURABLE=true`"),
-    Target("/ -w 2", "app-w2", False, "`GET /` with `-w 2`"),
-    Target("login -w 2", "app-w2", True, "`GET /login/` with `-w 2`"),
-    Target("naive", "naive", True, "baseline: aiofiles open/append/close awaited per login"),
-    Target("background", "background", True, "baseline: `add_background_task`, one append each"),
+    Target("/", "app", "root", "`GET /?username=…`: the same request, no logging: the ceiling"),
+    Target("/ bare", "app", "bare", "`GET /`: no query string either"),
+    Target("login", "app", "login", "`GET /login/?username=…`, default mode"),
+    Target("durable", "durable", "login", "`GET /login/?username=…`, `LOGIN_LOG_DURABLE=true`"),
+    Target("/ -w 2", "app-w2", "root", "`GET /?username=…` with `-w 2`"),
+    Target("login -w 2", "app-w2", "login", "`GET /login/?username=…` with `-w 2`"),
+    Target("naive", "naive", "login", "baseline: aiofiles open/append/close awaited per login"),
+    Target("background", "background", "login", "baseline: `add_background_task`, one append"),
 ]
 
 WRITERS = {
@@ -81,6 +91,8 @@ WRITERS = {
 GOALS = [
     Goal("`/login/` req/s vs `/`", "rps", "login", "/", 0.95, True),
     Goal("`/login/` server CPU per request vs `/`", "cpu", "login", "/", 1.05, False),
+    Goal("`/login/` req/s vs bare `/`", "rps", "login", "/ bare", 0.95, True),
+    Goal("`/login/` server CPU per request vs bare `/`", "cpu", "login", "/ bare", 1.05, False),
     Goal("durable `/login/` req/s vs `/`", "rps", "durable", "/", 0.90, True),
     Goal("`/login/` p99 vs `/` p99", "p99", "login", "/", 1.2, False),
     Goal("`-w 2`: `/login/` req/s vs `/`", "rps", "login -w 2", "/ -w 2", 0.95, True),

@@ -19,6 +19,7 @@ from .records import INVISIBLE_CHARACTER
 
 MISSING = "请输入用户名"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_PLAIN_FIELD = re.compile(rb"username=([^&%+]*)")
 _FORM = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
 _JSON = "application/json"
@@ -41,10 +42,10 @@ def _urlencoded_usernames(raw: bytes, where: str) -> list[str]:
     # Quart decodes these leniently (bad bytes become U+FFFD, a stray % stays),
     # which would log a name the client never sent; so this parses the raw
     # bytes itself, strictly, with the standard library, in a single pass.
-    if raw.startswith(b"username=") and not (b"&" in raw or b"%" in raw or b"+" in raw):
+    if plain := _PLAIN_FIELD.fullmatch(raw):
         # The usual login: one field, nothing encoded; what parse_qsl would give.
         try:
-            return [raw[9:].decode()]
+            return [plain[1].decode()]
         except UnicodeDecodeError:
             raise BadLogin(f"the {where} is not valid UTF-8") from None
     if _BAD_PERCENT.search(raw):
@@ -184,9 +185,9 @@ async def read_username(request: Request, max_length: int) -> str:
         # Only when the request says it has one: reading a body costs ~15 µs.
         # The ASGI scope's own header names, lower-case bytes, are the cheapest
         # to look through: werkzeug's Headers lower-cases every name per lookup.
-        has_body = any(name in _BODY_HEADERS for name, _ in request.scope["headers"])
-        if has_body and await request.get_data(as_text=False):
-            raise BadLogin("a GET login has no body: send the username in the query string")
+        for name, _ in request.scope["headers"]:
+            if name in _BODY_HEADERS and await request.get_data(as_text=False):
+                raise BadLogin("a GET login has no body: send the username in the query string")
         return _check(_single(in_query, "query string") or "", max_length)
     body = await request.get_data(as_text=False)
     if body:

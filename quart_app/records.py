@@ -89,8 +89,12 @@ def _escape_char(char: str) -> str:
 
 def escape(value: str) -> str:
     """Escape ``value`` for a text log field (see the module docstring)."""
-    # Two C-level scans settle a plain name; only others are escaped char by char.
-    if value.isprintable() and not _TEXT_SPECIAL.search(value):
+    # C-level scans settle a plain name, an ASCII one fastest (no look-alike
+    # or invisible character is ASCII); only others are escaped char by char.
+    if value.isascii():
+        if value.isprintable() and "," not in value and "\\" not in value:
+            return value
+    elif value.isprintable() and not _TEXT_SPECIAL.search(value):
         return value
     return "".join(map(_escape_char, value))
 

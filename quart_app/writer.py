@@ -31,9 +31,16 @@ class LogFull(LogUnavailable):
 
 
 def describe_error(exc: BaseException) -> str:
-    """An error's type and reason, without the file name an ``OSError`` may carry."""
+    """An error's type and reason, safe to show anyone (``/healthz``).
+
+    Without the file name an ``OSError`` may carry, and of a database error
+    only its SQLSTATE: its message may name a role, a database or a value.
+    """
     if isinstance(exc, OSError) and exc.strerror:
         return f"{type(exc).__name__}: {exc.strerror}"
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return f"{type(exc).__name__} (SQLSTATE {sqlstate})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -88,6 +95,7 @@ class LogWriter:
         self.set_aside_count = 0
         self.unconfirmed = 0
         self.failing = False
+        self._logged_cause: str | None = None
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self._queue: list[LoginRecord] = []
@@ -153,6 +161,22 @@ class LogWriter:
             async with asyncio.timeout(1):
                 await self.store.close()
         return self.unconfirmed == 0
+
+    def offer(self, record: LoginRecord) -> bool:
+        """Queue ``record`` if that needs no waiting; return whether it was queued.
+
+        True means what :meth:`submit` returning means: without durable mode,
+        with room in the queue. Otherwise nothing is done and the caller
+        awaits :meth:`submit`. A synchronous fast path: the login route calls
+        this for every login.
+        """
+        if self.durable or self.pending >= self.max_pending or self.state != "running":
+            return False
+        self._queue.append(record)
+        self.pending += 1
+        self.taken += 1
+        self._work.set()
+        return True
 
     async def submit(self, record: LoginRecord) -> None:
         """Queue one record.
@@ -361,12 +385,16 @@ class LogWriter:
         self.metrics.write_errors.inc()
         self.last_error = describe_error(exc)
         self.last_error_at = datetime.now(UTC)
-        if not self.failing:  # once per streak, not once per retry
-            self.failing = True
+        self.failing = True
+        # Once per streak and cause, not once per retry: a streak that starts
+        # with a lost connection may go on for another reason.
+        cause = f"{type(exc).__name__}: {exc}"
+        if cause != self._logged_cause:
+            self._logged_cause = cause
             self.logger.error(
                 "login log: writing to %s failed (%s); %s",
                 self.store.description,
-                self.last_error,
+                cause,
                 consequence,
                 exc_info=not isinstance(exc, OSError),
             )
@@ -374,6 +402,7 @@ class LogWriter:
     def _recovered(self) -> None:
         if self.failing:
             self.failing = False
+            self._logged_cause = None
             self.logger.warning("login log: writing to %s works again", self.store.description)
 
     def _release(self, count: int) -> None:

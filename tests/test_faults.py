@@ -192,3 +192,46 @@ async def test_a_dead_writer_task_turns_the_probes_red_and_logins_503(
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("writer task ended unexpectedly" in m for m in messages)
     assert any("NOT CONFIRMED WRITTEN" in m and "first" in m for m in messages)
+
+
+async def test_a_streak_of_failures_logs_each_new_cause_once(
+    make_app, log_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(store=ControlledStore)
+    store = store_of(app)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        store.error = OSError(errno.ENOSPC, "No space left on device")
+        assert (await client.get("/login/?username=streak")).status_code == 200
+        while store.failures < 3:
+            await asyncio.sleep(0.01)
+        store.error = OSError(errno.EIO, "Input/output error")  # the cause changes
+        while store.failures < 6:
+            await asyncio.sleep(0.01)
+        store.error = None
+        await wait_for_records(log_path, 1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert "No space left on device" in errors[0] and "Input/output error" in errors[1]
+
+
+async def test_health_shows_a_database_errors_class_and_sqlstate_only(make_app) -> None:
+    class DatabaseError(Exception):
+        sqlstate = "28P01"
+
+    app = make_app(store=ControlledStore)
+    store = store_of(app)
+
+    async def refuse(batch):
+        store.failures += 1
+        raise DatabaseError('password authentication failed for user "auditor"')
+
+    store.write = refuse
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/login/?username=x")).status_code == 200
+        while store.failures < 1:
+            await asyncio.sleep(0.01)
+        body = await (await client.get("/healthz")).get_json()
+        store.write = ControlledStore.write.__get__(store)
+    assert body["last_error"] == "DatabaseError (SQLSTATE 28P01)"

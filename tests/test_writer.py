@@ -242,3 +242,17 @@ async def test_the_oldest_pending_age_grows_while_a_write_hangs(tmp_path: Path) 
     store.gate.set()
     assert await writer.stop()
     assert writer.oldest_age() == 0
+
+
+async def test_offer_queues_only_what_needs_no_waiting(tmp_path: Path) -> None:
+    writer = LogWriter(FileStore(str(tmp_path / "log.txt")), max_pending=1)
+    assert not writer.offer(record("before-start"))  # not running: the caller awaits submit
+    await writer.start()
+    assert writer.offer(record("queued"))
+    assert not writer.offer(record("no-room"))  # full: the caller waits in submit
+    assert await writer.stop()
+    durable = LogWriter(FileStore(str(tmp_path / "durable.txt"), durable=True), durable=True)
+    await durable.start()
+    assert not durable.offer(record("durable"))  # durable logins wait for their sync
+    assert await durable.stop()
+    assert [r.username for r in read_records(tmp_path / "log.txt")] == ["queued"]
