@@ -194,7 +194,8 @@ TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,47}")
 def table_name(key: str, value: Any) -> str:
     """A lower-case SQL name, optionally schema-qualified: ``login_log``, ``audit.login_log``.
 
-    At most 48 characters for the table, so that its index names fit PostgreSQL's 63.
+    At most 48 characters for the table (PostgreSQL allows 63), which leaves room for the names
+    PostgreSQL gives its indexes.
     """
     if not isinstance(value, str) or not TABLE_NAME.fullmatch(value):
         raise ConfigError(

@@ -44,6 +44,14 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _one_line(text: str) -> str:
+    # A database's message may quote a row, and a username can hold a line
+    # break: the operator's log gets one line per error, never a forged one.
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 class LogWriter:
     """Queue login records for one store and write them from a single task.
 
@@ -388,7 +396,7 @@ class LogWriter:
         self.failing = True
         # Once per streak and cause, not once per retry: a streak that starts
         # with a lost connection may go on for another reason.
-        cause = f"{type(exc).__name__}: {exc}"
+        cause = _one_line(f"{type(exc).__name__}: {exc}")
         if cause != self._logged_cause:
             self._logged_cause = cause
             self.logger.error(

@@ -235,3 +235,21 @@ async def test_health_shows_a_database_errors_class_and_sqlstate_only(make_app) 
         body = await (await client.get("/healthz")).get_json()
         store.write = ControlledStore.write.__get__(store)
     assert body["last_error"] == "DatabaseError (SQLSTATE 28P01)"
+
+
+async def test_an_error_quoting_a_username_is_logged_on_one_line(
+    make_app, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(store=ControlledStore)
+    store = store_of(app)
+    forged = (
+        "Key (username)=(eve\nlogin log: NOT CONFIRMED WRITTEN (x): 登录日志:用户名:admin) exists"
+    )
+    store.error = OSError(errno.EIO, forged)
+    async with app.test_app() as test_app:
+        assert (await test_app.test_client().get("/login/?username=x")).status_code == 200
+        while store.failures < 1:
+            await asyncio.sleep(0.01)
+        store.error = None
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "\n" not in error and "eve\\nlogin log" in error
