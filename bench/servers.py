@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from quart_app.loadtest import LogFile
+from quart_app.loadtest import LogFile, LoginSource
+from quart_app.loadtest.sources import PostgresTable
 from quart_app.testing import Server, run_server
+from quart_app.throwaway_postgres import Postgres
 
 from .plan import ServerSpec
 
 
 @dataclass
 class Running:
-    """A started :class:`ServerSpec`: its server and its log, read as it grows."""
+    """A started :class:`ServerSpec`: its server, its log read as it grows, its database.
+
+    ``database`` is the PostgreSQL server's postmaster when the spec logs
+    into a table: its processes' CPU is the database's share of the work.
+    """
 
     spec: ServerSpec
     server: Server
-    log: LogFile
+    log: LoginSource
+    database: psutil.Process | None = None
+
+    def database_cpu_seconds(self) -> float:
+        """CPU time the database's processes have used so far (0 without one)."""
+        if self.database is None:
+            return 0.0
+        total = 0.0
+        for process in [self.database, *self.database.children(recursive=True)]:
+            with suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
 
     def settle(self, timeout: float = 60.0) -> float:
         """Wait until the server is idle again; return the seconds waited.
@@ -50,17 +68,29 @@ class Running:
 
 
 @contextmanager
-def start_servers(specs: list[ServerSpec], workdir: Path) -> Iterator[dict[str, Running]]:
-    """Start every server in ``specs``, each with its own log; stop them all at the end."""
+def start_servers(
+    specs: list[ServerSpec], workdir: Path, database: Postgres | None = None
+) -> Iterator[dict[str, Running]]:
+    """Start every server in ``specs``, each with its own log or table; stop them all at the end."""
     with ExitStack() as stack:
         running = {}
         for spec in specs:
             log_path = workdir / f"{spec.key}.log"
             env = {"QUART_LOGIN_LOG_PATH": str(log_path), **spec.env}
+            log: LoginSource = LogFile(log_path)
+            postmaster = None
+            if spec.database:
+                assert database is not None and database.pid is not None
+                table = spec.key.replace("-", "_")
+                env |= {
+                    "QUART_LOGIN_LOG_DATABASE_URL": database.url,
+                    "QUART_LOGIN_LOG_TABLE": table,
+                }
+                log, postmaster = PostgresTable(database.url, table), psutil.Process(database.pid)
             server = stack.enter_context(
                 run_server(workdir, env, workers=spec.workers, app=spec.app, startup_timeout=30)
             )
-            running[spec.key] = Running(spec, server, LogFile(log_path))
+            running[spec.key] = Running(spec, server, log, postmaster)
             # A graceful stop first, which drains the writer as in production.
             stack.callback(server.stop)
         yield running

@@ -14,7 +14,9 @@ import aiofiles
 from quart_app.loadtest import run_uvloop
 from quart_app.records import LoginRecord, format_text
 from quart_app.stores.file import FileStore
-from quart_app.writer import LogWriter
+from quart_app.stores.pg_table import create_table_sql, insert_sql
+from quart_app.stores.postgres import PostgresStore, new_ids
+from quart_app.writer import MAX_BATCH, LogWriter
 
 
 @dataclass
@@ -82,13 +84,70 @@ RUNS: dict[str, Callable[[Path, list[LoginRecord]], Awaitable[float]]] = {
 }
 
 
+async def _log_writer_pg(url: str, table: str, records: list[LoginRecord]) -> float:
+    writer = LogWriter(PostgresStore(url, table=table, host="bench"))
+    await writer.start()  # connecting and creating the table are not timed
+    start = time.perf_counter()
+    for record in records:
+        await writer.submit(record)
+    await writer.stop()
+    elapsed = time.perf_counter() - start
+    if writer.written != len(records):
+        raise RuntimeError(f"LogWriter wrote {writer.written} of {len(records)} rows")
+    return elapsed
+
+
+async def _unnest_insert(url: str, table: str, records: list[LoginRecord]) -> float:
+    # The ceiling: the store's own statement on the batches the writer makes.
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(create_table_sql(table))
+        sql, size = insert_sql(table), MAX_BATCH
+        start = time.perf_counter()
+        for first in range(0, len(records), size):
+            batch = records[first : first + size]
+            usernames = [record.username for record in batch]
+            times = [record.time for record in batch]
+            ips = [record.ip for record in batch]
+            await connection.execute(sql, new_ids(len(batch)), usernames, times, ips, "bench")
+        return time.perf_counter() - start
+    finally:
+        await connection.close()
+
+
+DATABASE_RUNS: dict[str, Callable[[str, str, list[LoginRecord]], Awaitable[float]]] = {
+    "LogWriter pg": _log_writer_pg,
+    "unnest insert": _unnest_insert,
+}
+
+
 def run_writers(
-    workdir: Path, *, rounds: int, records: int, aiofiles_records: int, say: Callable[[str], None]
+    workdir: Path,
+    *,
+    rounds: int,
+    records: int,
+    aiofiles_records: int,
+    database_url: str | None,
+    say: Callable[[str], None],
 ) -> list[WriterMeasurement]:
-    """Time every writer, interleaved round by round, each into a fresh file, on uvloop."""
+    """Time every writer, interleaved round by round, each into a fresh file or table, on uvloop.
+
+    The PostgreSQL pair runs only with ``database_url``.
+    """
     many = make_records(records)
     out = []
     for round_no in range(1, rounds + 1):
+        if database_url is not None:
+            for name, run_pg in DATABASE_RUNS.items():
+                table = f"bench_writer_{name.split()[-1]}_{round_no}"
+                seconds = run_uvloop(run_pg(database_url, table, many))
+                out.append(WriterMeasurement(name, round_no, len(many), seconds))
+                say(
+                    f"  round {round_no}/{rounds} {name:<13} {len(many):>7} rows "
+                    f"in {seconds:6.3f} s = {len(many) / seconds:>10,.0f} rows/s"
+                )
         for name, run in RUNS.items():
             batch = many[:aiofiles_records] if name == "aiofiles" else many
             path = workdir / f"writer-{name}.log"

@@ -21,6 +21,9 @@ from .metrics import Metrics
 from .records import LoginRecord, format_text
 from .stores import RecordStore
 
+MAX_BATCH = 2048
+"""The most records a store is handed at once, by default."""
+
 
 class LogUnavailable(Exception):
     """The record was not confirmed; the login must not be acknowledged."""
@@ -77,7 +80,7 @@ class LogWriter:
         durable: bool = False,
         drain_timeout: float = 15.0,
         linger: float = 0.02,
-        max_batch: int = 2048,
+        max_batch: int = MAX_BATCH,
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
     ) -> None:
