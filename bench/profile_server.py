@@ -89,7 +89,7 @@ def profile_target(
     raw = out / f"profile-{'root' if name == '/' else name.replace(' ', '')}.txt"
     with start_servers([spec], workdir) as servers:
         running = servers[spec.key]
-        asyncio.run(measure(wrk, running, target, "profile-warmup", 2))
+        asyncio.run(measure(wrk, [(running, target)], "profile-warmup", 2))
         pid = (running.server.workers() or [running.server.processes()[0]])[0].pid
         command = [
             py_spy, "record", "--pid", str(pid), "--rate", str(rate),
@@ -98,7 +98,7 @@ def profile_target(
         ]  # fmt: skip
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1)  # let py-spy attach; idle samples are not recorded anyway
-        result = asyncio.run(measure(wrk, running, target, "profile", duration))
+        [result] = asyncio.run(measure(wrk, [(running, target)], "profile", duration))
         _, err = spy.communicate(timeout=duration + 60)
     if spy.returncode != 0 or not raw.exists():
         raise RuntimeError(f"py-spy failed (needs ptrace rights):\n{err.decode(errors='replace')}")

@@ -22,7 +22,7 @@ def _http_value(metric: str, m: dict[str, Any]) -> float:
 
 
 def goal_ratios(raw: dict[str, list[dict[str, Any]]], goal: Goal) -> list[float]:
-    """The goal's ratio in each round: of the two sides of its pair, measured back to back."""
+    """The goal's ratio in each round: of the two sides of its pair, loaded at the same time."""
     if goal.metric == "writer":
         rates: dict[str, dict[int, float]] = defaultdict(dict)
         for m in raw["writer"]:
@@ -109,9 +109,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"- **Command:** `{report['command']}`",
         f"- **Date:** {report['date']}",
         f"- **Method:** {args['rounds']} rounds; in each, the two sides of every goal's pair "
-        f"measured back to back, {args['duration']:g} s each, {args['concurrency']} "
-        "connections; figures are medians of every measurement, goals the median of the "
-        "per-round ratios of their pair.",
+        f"loaded at the same time on twin servers sharing one core, {args['duration']:g} s, "
+        f"{args['concurrency']} connections each; figures are medians of every measurement, "
+        "goals the median of the per-round ratios of their pair.",
         "",
     ]
     http = summary["http"]

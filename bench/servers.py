@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -71,17 +72,19 @@ class Running:
 def start_servers(
     specs: list[ServerSpec], workdir: Path, database: Postgres | None = None
 ) -> Iterator[dict[str, Running]]:
-    """Start every server in ``specs``, each with its own log or table; stop them all at the end."""
+    """Start every server in ``specs`` twice (``KEY`` and ``KEY+``), each with its own log or
+    table; stop them all at the end.
+    """
     with ExitStack() as stack:
         running = {}
-        for spec in specs:
-            log_path = workdir / f"{spec.key}.log"
+        for spec, key in [(spec, spec.key + twin) for spec in specs for twin in ("", "+")]:
+            log_path = workdir / f"{key}.log"
             env = {"QUART_LOGIN_LOG_PATH": str(log_path), **spec.env}
             log: LoginSource = LogFile(log_path)
             postmaster = None
             if spec.database:
                 assert database is not None and database.pid is not None
-                table = spec.key.replace("-", "_")
+                table = key.replace("-", "_").replace("+", "_b")
                 env |= {
                     "QUART_LOGIN_LOG_DATABASE_URL": database.url,
                     "QUART_LOGIN_LOG_TABLE": table,
@@ -90,10 +93,26 @@ def start_servers(
             server = stack.enter_context(
                 run_server(workdir, env, workers=spec.workers, app=spec.app, startup_timeout=30)
             )
-            running[spec.key] = Running(spec, server, log, postmaster)
+            if spec.workers is None:
+                _share_the_first_core(server)
+            running[key] = Running(spec, server, log, postmaster)
             # A graceful stop first, which drains the writer as in production.
             stack.callback(server.stop)
         yield running
+
+
+def _share_the_first_core(server: Server) -> None:
+    # The two sides of a pair then run at once on one core, taking turns: the
+    # ratio of their CPU per request does not depend on the core's speed,
+    # which on a shared host differs from core to core and from second to
+    # second. wrk runs on the other core (load.py).
+    # Every thread: an affinity set on a process binds its main thread only.
+    if (os.cpu_count() or 1) > 1:
+        for process in server.processes():
+            with suppress(psutil.NoSuchProcess):
+                for thread in process.threads():
+                    with suppress(OSError):
+                        os.sched_setaffinity(thread.id, {0})
 
 
 def busy_seconds() -> float:

@@ -1,7 +1,8 @@
 """The writer: one task per app that hands batches of login records to a store.
 
-Producers (the audit receiver) call :meth:`LogWriter.submit`, which never
-touches the store; the writer task takes everything waiting as one group and
+Producers (the audit receiver) call :meth:`LogWriter.offer`, or
+:meth:`LogWriter.submit` when they must wait, and never touch the store; the
+writer task takes everything waiting as one group and
 hands it to the store in batches, like ``logging.handlers.QueueListener`` but
 async and batching. In durable mode the logins of a group share one future,
 resolved once the group is written and synced (group commit).
@@ -59,7 +60,7 @@ class LogWriter:
     """Queue login records for one store and write them from a single task.
 
     The queue is a plain list the writer swaps for an empty one, taking
-    everything waiting in one step: a submit costs an append. ``pending``
+    everything waiting in one step: queueing a record costs an append. ``pending``
     counts records from :meth:`submit` until their batch is stored, so a batch
     being written or retried still counts against ``max_pending``.
 
