@@ -80,7 +80,7 @@ class LogWriter:
         full_timeout: float = 5.0,
         durable: bool = False,
         drain_timeout: float = 15.0,
-        linger: float = 0.02,
+        linger: float = 0.05,
         max_batch: int = MAX_BATCH,
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
