@@ -96,6 +96,38 @@ async def test_durable_503_means_not_confirmed_and_200_means_written(
     assert all(usernames.count(f"x{i}") <= 1 for i in range(5))
 
 
+async def test_durable_logins_wait_at_most_the_full_timeout_each_on_a_hung_disk(
+    make_app, log_path: Path
+) -> None:
+    # Every login waits up to LOGIN_LOG_FULL_TIMEOUT for its confirmation and no
+    # longer, including those that arrive after others gave up.
+    app = make_app(store=ControlledStore, LOGIN_LOG_DURABLE=True, LOGIN_LOG_FULL_TIMEOUT=0.3)
+    store = store_of(app)
+    loop = asyncio.get_running_loop()
+
+    async def login(name: str) -> tuple[int, float]:
+        started = loop.time()
+        async with asyncio.timeout(5):  # a lost timer fails here, not by hanging
+            response = await client.get(f"/login/?username={name}")
+        return response.status_code, loop.time() - started
+
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        store.gate.clear()  # the disk hangs
+        try:
+            assert (await login("stuck"))[0] == 503  # in the write that hangs
+            waiting = asyncio.create_task(login("queued"))
+            await asyncio.sleep(0.4)  # "queued" has been refused meanwhile
+            assert waiting.done() and waiting.result()[0] == 503
+            status, waited = await login("later")
+            assert status == 503
+            assert waited >= 0.25, "refused at once, with the group that expired before it"
+        finally:
+            store.gate.set()
+        assert (await login("after"))[0] == 200
+    assert [r.username for r in read_records(log_path)][-1] == "after"
+
+
 async def test_a_failed_fsync_refuses_its_batch_at_once_and_reopens_the_file(
     make_app, log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
