@@ -39,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per target (default 5)")
-    parser.add_argument("--duration", type=float, default=5, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds per target")
+    # Whole seconds: wrk's -d takes no fraction.
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds (0: none)")
     parser.add_argument("--concurrency", type=int, default=64, help="open connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument(
@@ -58,9 +59,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--from-json", type=Path, metavar="RESULTS.json", help="redo the page and chart only"
     )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.duration <= 0 or args.concurrency < args.threads:
-        parser.error("--rounds >= 1, --duration > 0 and --concurrency >= --threads")
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
+        parser.error("--rounds and --duration must be at least 1, --warmup at least 0")
+    if args.threads < 1 or args.concurrency < args.threads:
+        parser.error("--threads must be at least 1 and --concurrency at least --threads")
+    if args.writer_records < 1 or args.aiofiles_records < 1:
+        parser.error("--writer-records and --aiofiles-records must be at least 1")
+    if args.skip_http and args.skip_writer:
+        parser.error("--skip-http with --skip-writer leaves nothing to measure")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is not a directory")
+    if args.from_json:
+        args.report = _read_report(parser, args.from_json)
     return args
+
+
+def _read_report(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        parser.error(f"--from-json {path}: {exc}")
+    if not isinstance(report, dict) or not {"machine", "args", "raw", "summary"} <= report.keys():
+        parser.error(f"--from-json {path}: not a results.json this benchmark wrote")
+    return report
 
 
 def machine(load_generator: str | None) -> dict[str, Any]:
@@ -92,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
-        report = json.loads(args.from_json.read_text())
+        report = args.report
+        report["summary"] = summarize(report["raw"])  # by today's rules
     else:
         report = measure_all(args)
         (out / "results.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
@@ -150,7 +172,9 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
         "machine": machine(wrk.version if wrk else None),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "report"
+        },
         "raw": raw,
         "summary": summarize(raw),
     }

@@ -157,7 +157,7 @@ async def measure(
             Measurement(
                 target=target.name,
                 round=round_no,
-                rps=data["rps"],
+                rps=answered / data["duration_s"],  # answers, as CPU per request counts
                 p50=latency["p50"],
                 p90=latency["p90"],
                 p99=latency["p99"],

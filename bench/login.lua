@@ -1,4 +1,4 @@
--- wrk script for the benchmark (bench/run.py): unique usernames, JSON summary.
+-- wrk script for the benchmark (python -m bench): unique usernames, JSON summary.
 --
 --   wrk -t1 -c64 -d5s -s bench/login.lua http://127.0.0.1:PORT -- login RUNTAG
 --   wrk -t1 -c64 -d5s -s bench/login.lua http://127.0.0.1:PORT -- root  RUNTAG
@@ -9,7 +9,7 @@
 -- /?username=... the same way: the same request line to a route that logs
 -- nothing, so the comparison is the logging, not the length of the request.
 -- "bare" requests "/" alone.
--- done() prints one line "WRK_JSON {...}" that bench/run.py parses: sturdier
+-- done() prints one line "WRK_JSON {...}" that bench/load.py parses: sturdier
 -- than scraping wrk's human-readable --latency table.
 
 local next_id = 0

@@ -122,6 +122,9 @@ GOALS = [
 
 HTTP_METRICS = ("rps", "cpu", "p99")
 
+MIN_ROUNDS = 5
+"""A goal gets a verdict from the median of at least this many per-round ratios."""
+
 
 def measured_pairs(names: set[str]) -> list[tuple[str, str]]:
     """The (reference, target) pairs the HTTP goals compare, among the targets ``names``."""

@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from .plan import GOALS, TARGETS, WRITERS, Goal
+from .plan import GOALS, MIN_ROUNDS, TARGETS, WRITERS, Goal
 
 
 def _median(values: list[float]) -> float:
@@ -78,13 +78,14 @@ def summarize(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for goal in GOALS:
         ratios = goal_ratios(raw, goal)
         ratio = _median(ratios) if ratios else None
+        judged = ratio is not None and len(ratios) >= MIN_ROUNDS
         goals.append(
             {
                 "goal": goal.label,
                 "ratio": ratio,
                 "comparison": goal.comparison,
                 "threshold": goal.threshold,
-                "passed": None if ratio is None else goal.passed(ratio),
+                "passed": goal.passed(ratio) if judged else None,
                 "round_ratios": ratios,
             }
         )
@@ -156,7 +157,9 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|--:|--:|---|--:|",
     ]
     for g in summary["goals"]:
-        verdict = {True: "met", False: "**not met**", None: "not measured"}[g["passed"]]
+        verdict = {True: "met", False: "**not met**"}.get(g["passed"], "not measured")
+        if g["passed"] is None and g["round_ratios"]:
+            verdict = f"no verdict: {len(g['round_ratios'])} of {MIN_ROUNDS} rounds"
         spread = (
             f"{min(g['round_ratios']):.2f}-{max(g['round_ratios']):.2f}"
             if g["round_ratios"]
