@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ import pytest
 
 from quart_app.loadtest import LoadConfig, main
 from quart_app.loadtest.schedule import ClosedSchedule, OpenSchedule
+from quart_app.testing import ROOT
 
 from server import Server, run_server
 
@@ -100,6 +103,29 @@ def test_drop_late_does_not_send_what_could_not_start_on_time(
     # Dropped logins were never sent: nothing of them in the log, and no fault.
     assert summary["verify"]["ok"] is True
     assert summary["verify"]["acknowledged"] == summary["requests"]
+
+
+def test_a_client_stall_marks_the_run_invalid(server_log: tuple[Server, Path]) -> None:
+    # The client, not the server, stopped for a second: every request due
+    # meanwhile starts late, and the figures measure the client.
+    server, _ = server_log
+    command = [sys.executable, "-m", "quart_app.loadtest", server.url, "-d", "3"]
+    command += ["-c", str(CONCURRENCY), "--rate", "200", "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as client:
+        time.sleep(2)  # the import, then a second of the run
+        client.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(STALL_S)
+        finally:
+            client.send_signal(signal.SIGCONT)
+        out, _ = client.communicate(timeout=60)
+    assert client.returncode == 0, out
+    summary = json.loads(out)
+    print("client stall:", summary["late"], "client lag", summary["loop_lag_ms"])
+
+    assert summary["late"]["max_start_lag_ms"] >= 0.5 * STALL_S * 1000
+    assert summary["valid"] is False
+    assert "the client's event-loop lag max" in summary["invalid_reason"]
 
 
 def due_times(schedule: OpenSchedule) -> list[int]:

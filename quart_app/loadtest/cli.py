@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from quart_app.config import ConfigError, table_name
 
 from .config import LOGIN_PATH, LoadConfig
-from .loop import LAG_LIMIT_MS, TICK_S, run_uvloop
+from .loop import LAG_LIMIT_MS, LAG_MAX_LIMIT_MS, TICK_S, run_uvloop
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
@@ -77,9 +77,10 @@ closed and open loop:
 
 invalid runs:
   A ticker measures the client's own event-loop lag every {TICK_S * 1000:g} ms. If its
-  p99 exceeds {LAG_LIMIT_MS:g} ms, the client could not keep up and the figures measure
-  it rather than the server: the summary says INVALID ("valid": false in
-  --json). The exit status does not change.
+  p99 exceeds {LAG_LIMIT_MS:g} ms, or its max exceeds {LAG_MAX_LIMIT_MS:g} ms (one stall of
+  the client, sampled once however many requests it delayed), the client could
+  not keep up and the figures measure it rather than the server: the summary
+  says INVALID ("valid": false in --json). The exit status does not change.
 
 usernames:
   PREFIX + RUN_ID + "-" + n, unique to the run. PREFIX and RUN_ID may only hold

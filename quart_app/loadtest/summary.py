@@ -121,7 +121,8 @@ class Summary:
 
     @property
     def valid(self) -> bool:
-        """Whether the client kept up: its loop lag within :data:`.loop.LAG_LIMIT_MS`."""
+        """Whether the client kept up: its loop lag within :data:`.loop.LAG_LIMIT_MS` (p99)
+        and :data:`.loop.LAG_MAX_LIMIT_MS` (max)."""
         return self.invalid_reason is None
 
     @property
