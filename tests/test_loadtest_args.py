@@ -84,3 +84,21 @@ def test_usernames_the_server_would_change_exit_2(
         main([URL, "-n", "5", "-q", *argv])
     assert exit_info.value.code == 2
     assert "may only contain ASCII letters, digits and . _ ~ -" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--verify", ""], "--verify: needs a log file or a postgresql:// URL, not ''"),
+        (["--plot", ""], "--plot: needs a file name, not ''"),
+        (["--run-id", ""], "--run-id: needs at least one character, not ''"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_an_empty_option_exits_2_rather_than_being_skipped(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -58,6 +58,16 @@ def _non_negative(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, not {text!r}")
     return value
+
+
+def _non_empty(needs: str) -> Callable[[str], str]:
+    # An empty value is falsy: tested as "given?" it would silently skip the option.
+    def check(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"needs {needs}, not ''")
+        return text
+
+    return check
 
 
 EPILOG = f"""\
@@ -144,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prefix", default="lt-", help="usernames are PREFIX + run id + '-' + n (default lt-)"
     )
-    parser.add_argument("--run-id", help="the run id in the usernames (default: random)")
+    parser.add_argument(
+        "--run-id",
+        type=_non_empty("at least one character"),
+        help="the run id in the usernames (default: random)",
+    )
     parser.add_argument(
         "--no-usernames",
         action="store_true",
@@ -156,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verify",
         metavar="LOG",
+        type=_non_empty("a log file or a postgresql:// URL"),
         help="after the run, check each login answered 200 is in LOG exactly once: a log "
         "file, or the postgresql:// URL of a role that may read the table",
     )
@@ -176,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the summary as one JSON object, HDR histograms included",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput over time")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        type=_non_empty("a file name"),
+        help="draw latency and throughput over time",
+    )
     return parser
 
 
