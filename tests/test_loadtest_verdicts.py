@@ -166,3 +166,18 @@ async def test_a_run_of_given_names_verifies_every_line_of_a_log_it_owns(tmp_pat
         await run_load(LoadConfig(fake.url, names=["intruder"]))
         result = await verify_log(log, summary.logins(every_line=True), max_wait=0)
         assert (result.ok, result.unsent_examples) == (False, ("intruder",))
+
+
+async def test_run_ids_that_share_a_beginning_do_not_collide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "m1-1"'s usernames lt-m1-1-n start with "m1"'s stem lt-m1-: neither run is the other's.
+    log = tmp_path / "login_log.txt"
+    async with fake_server(log, lambda username, count: 200) as fake:
+        for run_id in ["m1-1", "m1", "m1-10"]:
+            argv = [fake.url, "-n", "12", "--run-id", run_id, "--verify", str(log)]
+            status = await run_cli([*argv, "--verify-timeout", "1"])
+            out, err = capsys.readouterr()
+            assert status == 0, out + err
+            assert "verify       OK: 12 acknowledged, 12 logged once, 0 missing" in out
+            assert "never sent" not in out

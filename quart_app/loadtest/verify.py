@@ -21,6 +21,18 @@ EXAMPLES = 5
 """How many usernames a result names per fault, to start looking from."""
 
 
+def of_stem(username: str, stem: str) -> bool:
+    """Whether ``username`` is ``stem`` followed by a number: one of the run's usernames.
+
+    Only digits may follow, or run "m1" (stem ``lt-m1-``) would claim the
+    usernames of run "m1-1" (``lt-m1-1-0``, ...). An empty stem claims every username.
+    """
+    if not stem:
+        return True
+    number = username[len(stem) :]
+    return username.startswith(stem) and number.isascii() and number.isdigit()
+
+
 @dataclass(frozen=True, slots=True)
 class Logins:
     """What a run sent, to check the log against.
@@ -29,8 +41,9 @@ class Logins:
     tool sends each request once, so more than once only when a caller's list
     of usernames repeats one, and the server may then rightly log it that often.
     ``acknowledged`` are the usernames answered 200. Log lines whose username
-    starts with ``run_prefix`` belong to the run even though it never sent them
-    (a fault); ``""`` claims every line of the log, ``None`` only those sent.
+    is ``run_prefix`` followed by a number (see :func:`of_stem`) belong to the
+    run even though it never sent them (a fault); ``""`` claims every line of
+    the log, ``None`` only those sent.
     """
 
     sent: Mapping[str, int]
@@ -117,7 +130,7 @@ class Tally:
         logins, counts = self.logins, self.counts
         sent, acknowledged, prefix = logins.sent, logins.acknowledged, logins.run_prefix
         for username in logged.usernames:
-            if username in sent or (prefix is not None and username.startswith(prefix)):
+            if username in sent or (prefix is not None and of_stem(username, prefix)):
                 counts[username] += 1
                 if counts[username] == 1 and username in acknowledged:
                     self._present += 1
@@ -197,13 +210,13 @@ async def verify_log(
 
 
 async def first_logged(source: LoginSource, prefix: str) -> str | None:
-    """Read ``source`` to its end; return its first username starting with ``prefix``, if any.
+    """Read ``source`` to its end; return its first username of the stem ``prefix``, if any.
 
     Run before a run with the run's stem: a stem already logged would make
-    the run's logins look doubled.
+    the run's logins look doubled. A username is the stem's as :func:`of_stem` says.
     """
     found = None
     while (logged := await source.read()).usernames or logged.unreadable:
         if found is None:
-            found = next((name for name in logged.usernames if name.startswith(prefix)), None)
+            found = next((name for name in logged.usernames if of_stem(name, prefix)), None)
     return found
