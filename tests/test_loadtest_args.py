@@ -102,3 +102,39 @@ def test_an_empty_option_exits_2_rather_than_being_skipped(
         main([URL, "-n", "3", "-q", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/?a=b",
+        "http://127.0.0.1:8000?",
+        "http://127.0.0.1:8000#frag",
+        "http://127.0.0.1:8000/#",
+        "http://127.0.0.1:8000/login/",
+        "http://127.0.0.1:8000/app",
+    ],
+)
+def test_a_url_with_a_path_query_or_fragment_exits_2(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The requests would go to .../?a=b/login/: --path says where they go.
+    with pytest.raises(SystemExit) as exit_info:
+        main([url, "-n", "3", "-q"])
+    assert exit_info.value.code == 2
+    assert "URL must be http://HOST[:PORT] or https://HOST[:PORT]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", ["/login/?username=evil", "/login/#x", "login/", ""])
+def test_a_path_with_a_query_or_fragment_or_not_from_the_root_exits_2(
+    path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", "--path", path])
+    assert exit_info.value.code == 2
+    assert "argument --path: must start with / and hold no ? or #" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("url", "path"), [("http://h:8000/", "/"), ("https://h", "/login/")])
+def test_a_base_url_and_a_path_make_the_target(url: str, path: str) -> None:
+    assert LoadConfig(url, requests=1, path=path).target == "/".join([url.rstrip("/"), path[1:]])

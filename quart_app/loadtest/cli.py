@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from quart_app.config import ConfigError, table_name
 
-from .config import LOGIN_PATH, LoadConfig
+from .config import LOGIN_PATH, LoadConfig, check_path
 from .loop import LAG_LIMIT_MS, LAG_MAX_LIMIT_MS, TICK_S, run_uvloop
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
@@ -58,6 +58,14 @@ def _non_negative(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, not {text!r}")
     return value
+
+
+def _path(text: str) -> str:
+    try:
+        check_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _non_empty(needs: str) -> Callable[[str], str]:
@@ -150,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="open loop: do not send a request that cannot start on time; count it dropped",
     )
     parser.add_argument("--method", choices=("get", "post"), default="get", help="(default get)")
-    parser.add_argument("--path", default=LOGIN_PATH, help=f"(default {LOGIN_PATH})")
+    parser.add_argument(
+        "--path", type=_path, default=LOGIN_PATH, help=f"appended to URL (default {LOGIN_PATH})"
+    )
     parser.add_argument(
         "--prefix", default="lt-", help="usernames are PREFIX + run id + '-' + n (default lt-)"
     )

@@ -22,13 +22,30 @@ Arrivals = Literal["constant", "poisson"]
 
 def _check_url(url: str) -> None:
     # Anything else reaches aiohttp, fails every request, and a run with
-    # nothing sent is no test of the server.
+    # nothing sent is no test of the server. A path, query or fragment would
+    # be glued before --path (".../?a=b/login/"): the base URL is only that.
     try:
         parsed = URL(url)
     except ValueError:
         parsed = URL()
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or parsed.raw_path not in ("", "/")
+        or "?" in url
+        or "#" in url
+    ):
         raise ValueError(f"URL must be http://HOST[:PORT] or https://HOST[:PORT], not {url!r}")
+
+
+def check_path(path: str) -> None:
+    """Raise ValueError unless ``path`` is a path from the root, with no query or fragment.
+
+    The username goes in the query the tool builds: a ``?`` of the path's own
+    would send another username (``/login/?username=evil``), a ``#`` none.
+    """
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ValueError(f"must start with / and hold no ? or #, not {path!r}")
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -64,7 +81,8 @@ class LoadConfig:
     ``drop_late`` a request no worker is free for on time is not sent (k6's
     dropped iterations) instead of being sent late. See :mod:`.schedule`.
 
-    ``url`` is the server's base URL and ``path`` is appended to it. Each
+    ``url`` is the server's base URL (no path but ``/``, no query or fragment)
+    and ``path`` (from ``/``, no query or fragment) is appended to it. Each
     request logs in one username, sent in the query string (GET) or a form
     (POST): ``{prefix}{run_id}-{n}`` for the n-th request, unique to the run; or,
     with ``names``, exactly those usernames, one request each, in order. With
@@ -110,6 +128,10 @@ class LoadConfig:
         if self.method not in ("get", "post"):
             raise ValueError(f"method must be get or post, not {self.method!r}")
         _check_positive("timeout", self.timeout)
+        try:
+            check_path(self.path)
+        except ValueError as exc:
+            raise ValueError(f"path {exc}") from None
         for name in ("prefix", "run_id"):
             value = getattr(self, name)
             if not _USERNAME_PART.fullmatch(value):
