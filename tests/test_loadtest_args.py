@@ -138,3 +138,39 @@ def test_a_path_with_a_query_or_fragment_or_not_from_the_root_exits_2(
 @pytest.mark.parametrize(("url", "path"), [("http://h:8000/", "/"), ("https://h", "/login/")])
 def test_a_base_url_and_a_path_make_the_target(url: str, path: str) -> None:
     assert LoadConfig(url, requests=1, path=path).target == "/".join([url.rstrip("/"), path[1:]])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-d", "1e308"], "--duration: must be at most 604,800 (a week), not '1e308'"),
+        (["-d", "1e300", "--rate", "100"], "--duration: must be at most 604,800"),
+        (["--rate", "1e-300", "-n", "3"], "--rate: must be at least 0.001, not '1e-300'"),
+        (["--rate", "1e9", "-d", "0.5"], "--rate: must be at most 1,000,000, not '1e9'"),
+        (["--timeout", "1e308"], "--timeout: must be at most 3,600 (an hour), not '1e308'"),
+        (["--rate", "100", "-d", "1", "-c", "100000000"], "--concurrency: must be at most 100,000"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_numbers_out_of_bounds_exit_2_rather_than_overflow(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-q", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"duration": 1e308},
+        {"duration": 1, "rate": 1e-300},
+        {"duration": 1, "rate": 1e9},
+        {"requests": 1, "timeout": 1e308},
+        {"duration": 1, "concurrency": 10**8},
+    ],
+)
+def test_config_refuses_numbers_out_of_bounds(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        LoadConfig(URL, **settings)  # type: ignore[arg-type]

@@ -14,7 +14,16 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from quart_app.config import ConfigError, table_name
 
-from .config import LOGIN_PATH, LoadConfig, check_path
+from .config import (
+    LOGIN_PATH,
+    MAX_CONCURRENCY,
+    MAX_DURATION_S,
+    MAX_RATE,
+    MAX_TIMEOUT_S,
+    MIN_RATE,
+    LoadConfig,
+    check_path,
+)
 from .loop import LAG_LIMIT_MS, LAG_MAX_LIMIT_MS, TICK_S, run_uvloop
 from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .report import summary_dict, summary_text
@@ -36,6 +45,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _concurrency(text: str) -> int:
+    value = _count(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY:,}, not {value}")
+    return value
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)
@@ -51,6 +67,27 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
     return value
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+def _bounded(at_most: float, what: str = "", at_least: float = 0) -> Callable[[str], float]:
+    # Above the bound a float overflows where it becomes an integer (nanoseconds).
+    said = f" ({what})" if what else ""
+
+    def check(text: str) -> float:
+        value = _positive(text)
+        if value > at_most:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {_number(at_most)}{said}, not {text!r}"
+            )
+        if value < at_least:
+            raise argparse.ArgumentTypeError(f"must be at least {_number(at_least)}, not {text!r}")
+        return value
+
+    return check
 
 
 def _non_negative(text: str) -> float:
@@ -134,17 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"send this many requests (default {DEFAULT_REQUESTS})",
     )
     amount.add_argument(
-        "-d", "--duration", type=_positive, help="send requests for this many seconds"
+        "-d",
+        "--duration",
+        type=_bounded(MAX_DURATION_S, "a week"),
+        help="send requests for this many seconds (at most a week)",
     )
     parser.add_argument(
         "-c",
         "--concurrency",
-        type=_count,
+        type=_concurrency,
         default=10,
-        help="workers (closed loop) or most requests in flight (open loop) (default 10)",
+        help="workers (closed loop) or most requests in flight (open loop) "
+        f"(default 10, at most {MAX_CONCURRENCY:,})",
     )
     parser.add_argument(
-        "--rate", type=_positive, metavar="R", help="open loop: R requests due per second"
+        "--rate",
+        type=_bounded(MAX_RATE, at_least=MIN_RATE),
+        metavar="R",
+        help=f"open loop: R requests due per second ({MIN_RATE:g} to {MAX_RATE:,})",
     )
     parser.add_argument(
         "--arrivals",
@@ -175,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="send no username, e.g. to load / (no --verify then)",
     )
     parser.add_argument(
-        "--timeout", type=_positive, default=30.0, help="seconds per request (default 30)"
+        "--timeout",
+        type=_bounded(MAX_TIMEOUT_S, "an hour"),
+        default=30.0,
+        help="seconds per request (default 30, at most an hour)",
     )
     parser.add_argument(
         "--verify",
