@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from quart_app.loadtest import LoadConfig, main
@@ -174,3 +176,27 @@ def test_numbers_out_of_bounds_exit_2_rather_than_overflow(
 def test_config_refuses_numbers_out_of_bounds(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         LoadConfig(URL, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("plot", "message"),
+    [
+        ("/nonexistent/x.png", "argument --plot: no directory '/nonexistent'"),
+        ("x.txt", "argument --plot: cannot draw a .txt file; "),
+        ("x", "argument --plot: needs a file name ending in .png"),
+        (".", "argument --plot: '.' is a directory"),
+    ],
+)
+def test_a_plot_that_cannot_be_written_exits_2_before_the_run(
+    plot: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # whatever goes wrong is written there
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", "--plot", plot])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err

@@ -181,3 +181,28 @@ async def test_run_ids_that_share_a_beginning_do_not_collide(
             assert status == 0, out + err
             assert "verify       OK: 12 acknowledged, 12 logged once, 0 missing" in out
             assert "never sent" not in out
+
+
+async def test_a_plot_that_fails_after_the_run_still_shows_the_summary_and_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "login_log.txt"
+    plot = tmp_path / "gone" / "run.png"
+    plot.parent.mkdir()
+
+    def remove_the_directory(username: str, count: int) -> int:
+        if plot.parent.exists():
+            plot.parent.rmdir()  # checked before the run, gone by its end
+        return 200
+
+    async with fake_server(log, remove_the_directory) as fake:
+        argv = [fake.url, "-n", "5", "-c", "1", "--verify", str(log), "--plot", str(plot)]
+        status = await run_cli(argv)
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "requests     5 in" in out
+    assert "verify       OK: 5 acknowledged" in out
+    assert "plot" not in out
+    assert "cannot draw the plot: FileNotFoundError" in err
+    assert "Traceback" not in err

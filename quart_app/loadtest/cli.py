@@ -25,7 +25,7 @@ from .config import (
     check_path,
 )
 from .loop import LAG_LIMIT_MS, LAG_MAX_LIMIT_MS, TICK_S, run_uvloop
-from .plot import PlotUnavailable, plot_summary, require_matplotlib
+from .plot import BadPlotPath, PlotUnavailable, check_plot_path, plot_summary
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
@@ -149,7 +149,8 @@ exit status:
   acknowledged (no login answered 200), or an acknowledged login is missing,
   or one is logged more often than sent, or the run's stem is logged for a
   login it never sent, or the log could not be read (tried again until
-  --verify-timeout); 2 bad arguments; 130 interrupted.
+  --verify-timeout); or the --plot could not be drawn (the summary is shown
+  all the same); 2 bad arguments; 130 interrupted.
 """
 
 
@@ -269,9 +270,11 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
             parser.error(str(exc))
     if args.plot:
         try:
-            require_matplotlib()
+            check_plot_path(args.plot)
         except PlotUnavailable as exc:
             parser.error(str(exc))
+        except BadPlotPath as exc:
+            parser.error(f"argument --plot: {exc}")
     requests = args.requests
     if requests is None and args.duration is None:
         requests = DEFAULT_REQUESTS
@@ -353,24 +356,29 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
             )
     with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
         summary = await run_load(config, progress=progress)
-    verify = unreadable = None
+    verify = None
+    failures: list[str] = []  # after the run: told on stderr, exit status 1
     if log is not None:
         try:
             verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
         except Exception as exc:  # still unreadable at --verify-timeout: a failed verification
-            unreadable = f"cannot read the log to verify: {_describe(exc)}"
+            failures.append(f"cannot read the log to verify: {_describe(exc)}")
+    plotted = False
     if args.plot:
-        plot_summary(summary, args.plot)
+        try:
+            plot_summary(summary, args.plot)
+            plotted = True
+        except Exception as exc:  # the directory gone meanwhile, a full disk: keep the run
+            failures.append(f"cannot draw the plot: {_describe(exc)}")
     if args.json:
         print(json.dumps(summary_dict(summary, verify), ensure_ascii=False))
     else:
         print(summary_text(summary, verify))
-        if args.plot:
+        if plotted:
             print(f"plot         {args.plot}")
-    if unreadable is not None:
-        print(f"quart-app-loadtest: {unreadable}", file=sys.stderr)
-        return 1
-    return 0 if verify is None or verify.ok else 1
+    for failure in failures:
+        print(f"quart-app-loadtest: {failure}", file=sys.stderr)
+    return 0 if not failures and (verify is None or verify.ok) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
