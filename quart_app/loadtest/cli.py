@@ -29,7 +29,7 @@ from .plot import BadPlotPath, PlotUnavailable, check_plot_path, plot_summary
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
-from .sources import is_database_url, open_source
+from .sources import LogMissing, is_database_url, open_source
 from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
@@ -148,9 +148,11 @@ exit status:
   0 the run finished (and --verify passed); 1 --verify failed: nothing was
   acknowledged (no login answered 200), or an acknowledged login is missing,
   or one is logged more often than sent, or the run's stem is logged for a
-  login it never sent, or the log could not be read (tried again until
-  --verify-timeout); or the --plot could not be drawn (the summary is shown
-  all the same); 2 bad arguments; 130 interrupted.
+  login it never sent, or after the run the log could not be read (tried
+  again until --verify-timeout) or did not exist (no such file or table);
+  or the --plot could not be drawn (the summary is shown all the same);
+  2 bad arguments, and a log that cannot be read before the run (a
+  directory, a wrong password, no server): nothing is sent; 130 interrupted.
 """
 
 
@@ -332,6 +334,8 @@ def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback
 
 def _describe(exc: Exception) -> str:
     # Never the URL: it may hold a password.
+    if isinstance(exc, LogMissing):
+        return str(exc)  # says it all, in words
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .sources import Logged, LoginSource, open_source
+from .sources import Logged, LoginSource, LogMissing, open_source
 
 EXAMPLES = 5
 """How many usernames a result names per fault, to start looking from."""
@@ -190,6 +190,9 @@ async def verify_log(
     :func:`first_logged`) reads only the run's lines. A read that fails (a
     database restarting) is tried again within ``max_wait``; if the last one
     failed, its error is raised, since what was counted may be incomplete.
+    If acknowledged logins are still missing because the log itself does not
+    exist (a source whose ``missing`` says why), :class:`~.sources.LogMissing`
+    is raised: the fault is where the log was looked for, not in the server.
     """
     source = open_source(log)
     tally = Tally(logins)
@@ -206,6 +209,8 @@ async def verify_log(
         await asyncio.sleep(poll_interval)
     if failure is not None:
         raise failure
+    if not tally.complete and (missing := getattr(source, "missing", None)):
+        raise LogMissing(f"{missing} (waited {time.monotonic() - started:.1f} s)")
     return tally.result(time.monotonic() - started)
 
 
