@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from quart_app.loadtest import LoadConfig, main
+from quart_app.testing import ROOT
 
 # Nobody listens on port 1: a run that started anyway would fail fast, not hang.
 URL = "http://127.0.0.1:1"
@@ -200,3 +203,26 @@ def test_a_plot_that_cannot_be_written_exits_2_before_the_run(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err
+
+
+@pytest.mark.parametrize("option", [["--prefix", "x-"], ["--run-id", "r1"]], ids=" ".join)
+def test_no_usernames_with_a_username_option_exits_2(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", "--no-usernames", *option])
+    assert exit_info.value.code == 2
+    assert f"{option[0]} makes usernames that --no-usernames turns off" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # As `quart-app-loadtest ... | head -3`: the summary's reader closes its end.
+    command = [sys.executable, "-m", "quart_app.loadtest", URL, "-n", "3", "-q"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    ) as done:
+        assert done.stdout is not None
+        done.stdout.close()
+        _, err = done.communicate(timeout=30)
+    assert err == ""
+    assert done.returncode == 141  # as a shell reports a command ended by SIGPIPE

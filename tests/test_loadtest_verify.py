@@ -108,3 +108,11 @@ async def test_first_logged_finds_only_the_runs_own_usernames(tmp_path: Path) ->
     log.write_bytes(b"".join(format_text(LoginRecord(n, at, "::1")) for n in ["lt-m1-1-0", "b"]))
     assert await first_logged(LogFile(log), "lt-m1-") is None
     assert await first_logged(LogFile(log), "lt-m1-1-") == "lt-m1-1-0"
+
+
+def test_a_failed_verification_says_why_in_json() -> None:
+    nothing = tally(Logins({"a": 1}, acknowledged=set()), []).result(0.0).to_dict()
+    assert (nothing["ok"], nothing["reason"]) == (False, "nothing was acknowledged")
+    missing = tally(Logins.sent_once(["a", "b"]), ["a", "c"]).result(0.0).to_dict()
+    assert (missing["ok"], missing["reason"]) == (False, "1 missing")
+    assert tally(Logins.sent_once(["a"]), ["a"]).result(0.0).to_dict()["reason"] is None

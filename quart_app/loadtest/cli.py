@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -152,7 +153,8 @@ exit status:
   again until --verify-timeout) or did not exist (no such file or table);
   or the --plot could not be drawn (the summary is shown all the same);
   2 bad arguments, and a log that cannot be read before the run (a
-  directory, a wrong password, no server): nothing is sent; 130 interrupted.
+  directory, a wrong password, no server): nothing is sent; 130 interrupted;
+  141 the output's reader went away (a closed pipe, as | head).
 """
 
 
@@ -208,9 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--path", type=_path, default=LOGIN_PATH, help=f"appended to URL (default {LOGIN_PATH})"
     )
-    parser.add_argument(
-        "--prefix", default="lt-", help="usernames are PREFIX + run id + '-' + n (default lt-)"
-    )
+    parser.add_argument("--prefix", help="usernames are PREFIX + run id + '-' + n (default lt-)")
     parser.add_argument(
         "--run-id",
         type=_non_empty("at least one character"),
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadConfig:
     if args.verify and args.no_usernames:
         parser.error("--verify needs the usernames that --no-usernames turns off")
+    for option, value in (("--prefix", args.prefix), ("--run-id", args.run_id)):
+        if value is not None and args.no_usernames:
+            parser.error(f"{option} makes usernames that --no-usernames turns off")
     if args.verify_table is not None:
         if not is_database_url(args.verify):
             parser.error("--verify-table needs --verify postgresql://...")
@@ -292,7 +295,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
             drop_late=args.drop_late,
             method=args.method,
             path=args.path,
-            prefix=args.prefix,
+            prefix="lt-" if args.prefix is None else args.prefix,
             usernames=not args.no_usernames,
             timeout=args.timeout,
             **extra,
@@ -394,8 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = _config(parser, args)
     try:
-        return run_uvloop(_main(args, config))
+        status = run_uvloop(_main(args, config))
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return status
     except _BadArgument as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (| head): no traceback, and nothing more to write.
+        # stdout on /dev/null, or Python's own flush at exit fails again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command its signal ended

@@ -93,10 +93,26 @@ class VerifyResult:
         faults = self.missing + self.doubled + self.unsent_logged + self.unreadable
         return self.acknowledged > 0 and faults == 0
 
+    @property
+    def reason(self) -> str | None:
+        """Why the verification failed, in a few words; ``None`` if it passed."""
+        if self.ok:
+            return None
+        if not self.acknowledged:
+            return "nothing was acknowledged"
+        faults = (
+            (self.missing, "missing"),
+            (self.doubled, "logged more often than sent"),
+            (self.unsent_logged, "logged that this run never sent"),
+            (self.unreadable, "lines that are no login record"),
+        )
+        return ", ".join(f"{count:,} {what}" for count, what in faults if count)
+
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON-able values."""
         return {
             "ok": self.ok,
+            "reason": self.reason,
             "acknowledged": self.acknowledged,
             "logged_once": self.logged_once,
             "missing": self.missing,
