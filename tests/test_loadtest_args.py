@@ -31,8 +31,8 @@ URL = "http://127.0.0.1:1"
         (["--verify-timeout", "inf", "--verify", "log.txt"], "--verify-timeout: must be a finite"),
         (["--rate", "nan"], "--rate: must be a finite number"),
         (["--rate", "0"], "--rate: must be above 0"),
-        (["--drop-late"], "drop_late and arrivals need a rate"),
-        (["--arrivals", "poisson"], "drop_late and arrivals need a rate"),
+        (["--drop-late"], "--drop-late needs --rate (an open-loop run)"),
+        (["--arrivals", "poisson"], "--arrivals needs --rate (an open-loop run)"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )

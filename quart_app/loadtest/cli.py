@@ -263,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadConfig:
     if args.verify and args.no_usernames:
         parser.error("--verify needs the usernames that --no-usernames turns off")
+    poisson = args.arrivals == "poisson"  # constant is what a closed loop does anyway
+    for option, given in (("--drop-late", args.drop_late), ("--arrivals", poisson)):
+        if given and args.rate is None:  # named as typed, not as LoadConfig's field
+            parser.error(f"{option} needs --rate (an open-loop run)")
     for option, value in (("--prefix", args.prefix), ("--run-id", args.run_id)):
         if value is not None and args.no_usernames:
             parser.error(f"{option} makes usernames that --no-usernames turns off")
