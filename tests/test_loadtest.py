@@ -156,11 +156,26 @@ def test_cli_exits_1_when_logins_are_missing(
 ) -> None:
     server, _ = server_log
     elsewhere = tmp_path / "not_the_servers_log.txt"
+    elsewhere.touch()
     status = main([server.url, "-n", "20", "--verify", str(elsewhere), "--verify-timeout", "0.2"])
 
     assert status == 1
     out = capsys.readouterr().out
     assert "verify       FAILED: 20 acknowledged, 0 logged once, 20 missing" in out
+
+
+def test_cli_says_when_the_log_file_does_not_exist(
+    server_log: tuple[Server, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not "20 missing": the log is, and the fault is in the command, not the server.
+    server, _ = server_log
+    nowhere = tmp_path / "no_such_log.txt"
+    status = main([server.url, "-n", "20", "--verify", str(nowhere), "--verify-timeout", "0.2"])
+
+    assert status == 1
+    out, err = capsys.readouterr()
+    assert "missing" not in out
+    assert f"cannot read the log to verify: the log file {str(nowhere)!r} does not exist" in err
 
 
 async def test_bare_duration_run_without_usernames(server_log: tuple[Server, Path]) -> None:

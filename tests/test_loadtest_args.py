@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from quart_app.loadtest import LoadConfig, main
+from quart_app.testing import ROOT
 
 # Nobody listens on port 1: a run that started anyway would fail fast, not hang.
 URL = "http://127.0.0.1:1"
@@ -26,8 +31,8 @@ URL = "http://127.0.0.1:1"
         (["--verify-timeout", "inf", "--verify", "log.txt"], "--verify-timeout: must be a finite"),
         (["--rate", "nan"], "--rate: must be a finite number"),
         (["--rate", "0"], "--rate: must be above 0"),
-        (["--drop-late"], "drop_late and arrivals need a rate"),
-        (["--arrivals", "poisson"], "drop_late and arrivals need a rate"),
+        (["--drop-late"], "--drop-late needs --rate (an open-loop run)"),
+        (["--arrivals", "poisson"], "--arrivals needs --rate (an open-loop run)"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
@@ -84,3 +89,140 @@ def test_usernames_the_server_would_change_exit_2(
         main([URL, "-n", "5", "-q", *argv])
     assert exit_info.value.code == 2
     assert "may only contain ASCII letters, digits and . _ ~ -" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--verify", ""], "--verify: needs a log file or a postgresql:// URL, not ''"),
+        (["--plot", ""], "--plot: needs a file name, not ''"),
+        (["--run-id", ""], "--run-id: needs at least one character, not ''"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_an_empty_option_exits_2_rather_than_being_skipped(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/?a=b",
+        "http://127.0.0.1:8000?",
+        "http://127.0.0.1:8000#frag",
+        "http://127.0.0.1:8000/#",
+        "http://127.0.0.1:8000/login/",
+        "http://127.0.0.1:8000/app",
+    ],
+)
+def test_a_url_with_a_path_query_or_fragment_exits_2(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The requests would go to .../?a=b/login/: --path says where they go.
+    with pytest.raises(SystemExit) as exit_info:
+        main([url, "-n", "3", "-q"])
+    assert exit_info.value.code == 2
+    assert "URL must be http://HOST[:PORT] or https://HOST[:PORT]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", ["/login/?username=evil", "/login/#x", "login/", ""])
+def test_a_path_with_a_query_or_fragment_or_not_from_the_root_exits_2(
+    path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", "--path", path])
+    assert exit_info.value.code == 2
+    assert "argument --path: must start with / and hold no ? or #" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("url", "path"), [("http://h:8000/", "/"), ("https://h", "/login/")])
+def test_a_base_url_and_a_path_make_the_target(url: str, path: str) -> None:
+    assert LoadConfig(url, requests=1, path=path).target == "/".join([url.rstrip("/"), path[1:]])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-d", "1e308"], "--duration: must be at most 604,800 (a week), not '1e308'"),
+        (["-d", "1e300", "--rate", "100"], "--duration: must be at most 604,800"),
+        (["--rate", "1e-300", "-n", "3"], "--rate: must be at least 0.001, not '1e-300'"),
+        (["--rate", "1e9", "-d", "0.5"], "--rate: must be at most 1,000,000, not '1e9'"),
+        (["--timeout", "1e308"], "--timeout: must be at most 3,600 (an hour), not '1e308'"),
+        (["--rate", "100", "-d", "1", "-c", "100000000"], "--concurrency: must be at most 100,000"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_numbers_out_of_bounds_exit_2_rather_than_overflow(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-q", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"duration": 1e308},
+        {"duration": 1, "rate": 1e-300},
+        {"duration": 1, "rate": 1e9},
+        {"requests": 1, "timeout": 1e308},
+        {"duration": 1, "concurrency": 10**8},
+    ],
+)
+def test_config_refuses_numbers_out_of_bounds(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        LoadConfig(URL, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("plot", "message"),
+    [
+        ("/nonexistent/x.png", "argument --plot: no directory '/nonexistent'"),
+        ("x.txt", "argument --plot: cannot draw a .txt file; "),
+        ("x", "argument --plot: needs a file name ending in .png"),
+        (".", "argument --plot: '.' is a directory"),
+    ],
+)
+def test_a_plot_that_cannot_be_written_exits_2_before_the_run(
+    plot: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # whatever goes wrong is written there
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", "--plot", plot])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+
+
+@pytest.mark.parametrize("option", [["--prefix", "x-"], ["--run-id", "r1"]], ids=" ".join)
+def test_no_usernames_with_a_username_option_exits_2(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-n", "3", "-q", "--no-usernames", *option])
+    assert exit_info.value.code == 2
+    assert f"{option[0]} makes usernames that --no-usernames turns off" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # As `quart-app-loadtest ... | head -3`: the summary's reader closes its end.
+    command = [sys.executable, "-m", "quart_app.loadtest", URL, "-n", "3", "-q"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    ) as done:
+        assert done.stdout is not None
+        done.stdout.close()
+        _, err = done.communicate(timeout=30)
+    assert err == ""
+    assert done.returncode == 141  # as a shell reports a command ended by SIGPIPE

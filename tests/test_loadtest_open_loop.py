@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ import pytest
 
 from quart_app.loadtest import LoadConfig, main
 from quart_app.loadtest.schedule import ClosedSchedule, OpenSchedule
+from quart_app.testing import ROOT
 
 from server import Server, run_server
 
@@ -102,13 +105,68 @@ def test_drop_late_does_not_send_what_could_not_start_on_time(
     assert summary["verify"]["acknowledged"] == summary["requests"]
 
 
+def test_a_client_stall_marks_the_run_invalid(server_log: tuple[Server, Path]) -> None:
+    # The client, not the server, stopped for a second: every request due
+    # meanwhile starts late, and the figures measure the client.
+    server, _ = server_log
+    command = [sys.executable, "-m", "quart_app.loadtest", server.url, "-d", "3"]
+    command += ["-c", str(CONCURRENCY), "--rate", "200", "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as client:
+        time.sleep(2)  # the import, then a second of the run
+        client.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(STALL_S)
+        finally:
+            client.send_signal(signal.SIGCONT)
+        out, _ = client.communicate(timeout=60)
+    assert client.returncode == 0, out
+    summary = json.loads(out)
+    print("client stall:", summary["late"], "client lag", summary["loop_lag_ms"])
+
+    assert summary["late"]["max_start_lag_ms"] >= 0.5 * STALL_S * 1000
+    assert summary["valid"] is False
+    assert "the client's event-loop lag max" in summary["invalid_reason"]
+
+
+@pytest.mark.parametrize("drop_late", [[], ["--drop-late"]], ids=["late", "drop-late"])
+def test_sending_stops_at_the_duration_however_far_behind(drop_late: list[str]) -> None:
+    # Nobody listens on port 1: every request fails at once, far slower than 1,000,000/s.
+    command = [sys.executable, "-m", "quart_app.loadtest", "http://127.0.0.1:1", "-d", "0.5"]
+    command += ["-c", "2", "--rate", "1000000", "--json", *drop_late]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    print(summary["requests"], summary["dropped"], summary["duration_s"], summary["rate"])
+
+    assert 0.5 <= summary["duration_s"] < 1.5
+    # Requests started over the -d window, not over the first and last start.
+    assert summary["rate"]["achieved"] == pytest.approx(summary["requests"] / 0.5, rel=0.01)
+    if drop_late:
+        assert summary["dropped"] > 100_000
+
+
+def test_throughput_and_achieved_rate_count_the_whole_window(
+    server_log: tuple[Server, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Due at 0, 0.5 and 1 s of a 1.5 s window: 2 per second, not 3 in the 1 s to the last.
+    server, _ = server_log
+    assert main([server.url, "-q", "-d", "1.5", "--rate", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["requests"] == 3
+    assert summary["duration_s"] >= 1.5
+    assert summary["rate"]["achieved"] == pytest.approx(2.0)
+    assert summary["rps"] == pytest.approx(2.0, rel=0.05)
+
+
 def due_times(schedule: OpenSchedule) -> list[int]:
     return [due for _, due in iter(schedule.next, None)]  # type: ignore[misc]
 
 
 def test_constant_arrivals_are_due_every_1_over_rate_until_the_duration_is_over() -> None:
     config = LoadConfig("http://h", duration=0.01, rate=1000)
-    assert due_times(OpenSchedule(config, start_ns=5)) == [5 + k * 1_000_000 for k in range(10)]
+    # Every request claimed at the start (a clock that stands still), all due in the 10 ms.
+    schedule = OpenSchedule(config, start_ns=5, clock=lambda: 5)
+    assert due_times(schedule) == [5 + k * 1_000_000 for k in range(10)]
     # A rate whose period is no whole number of nanoseconds does not drift.
     dues = due_times(OpenSchedule(LoadConfig("http://h", requests=301, rate=3), start_ns=0))
     assert dues[-1] == 100 * 10**9

@@ -166,3 +166,43 @@ async def test_a_run_of_given_names_verifies_every_line_of_a_log_it_owns(tmp_pat
         await run_load(LoadConfig(fake.url, names=["intruder"]))
         result = await verify_log(log, summary.logins(every_line=True), max_wait=0)
         assert (result.ok, result.unsent_examples) == (False, ("intruder",))
+
+
+async def test_run_ids_that_share_a_beginning_do_not_collide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "m1-1"'s usernames lt-m1-1-n start with "m1"'s stem lt-m1-: neither run is the other's.
+    log = tmp_path / "login_log.txt"
+    async with fake_server(log, lambda username, count: 200) as fake:
+        for run_id in ["m1-1", "m1", "m1-10"]:
+            argv = [fake.url, "-n", "12", "--run-id", run_id, "--verify", str(log)]
+            status = await run_cli([*argv, "--verify-timeout", "1"])
+            out, err = capsys.readouterr()
+            assert status == 0, out + err
+            assert "verify       OK: 12 acknowledged, 12 logged once, 0 missing" in out
+            assert "never sent" not in out
+
+
+async def test_a_plot_that_fails_after_the_run_still_shows_the_summary_and_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "login_log.txt"
+    plot = tmp_path / "gone" / "run.png"
+    plot.parent.mkdir()
+
+    def remove_the_directory(username: str, count: int) -> int:
+        if plot.parent.exists():
+            plot.parent.rmdir()  # checked before the run, gone by its end
+        return 200
+
+    async with fake_server(log, remove_the_directory) as fake:
+        argv = [fake.url, "-n", "5", "-c", "1", "--verify", str(log), "--plot", str(plot)]
+        status = await run_cli(argv)
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "requests     5 in" in out
+    assert "verify       OK: 5 acknowledged" in out
+    assert "plot" not in out
+    assert "cannot draw the plot: FileNotFoundError" in err
+    assert "Traceback" not in err

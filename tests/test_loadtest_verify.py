@@ -87,3 +87,32 @@ async def test_first_logged_reads_to_the_end_and_leaves_only_new_lines(tmp_path:
     with log.open("ab") as file:
         file.write(format_text(LoginRecord("c", at, "::1")))
     assert await source.read() == Logged(["c"], [])
+
+
+def test_a_run_id_that_extends_another_is_not_that_runs() -> None:
+    # Run "m1" has stem "lt-m1-"; run "m1-1"'s usernames "lt-m1-1-n" start with it too.
+    logins = Logins(SentByStem("lt-m1-", issued=3), {"lt-m1-0", "lt-m1-1", "lt-m1-2"}, "lt-m1-")
+    other_run = ["lt-m1-1-0", "lt-m1-1-1", "lt-m1-x", "lt-m1-"]
+    result = tally(logins, ["lt-m1-0", "lt-m1-1", "lt-m1-2", *other_run]).result(0.0)
+    assert result.ok, result
+    assert result.unsent_logged == 0
+
+    # A number the run never sent is still the run's, and a fault.
+    result = tally(logins, ["lt-m1-0", "lt-m1-1", "lt-m1-2", "lt-m1-7"]).result(0.0)
+    assert (result.ok, result.unsent_examples) == (False, ("lt-m1-7",))
+
+
+async def test_first_logged_finds_only_the_runs_own_usernames(tmp_path: Path) -> None:
+    log = tmp_path / "login_log.txt"
+    at = datetime.now(UTC)
+    log.write_bytes(b"".join(format_text(LoginRecord(n, at, "::1")) for n in ["lt-m1-1-0", "b"]))
+    assert await first_logged(LogFile(log), "lt-m1-") is None
+    assert await first_logged(LogFile(log), "lt-m1-1-") == "lt-m1-1-0"
+
+
+def test_a_failed_verification_says_why_in_json() -> None:
+    nothing = tally(Logins({"a": 1}, acknowledged=set()), []).result(0.0).to_dict()
+    assert (nothing["ok"], nothing["reason"]) == (False, "nothing was acknowledged")
+    missing = tally(Logins.sent_once(["a", "b"]), ["a", "c"]).result(0.0).to_dict()
+    assert (missing["ok"], missing["reason"]) == (False, "1 missing")
+    assert tally(Logins.sent_once(["a"]), ["a"]).result(0.0).to_dict()["reason"] is None

@@ -60,6 +60,18 @@ async def test_the_command_verifies_against_the_table(
         assert "run id 'pg01' is already in the log" in capsys.readouterr().err
 
 
+async def test_the_command_says_when_the_table_does_not_exist(
+    tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with run_server(tmp_path, database.env()) as server:
+        argv = [server.url, "-n", "5", "--verify", database.url, "--verify-table", "nope"]
+        status = await asyncio.to_thread(main, [*argv, "--verify-timeout", "0.2"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "missing" not in out
+    assert "cannot read the log to verify: the table 'nope' does not exist" in err
+
+
 async def test_the_command_says_when_the_table_cannot_be_read(
     database: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -14,13 +15,22 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from quart_app.config import ConfigError, table_name
 
-from .config import LOGIN_PATH, LoadConfig
-from .loop import LAG_LIMIT_MS, TICK_S, run_uvloop
-from .plot import PlotUnavailable, plot_summary, require_matplotlib
+from .config import (
+    LOGIN_PATH,
+    MAX_CONCURRENCY,
+    MAX_DURATION_S,
+    MAX_RATE,
+    MAX_TIMEOUT_S,
+    MIN_RATE,
+    LoadConfig,
+    check_path,
+)
+from .loop import LAG_LIMIT_MS, LAG_MAX_LIMIT_MS, TICK_S, run_uvloop
+from .plot import BadPlotPath, PlotUnavailable, check_plot_path, plot_summary
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
-from .sources import is_database_url, open_source
+from .sources import LogMissing, is_database_url, open_source
 from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
@@ -33,6 +43,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _concurrency(text: str) -> int:
+    value = _count(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY:,}, not {value}")
     return value
 
 
@@ -53,11 +70,50 @@ def _positive(text: str) -> float:
     return value
 
 
+def _number(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+def _bounded(at_most: float, what: str = "", at_least: float = 0) -> Callable[[str], float]:
+    # Above the bound a float overflows where it becomes an integer (nanoseconds).
+    said = f" ({what})" if what else ""
+
+    def check(text: str) -> float:
+        value = _positive(text)
+        if value > at_most:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {_number(at_most)}{said}, not {text!r}"
+            )
+        if value < at_least:
+            raise argparse.ArgumentTypeError(f"must be at least {_number(at_least)}, not {text!r}")
+        return value
+
+    return check
+
+
 def _non_negative(text: str) -> float:
     value = _finite(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, not {text!r}")
     return value
+
+
+def _path(text: str) -> str:
+    try:
+        check_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _non_empty(needs: str) -> Callable[[str], str]:
+    # An empty value is falsy: tested as "given?" it would silently skip the option.
+    def check(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"needs {needs}, not ''")
+        return text
+
+    return check
 
 
 EPILOG = f"""\
@@ -77,9 +133,10 @@ closed and open loop:
 
 invalid runs:
   A ticker measures the client's own event-loop lag every {TICK_S * 1000:g} ms. If its
-  p99 exceeds {LAG_LIMIT_MS:g} ms, the client could not keep up and the figures measure
-  it rather than the server: the summary says INVALID ("valid": false in
-  --json). The exit status does not change.
+  p99 exceeds {LAG_LIMIT_MS:g} ms, or its max exceeds {LAG_MAX_LIMIT_MS:g} ms (one stall of
+  the client, sampled once however many requests it delayed), the client could
+  not keep up and the figures measure it rather than the server: the summary
+  says INVALID ("valid": false in --json). The exit status does not change.
 
 usernames:
   PREFIX + RUN_ID + "-" + n, unique to the run. PREFIX and RUN_ID may only hold
@@ -92,8 +149,12 @@ exit status:
   0 the run finished (and --verify passed); 1 --verify failed: nothing was
   acknowledged (no login answered 200), or an acknowledged login is missing,
   or one is logged more often than sent, or the run's stem is logged for a
-  login it never sent, or the log could not be read (tried again until
-  --verify-timeout); 2 bad arguments; 130 interrupted.
+  login it never sent, or after the run the log could not be read (tried
+  again until --verify-timeout) or did not exist (no such file or table);
+  or the --plot could not be drawn (the summary is shown all the same);
+  2 bad arguments, and a log that cannot be read before the run (a
+  directory, a wrong password, no server): nothing is sent; 130 interrupted;
+  141 the output's reader went away (a closed pipe, as | head).
 """
 
 
@@ -115,17 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"send this many requests (default {DEFAULT_REQUESTS})",
     )
     amount.add_argument(
-        "-d", "--duration", type=_positive, help="send requests for this many seconds"
+        "-d",
+        "--duration",
+        type=_bounded(MAX_DURATION_S, "a week"),
+        help="send requests for this many seconds (at most a week)",
     )
     parser.add_argument(
         "-c",
         "--concurrency",
-        type=_count,
+        type=_concurrency,
         default=10,
-        help="workers (closed loop) or most requests in flight (open loop) (default 10)",
+        help="workers (closed loop) or most requests in flight (open loop) "
+        f"(default 10, at most {MAX_CONCURRENCY:,})",
     )
     parser.add_argument(
-        "--rate", type=_positive, metavar="R", help="open loop: R requests due per second"
+        "--rate",
+        type=_bounded(MAX_RATE, at_least=MIN_RATE),
+        metavar="R",
+        help=f"open loop: R requests due per second ({MIN_RATE:g} to {MAX_RATE:,})",
     )
     parser.add_argument(
         "--arrivals",
@@ -139,22 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="open loop: do not send a request that cannot start on time; count it dropped",
     )
     parser.add_argument("--method", choices=("get", "post"), default="get", help="(default get)")
-    parser.add_argument("--path", default=LOGIN_PATH, help=f"(default {LOGIN_PATH})")
     parser.add_argument(
-        "--prefix", default="lt-", help="usernames are PREFIX + run id + '-' + n (default lt-)"
+        "--path", type=_path, default=LOGIN_PATH, help=f"appended to URL (default {LOGIN_PATH})"
     )
-    parser.add_argument("--run-id", help="the run id in the usernames (default: random)")
+    parser.add_argument("--prefix", help="usernames are PREFIX + run id + '-' + n (default lt-)")
+    parser.add_argument(
+        "--run-id",
+        type=_non_empty("at least one character"),
+        help="the run id in the usernames (default: random)",
+    )
     parser.add_argument(
         "--no-usernames",
         action="store_true",
         help="send no username, e.g. to load / (no --verify then)",
     )
     parser.add_argument(
-        "--timeout", type=_positive, default=30.0, help="seconds per request (default 30)"
+        "--timeout",
+        type=_bounded(MAX_TIMEOUT_S, "an hour"),
+        default=30.0,
+        help="seconds per request (default 30, at most an hour)",
     )
     parser.add_argument(
         "--verify",
         metavar="LOG",
+        type=_non_empty("a log file or a postgresql:// URL"),
         help="after the run, check each login answered 200 is in LOG exactly once: a log "
         "file, or the postgresql:// URL of a role that may read the table",
     )
@@ -175,13 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the summary as one JSON object, HDR histograms included",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput over time")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        type=_non_empty("a file name"),
+        help="draw latency and throughput over time",
+    )
     return parser
 
 
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadConfig:
     if args.verify and args.no_usernames:
         parser.error("--verify needs the usernames that --no-usernames turns off")
+    poisson = args.arrivals == "poisson"  # constant is what a closed loop does anyway
+    for option, given in (("--drop-late", args.drop_late), ("--arrivals", poisson)):
+        if given and args.rate is None:  # named as typed, not as LoadConfig's field
+            parser.error(f"{option} needs --rate (an open-loop run)")
+    for option, value in (("--prefix", args.prefix), ("--run-id", args.run_id)):
+        if value is not None and args.no_usernames:
+            parser.error(f"{option} makes usernames that --no-usernames turns off")
     if args.verify_table is not None:
         if not is_database_url(args.verify):
             parser.error("--verify-table needs --verify postgresql://...")
@@ -191,9 +279,11 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
             parser.error(str(exc))
     if args.plot:
         try:
-            require_matplotlib()
+            check_plot_path(args.plot)
         except PlotUnavailable as exc:
             parser.error(str(exc))
+        except BadPlotPath as exc:
+            parser.error(f"argument --plot: {exc}")
     requests = args.requests
     if requests is None and args.duration is None:
         requests = DEFAULT_REQUESTS
@@ -209,7 +299,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
             drop_late=args.drop_late,
             method=args.method,
             path=args.path,
-            prefix=args.prefix,
+            prefix="lt-" if args.prefix is None else args.prefix,
             usernames=not args.no_usernames,
             timeout=args.timeout,
             **extra,
@@ -251,6 +341,8 @@ def _progress_bar(config: LoadConfig, wanted: bool) -> Iterator[ProgressCallback
 
 def _describe(exc: Exception) -> str:
     # Never the URL: it may hold a password.
+    if isinstance(exc, LogMissing):
+        return str(exc)  # says it all, in words
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -275,24 +367,29 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
             )
     with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
         summary = await run_load(config, progress=progress)
-    verify = unreadable = None
+    verify = None
+    failures: list[str] = []  # after the run: told on stderr, exit status 1
     if log is not None:
         try:
             verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
         except Exception as exc:  # still unreadable at --verify-timeout: a failed verification
-            unreadable = f"cannot read the log to verify: {_describe(exc)}"
+            failures.append(f"cannot read the log to verify: {_describe(exc)}")
+    plotted = False
     if args.plot:
-        plot_summary(summary, args.plot)
+        try:
+            plot_summary(summary, args.plot)
+            plotted = True
+        except Exception as exc:  # the directory gone meanwhile, a full disk: keep the run
+            failures.append(f"cannot draw the plot: {_describe(exc)}")
     if args.json:
         print(json.dumps(summary_dict(summary, verify), ensure_ascii=False))
     else:
         print(summary_text(summary, verify))
-        if args.plot:
+        if plotted:
             print(f"plot         {args.plot}")
-    if unreadable is not None:
-        print(f"quart-app-loadtest: {unreadable}", file=sys.stderr)
-        return 1
-    return 0 if verify is None or verify.ok else 1
+    for failure in failures:
+        print(f"quart-app-loadtest: {failure}", file=sys.stderr)
+    return 0 if not failures and (verify is None or verify.ok) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,8 +401,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = _config(parser, args)
     try:
-        return run_uvloop(_main(args, config))
+        status = run_uvloop(_main(args, config))
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return status
     except _BadArgument as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (| head): no traceback, and nothing more to write.
+        # stdout on /dev/null, or Python's own flush at exit fails again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command its signal ended

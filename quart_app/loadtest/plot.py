@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -26,6 +27,35 @@ def require_matplotlib() -> ModuleType:
     except ImportError:
         raise PlotUnavailable(INSTALL_HINT) from None
     return matplotlib
+
+
+class BadPlotPath(ValueError):
+    """A plot path that cannot be written: no such directory, or no format matplotlib draws."""
+
+
+def check_plot_path(path: str | Path) -> None:
+    """Raise :class:`BadPlotPath` unless ``path`` is a file matplotlib can draw into.
+
+    Checked before the run, so that a typo does not lose the run after it.
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    if path.is_dir():
+        raise BadPlotPath(f"{str(path)!r} is a directory")
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    suffix = path.suffix.lower().removeprefix(".")
+    if not suffix:
+        # matplotlib would add .png, and the summary name a file never written.
+        raise BadPlotPath(f"needs a file name ending in .png (or {', '.join(formats)})")
+    if suffix not in formats:
+        raise BadPlotPath(f"cannot draw a .{suffix} file; formats: {', '.join(formats)}")
+    directory = path.parent
+    if not directory.is_dir():
+        raise BadPlotPath(f"no directory {str(directory)!r}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BadPlotPath(f"cannot write in the directory {str(directory)!r}")
 
 
 def plot_summary(summary: Summary, path: str | Path) -> None:

@@ -25,6 +25,7 @@ def _open_loop_dict(open_loop: OpenLoop) -> dict[str, Any]:
             "max_start_lag_ms": round(open_loop.max_start_lag_s * 1000, 3),
         },
         "dropped": open_loop.dropped,
+        "unsent_at_end": open_loop.unsent,
         "service_time_ms": open_loop.service_ms(),
     }
 
@@ -102,13 +103,16 @@ def _figures(values: dict[str, float]) -> str:
 
 def _open_loop_lines(open_loop: OpenLoop) -> list[str]:
     tolerance_ms = LATE_TOLERANCE_NS / 1e6
-    return [
+    lines = [
         f"rate         target {open_loop.rate:,.1f}/s ({open_loop.arrivals}), "
         f"achieved {open_loop.achieved_rate:,.1f}/s",
         f"late         {open_loop.late:,} started over {tolerance_ms:g} ms after their due time "
         f"(largest start lag {open_loop.max_start_lag_s * 1000:,.2f} ms), "
         f"{open_loop.dropped:,} dropped",
     ]
+    if open_loop.unsent:
+        lines.append(f"{_INDENT}{open_loop.unsent:,} due but not sent when the duration was over")
+    return lines
 
 
 def summary_text(summary: Summary, verify: VerifyResult | None = None) -> str:

@@ -20,7 +20,7 @@ from yarl import URL
 from .client import Attempts, open_session, track_attempts
 from .config import LoadConfig
 from .loop import LoopLag
-from .schedule import LATE_TOLERANCE_NS, schedule_for
+from .schedule import LATE_TOLERANCE_NS, Numbers, OpenSchedule, schedule_for
 from .stats import HIGHEST_US, Timeline, new_histogram
 from .summary import OpenLoop, SentByStem, Summary
 
@@ -68,7 +68,7 @@ class _Run:
         self.statuses: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.acknowledged: list[int] = []
-        self.dropped: list[int] = []
+        self.dropped = Numbers()
         self.late = 0
         self.max_lag_ns = 0
         self.first_send_ns: int | None = None
@@ -94,14 +94,20 @@ class _Run:
         statuses = self.statuses
         acknowledged = self.acknowledged
         drop_late = config.drop_late
+        schedule = self.schedule
         clock = time.perf_counter_ns
         sleep = asyncio.sleep
         attempts = track_attempts()
         self.attempts.append(attempts)
+        dropped_at = None
         while (claimed := next_due()) is not None:
             n, due = claimed
             url, body = build(n)
-            started = clock()
+            # Right after a drop, the time it was judged at: the next request is the
+            # first not late then, and a fresh reading a few µs on could find it
+            # just late too, and drop on and on without the loop ever turning.
+            started = clock() if dropped_at is None else dropped_at
+            dropped_at = None
             if due is None:  # closed loop: due now
                 due = started
             else:
@@ -109,8 +115,11 @@ class _Run:
                     await sleep((due - started) / 1e9)
                     started = clock()
                 elif drop_late and started - due > LATE_TOLERANCE_NS:
-                    # No worker was free in time: k6 drops the iteration.
-                    self.dropped.append(n)
+                    # No worker was free in time: k6 drops the iteration, and
+                    # with it every later one already as late.
+                    assert isinstance(schedule, OpenSchedule)
+                    self.dropped.add(schedule.drop_late(n, started))
+                    dropped_at = started
                     continue
                 lag = started - due
                 if lag > LATE_TOLERANCE_NS:
@@ -152,25 +161,27 @@ class _Run:
             return +sent, [names[n] for n in self.acknowledged]
         if config.stem is not None:
             stem = config.stem
-            sent_by_stem = SentByStem(stem, issued, unsent=frozenset(self.dropped))
+            sent_by_stem = SentByStem(stem, issued, unsent=self.dropped)
             return sent_by_stem, [f"{stem}{n}" for n in self.acknowledged]
         return {}, []
 
     def _open_loop(self) -> OpenLoop | None:
-        config = self.config
-        if config.rate is None or self.service is None:  # closed loop
+        config, schedule = self.config, self.schedule
+        if not isinstance(schedule, OpenSchedule) or self.service is None:  # closed loop
             return None
-        sent = self.schedule.issued - len(self.dropped)
-        span_s = (self.last_send_ns - (self.first_send_ns or self.last_send_ns)) / 1e9
+        assert config.rate is not None
+        sent = schedule.issued - len(self.dropped)
+        window_s = schedule.window_s(self.last_send_ns)
         return OpenLoop(
             rate=config.rate,
             arrivals=config.arrivals,
-            # Starts per second between the first and the last: the rate kept.
-            achieved_rate=(sent - 1) / span_s if span_s > 0 else 0.0,
+            # Starts per second of the window they were due in: the rate kept.
+            achieved_rate=sent / window_s if window_s > 0 else 0.0,
             late=self.late,
             max_start_lag_s=self.max_lag_ns / 1e9,
             dropped=len(self.dropped),
             service=self.service,
+            unsent=schedule.unsent_at_end(),
         )
 
     def summary(self, end_ns: int) -> Summary:
@@ -220,6 +231,11 @@ async def run_load(
             async with run.loop_lag.measuring(), asyncio.TaskGroup() as group:
                 for _ in range(workers):
                     group.create_task(run.worker(session))
+            if config.duration is not None:
+                # A run of -d lasts -d, though the last request was due and
+                # answered earlier (a slow rate): the throughput is over it.
+                end_ns = run.start_ns + round(config.duration * 1e9)
+                await asyncio.sleep(max(0, end_ns - time.perf_counter_ns()) / 1e9)
         finally:
             if ticker is not None:
                 ticker.cancel()

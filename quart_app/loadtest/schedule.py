@@ -8,13 +8,16 @@ Open loop (``rate``): request k is due at ``t0 + k/rate`` (constant arrivals),
 or after exponential gaps of mean ``1/rate`` (Poisson arrivals), whatever
 the server does; ``concurrency`` caps how many are in flight. A request that
 cannot start on time keeps its due time, and its latency is counted from it.
+With a duration, nothing is sent once it is over, however far behind.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import time
+from collections.abc import Callable, Collection, Iterator
 
 from .config import LoadConfig
 
@@ -51,14 +54,57 @@ class ClosedSchedule:
         return self.issued - 1, None
 
 
+class Numbers(Collection[int]):
+    """Request numbers as increasing, disjoint ranges: a count, not a set, of dropped ones."""
+
+    def __init__(self) -> None:
+        self.ranges: list[range] = []
+        self._starts: list[int] = []
+        self._count = 0
+
+    def add(self, numbers: range) -> None:
+        """Add ``numbers``, all above those added before."""
+        if numbers:
+            self.ranges.append(numbers)
+            self._starts.append(numbers.start)
+            self._count += len(numbers)
+
+    def __contains__(self, number: object) -> bool:
+        if not isinstance(number, int):
+            return False
+        index = bisect.bisect_right(self._starts, number) - 1
+        return index >= 0 and number in self.ranges[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return (number for numbers in self.ranges for number in numbers)
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def _poisson(random_: random.Random, mean: float) -> int:
+    """A Poisson-distributed count of the given mean: how many arrivals a span holds."""
+    if mean > 50:  # the normal approximation, exact enough here and O(1)
+        return max(0, round(random_.gauss(mean, math.sqrt(mean))))
+    limit, count, product = math.exp(-mean), 0, random_.random()
+    while product > limit:
+        count += 1
+        product *= random_.random()
+    return count
+
+
 class OpenSchedule:
     """Numbers with due times at ``rate`` per second from ``start_ns``.
 
-    With ``duration``, the run ends with the last request due before it is over.
+    With ``duration``, the run ends with the last request due before it is
+    over, or when it is over, whichever comes first: nothing more is sent.
     """
 
-    def __init__(self, config: LoadConfig, start_ns: int) -> None:
+    def __init__(
+        self, config: LoadConfig, start_ns: int, clock: Callable[[], int] = time.perf_counter_ns
+    ) -> None:
         assert config.rate is not None
+        self._clock = clock
         self.issued = 0
         self._start_ns = start_ns
         self._period_ns = 1e9 / config.rate
@@ -76,12 +122,53 @@ class OpenSchedule:
         n, due = self.issued, self._due
         if n >= self._total or due >= self._end_ns:
             return None
+        if self._end_ns != math.inf and self._clock() >= self._end_ns:
+            return None  # behind schedule at the end: what is due now is not sent
         self.issued = n + 1
         if self._poisson:
             self._due = due + round(self._random.expovariate(self._rate) * 1e9)
         else:  # from the start, not the last due time: no rounding error adds up
             self._due = self._start_ns + round((n + 1) * self._period_ns)
         return n, due
+
+    def drop_late(self, n: int, now_ns: int) -> range:
+        """Drop request ``n`` (the last issued) and every later one already late at ``now_ns``.
+
+        All at once, by arithmetic: one by one, a schedule far behind would
+        hold the loop for as long as it takes to drop them all.
+        """
+        threshold = min(now_ns - LATE_TOLERANCE_NS, self._end_ns)
+        issued = self.issued
+        if self._due < threshold:
+            if self._poisson:
+                mean = self._rate * (threshold - self._due) / 1e9
+                issued += 1 + _poisson(self._random, mean)
+                # Memoryless: the next arrival after the threshold is an exponential gap away.
+                self._due = threshold + round(self._random.expovariate(self._rate) * 1e9)
+            else:
+                issued = max(issued, math.ceil((threshold - self._start_ns) / self._period_ns))
+            issued = min(issued, self._total)
+            if not self._poisson:
+                self._due = self._start_ns + round(issued * self._period_ns)
+        self.issued = issued
+        return range(n, issued)
+
+    def unsent_at_end(self) -> int:
+        """How many requests were due before the duration was over but never issued."""
+        if self._end_ns == math.inf or self._due >= self._end_ns:
+            return 0
+        if self._poisson:
+            due = 1 + _poisson(self._random, self._rate * (self._end_ns - self._due) / 1e9)
+        else:
+            due = math.ceil((self._end_ns - self._start_ns) / self._period_ns) - self.issued
+        return int(max(0, min(due, self._total - self.issued)))
+
+    def window_s(self, last_send_ns: int) -> float:
+        """The span the schedule sent over: the duration, or to a period after the last send."""
+        if self._end_ns != math.inf:
+            return (self._end_ns - self._start_ns) / 1e9
+        scheduled = self.issued * self._period_ns
+        return max(scheduled, last_send_ns - self._start_ns + self._period_ns) / 1e9
 
 
 def schedule_for(config: LoadConfig, start_ns: int) -> ClosedSchedule | OpenSchedule:

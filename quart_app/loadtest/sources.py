@@ -30,7 +30,10 @@ class Logged(NamedTuple):
 
 @runtime_checkable
 class LoginSource(Protocol):
-    """Logged logins, read a batch at a time."""
+    """Logged logins, read a batch at a time.
+
+    A source may also have a ``missing`` attribute: why the log does not
+    exist as of the last read (no such file or table), ``None`` if it does."""
 
     async def read(self) -> Logged:
         """What was logged since the last call: everything on the first call.
@@ -40,15 +43,21 @@ class LoginSource(Protocol):
         ...
 
 
+class LogMissing(LookupError):
+    """The log (file or table) does not exist: not one login of the run can be in it."""
+
+
 class LogFile:
     """A login log file, text or JSON Lines, read from where the last call stopped.
 
     A last line without its newline is still being written: it is left for
-    the next call.
+    the next call. A file not created yet reads as empty, and ``missing``
+    then says so (the writer may create it later).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.missing: str | None = None
         self._offset = 0
         self._partial = b""
 
@@ -62,8 +71,10 @@ class LogFile:
             with self.path.open("rb") as file:
                 file.seek(self._offset)
                 data = file.read()
-        except FileNotFoundError:  # the writer has not created it yet
+        except FileNotFoundError:  # the writer has not created it yet, or never will
+            self.missing = f"the log file {str(self.path)!r} does not exist"
             return Logged([], [])
+        self.missing = None
         self._offset += len(data)
         *lines, self._partial = (self._partial + data).split(b"\n")
         logged = Logged([], [])
@@ -85,9 +96,10 @@ class PostgresTable:
     Each call reads the rows whose username starts with ``prefix`` (every row
     when it is empty) and returns those it has not returned before: rows
     commit in any order, so a row is known by its id, not by its place. A
-    table not created yet reads as empty. A call that cannot read raises, and
-    the next one tries again (:func:`~.verify.verify_log` does so until its
-    wait is over); each gives up after ``timeout`` seconds.
+    table not created yet reads as empty, and ``missing`` then says so. A
+    call that cannot read raises, and the next one tries again
+    (:func:`~.verify.verify_log` does so until its wait is over); each gives
+    up after ``timeout`` seconds.
     """
 
     timeout = 10.0
@@ -96,6 +108,7 @@ class PostgresTable:
         self.url = url
         self.table = table
         self.prefix = prefix
+        self.missing: str | None = None
         self._seen: set[object] = set()
 
     async def read(self) -> Logged:
@@ -120,7 +133,9 @@ class PostgresTable:
                     "WHERE starts_with(username, $1)",
                     self.prefix,
                 )
+                self.missing = None
             except asyncpg.UndefinedTableError:
+                self.missing = f"the table {self.table!r} does not exist"
                 rows = []
             finally:
                 await connection.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
@@ -20,7 +20,7 @@ class SentByStem(Mapping[str, int]):
     does not hold a second copy of every username.
     """
 
-    def __init__(self, stem: str, issued: int, unsent: frozenset[int] = frozenset()) -> None:
+    def __init__(self, stem: str, issued: int, unsent: Collection[int] = frozenset()) -> None:
         self._stem = stem
         self._issued = issued
         self._unsent = unsent  # numbered but never sent: dropped as late
@@ -52,7 +52,8 @@ class OpenLoop:
 
     ``late`` requests started more than the tolerance after their due time;
     ``max_start_lag_s`` is the largest lag of any; ``dropped`` ones were not
-    sent at all (``drop_late``). ``service`` holds the latencies from the
+    sent at all (``drop_late``); ``unsent`` were due before the duration was
+    over but not sent by then, the run too far behind. ``service`` holds the latencies from the
     actual send, in microseconds, beside the run's main ones from the due time.
     """
 
@@ -63,6 +64,7 @@ class OpenLoop:
     max_start_lag_s: float
     dropped: int
     service: HdrHistogram
+    unsent: int = 0
 
     def service_ms(self) -> dict[str, float]:
         """Service-time percentiles and max in milliseconds; ``{}`` if nothing was answered."""
@@ -121,7 +123,8 @@ class Summary:
 
     @property
     def valid(self) -> bool:
-        """Whether the client kept up: its loop lag within :data:`.loop.LAG_LIMIT_MS`."""
+        """Whether the client kept up: its loop lag within :data:`.loop.LAG_LIMIT_MS` (p99)
+        and :data:`.loop.LAG_MAX_LIMIT_MS` (max)."""
         return self.invalid_reason is None
 
     @property

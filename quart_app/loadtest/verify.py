@@ -15,10 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .sources import Logged, LoginSource, open_source
+from .sources import Logged, LoginSource, LogMissing, open_source
 
 EXAMPLES = 5
 """How many usernames a result names per fault, to start looking from."""
+
+
+def of_stem(username: str, stem: str) -> bool:
+    """Whether ``username`` is ``stem`` followed by a number: one of the run's usernames.
+
+    Only digits may follow, or run "m1" (stem ``lt-m1-``) would claim the
+    usernames of run "m1-1" (``lt-m1-1-0``, ...). An empty stem claims every username.
+    """
+    if not stem:
+        return True
+    number = username[len(stem) :]
+    return username.startswith(stem) and number.isascii() and number.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +41,9 @@ class Logins:
     tool sends each request once, so more than once only when a caller's list
     of usernames repeats one, and the server may then rightly log it that often.
     ``acknowledged`` are the usernames answered 200. Log lines whose username
-    starts with ``run_prefix`` belong to the run even though it never sent them
-    (a fault); ``""`` claims every line of the log, ``None`` only those sent.
+    is ``run_prefix`` followed by a number (see :func:`of_stem`) belong to the
+    run even though it never sent them (a fault); ``""`` claims every line of
+    the log, ``None`` only those sent.
     """
 
     sent: Mapping[str, int]
@@ -80,10 +93,26 @@ class VerifyResult:
         faults = self.missing + self.doubled + self.unsent_logged + self.unreadable
         return self.acknowledged > 0 and faults == 0
 
+    @property
+    def reason(self) -> str | None:
+        """Why the verification failed, in a few words; ``None`` if it passed."""
+        if self.ok:
+            return None
+        if not self.acknowledged:
+            return "nothing was acknowledged"
+        faults = (
+            (self.missing, "missing"),
+            (self.doubled, "logged more often than sent"),
+            (self.unsent_logged, "logged that this run never sent"),
+            (self.unreadable, "lines that are no login record"),
+        )
+        return ", ".join(f"{count:,} {what}" for count, what in faults if count)
+
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON-able values."""
         return {
             "ok": self.ok,
+            "reason": self.reason,
             "acknowledged": self.acknowledged,
             "logged_once": self.logged_once,
             "missing": self.missing,
@@ -117,7 +146,7 @@ class Tally:
         logins, counts = self.logins, self.counts
         sent, acknowledged, prefix = logins.sent, logins.acknowledged, logins.run_prefix
         for username in logged.usernames:
-            if username in sent or (prefix is not None and username.startswith(prefix)):
+            if username in sent or (prefix is not None and of_stem(username, prefix)):
                 counts[username] += 1
                 if counts[username] == 1 and username in acknowledged:
                     self._present += 1
@@ -177,6 +206,9 @@ async def verify_log(
     :func:`first_logged`) reads only the run's lines. A read that fails (a
     database restarting) is tried again within ``max_wait``; if the last one
     failed, its error is raised, since what was counted may be incomplete.
+    If acknowledged logins are still missing because the log itself does not
+    exist (a source whose ``missing`` says why), :class:`~.sources.LogMissing`
+    is raised: the fault is where the log was looked for, not in the server.
     """
     source = open_source(log)
     tally = Tally(logins)
@@ -193,17 +225,19 @@ async def verify_log(
         await asyncio.sleep(poll_interval)
     if failure is not None:
         raise failure
+    if not tally.complete and (missing := getattr(source, "missing", None)):
+        raise LogMissing(f"{missing} (waited {time.monotonic() - started:.1f} s)")
     return tally.result(time.monotonic() - started)
 
 
 async def first_logged(source: LoginSource, prefix: str) -> str | None:
-    """Read ``source`` to its end; return its first username starting with ``prefix``, if any.
+    """Read ``source`` to its end; return its first username of the stem ``prefix``, if any.
 
     Run before a run with the run's stem: a stem already logged would make
-    the run's logins look doubled.
+    the run's logins look doubled. A username is the stem's as :func:`of_stem` says.
     """
     found = None
     while (logged := await source.read()).usernames or logged.unreadable:
         if found is None:
-            found = next((name for name in logged.usernames if name.startswith(prefix)), None)
+            found = next((name for name in logged.usernames if of_stem(name, prefix)), None)
     return found
