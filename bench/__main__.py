@@ -67,8 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--writer-records and --aiofiles-records must be at least 1")
     if args.skip_http and args.skip_writer:
         parser.error("--skip-http with --skip-writer leaves nothing to measure")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is not a directory")
+    # Before measuring: a run's figures must not be lost for want of a place to write them.
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as exc:
+        parser.error(f"--out {args.out}: {exc.strerror or exc}")
     if args.from_json:
         args.report = _read_report(parser, args.from_json)
     return args
@@ -79,7 +83,10 @@ def _read_report(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
         report = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         parser.error(f"--from-json {path}: {exc}")
-    if not isinstance(report, dict) or not {"machine", "args", "raw", "summary"} <= report.keys():
+    try:
+        report["summary"] = summarize(report["raw"])  # by today's rules
+        markdown(report)
+    except (KeyError, TypeError, ValueError, AttributeError):
         parser.error(f"--from-json {path}: not a results.json this benchmark wrote")
     return report
 
@@ -111,10 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, then write the results; the exit status does not depend on the goals."""
     args = parse_args(argv)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         report = args.report
-        report["summary"] = summarize(report["raw"])  # by today's rules
     else:
         report = measure_all(args)
         (out / "results.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))

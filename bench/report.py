@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections import defaultdict
 from typing import Any
 
@@ -102,9 +103,7 @@ def markdown(report: dict[str, Any]) -> str:
     """The results page: the machine, the HTTP table, the writer table, the goals."""
     info, args, summary = report["machine"], report["args"], report["summary"]
     packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
-    lines = [
-        "# Login log benchmark",
-        "",
+    bullets = [
         f"- **Machine:** {info['cores']} cores, {info['cpu']}, {info['os']}; Python "
         f"{info['python']}; {packages}; {info['load_generator']} on the same machine",
         f"- **Command:** `{report['command']}`",
@@ -113,14 +112,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"loaded at the same time on twin servers sharing one core, {args['duration']:g} s, "
         f"{args['concurrency']} connections each; figures are medians of every measurement, "
         "goals the median of the per-round ratios of their pair.",
-        "",
     ]
+    lines = ["# Login log benchmark", ""] + [_wrapped(b, "  ") for b in bullets] + [""]
     http = summary["http"]
     if http:
         ceiling = http.get("/", {}).get("rps")
         lines += [
-            "| target | req/s (min-max) | vs `/` | p50 ms | p99 ms | server CPU µs/req "
-            "| database CPU µs/req | logged / answered | others (cores) |",
+            "| target | req/s (min-max) | vs `/` | p50 ms | p99 ms | CPU µs | DB µs "
+            "| logged / answered | others |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for target in TARGETS:
@@ -130,17 +129,27 @@ def markdown(report: dict[str, Any]) -> str:
             versus = f"{s['rps'] / ceiling:.2f}x" if ceiling else "n/a"
             logged = f"{s['logged']:,} / {s['answered']:,}" if target.login else "-"
             lines.append(
-                f"| {target.name}: {target.what} | {_fmt(s['rps'])} ({_fmt(s['rps_min'])}-"
+                f"| {target.name} | {_fmt(s['rps'])} ({_fmt(s['rps_min'])}-"
                 f"{_fmt(s['rps_max'])}) | {versus} | {_fmt(s['p50'], 1)} | {_fmt(s['p99'], 1)} "
                 f"| {_fmt(s['cpu_us_per_request'])} | {_fmt(s['db_cpu_us_per_request'])} "
                 f"| {logged} | {s['others']:.2f} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            _wrapped(
+                "CPU µs and DB µs: the server's and the database's CPU time per answered "
+                "request; others: cores used meanwhile by other processes than the servers, "
+                "the database and wrk (noise). The targets:"
+            ),
+            "",
+            *(_wrapped(f"- {t.name}: {t.what}", "  ") for t in TARGETS if t.name in http),
+            "",
+        ]
     writer = summary["writer"]
     if writer:
         lines += ["| writer alone | records | records/s (min-max) | vs its ceiling |"]
         lines += ["|---|--:|--:|--:|"]
-        for name, how in WRITERS.items():
+        for name in WRITERS:
             s = writer.get(name)
             if s:
                 # A file writer against os.write, a database one against the plain insert.
@@ -148,10 +157,14 @@ def markdown(report: dict[str, Any]) -> str:
                 ceiling = writer.get(top, {}).get("per_second")
                 versus = f"{s['per_second'] / ceiling:.2f}x" if ceiling else "n/a"
                 lines.append(
-                    f"| {name}: {how} | {s['records']:,} | {_fmt(s['per_second'])} "
+                    f"| {name} | {s['records']:,} | {_fmt(s['per_second'])} "
                     f"({_fmt(s['per_second_min'])}-{_fmt(s['per_second_max'])}) | {versus} |"
                 )
-        lines.append("")
+        lines += [
+            "",
+            *(_wrapped(f"- {n}: {how}", "  ") for n, how in WRITERS.items() if n in writer),
+            "",
+        ]
     lines += [
         "| goal | ratio | target | verdict | per round (min-max) |",
         "|---|--:|--:|---|--:|",
@@ -173,9 +186,15 @@ def markdown(report: dict[str, Any]) -> str:
     if probes:
         lines += [
             "",
-            f"A fixed pure-Python loop run before each measurement took {min(probes):.1f}-"
-            f"{max(probes):.1f} ms (median {statistics.median(probes):.1f}): the machine's "
-            'speed varied that much during the run. "others": cores used by processes other '
-            "than the server and wrk (noise).",
+            _wrapped(
+                f"A fixed pure-Python loop run before each measurement took {min(probes):.1f}-"
+                f"{max(probes):.1f} ms (median {statistics.median(probes):.1f}): the machine's "
+                "speed varied that much during the run."
+            ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _wrapped(text: str, indent: str = "") -> str:
+    # Lines of at most 100 columns, as every Markdown page of the repository.
+    return textwrap.fill(text, 100, subsequent_indent=indent, break_on_hyphens=False)
