@@ -119,7 +119,7 @@ def markdown(report: dict[str, Any]) -> str:
         ceiling = http.get("/", {}).get("rps")
         lines += [
             "| target | req/s (min-max) | vs `/` | p50 ms | p99 ms | CPU µs | DB µs "
-            "| logged / answered | others |",
+            "| logged/answered | others |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for target in TARGETS:
