@@ -72,7 +72,7 @@ class Wrk:
 class Measurement:
     """One target measured once.
 
-    ``answered``: 2xx answers wrk counted; ``logged``: the log's new lines (or
+    ``answered``: answers wrk counted below 400; ``logged``: the log's new lines (or
     rows), read with the load-test tool's reader; ``doubled``: usernames among
     them written more than once (each was sent once). ``database_cpu_s``: the
     CPU time of the database's processes, for a target that logs into one.
