@@ -30,7 +30,7 @@ from .plot import BadPlotPath, PlotUnavailable, check_plot_path, plot_summary
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
-from .sources import LogMissing, is_database_url, open_source
+from .sources import LogMissing, is_database_url, open_source, url_scheme
 from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
@@ -114,6 +114,19 @@ def _non_empty(needs: str) -> Callable[[str], str]:
         return text
 
     return check
+
+
+def _log(text: str) -> str:
+    text = _non_empty("a log file or a postgresql:// URL")(text)
+    scheme = url_scheme(text)
+    if scheme is not None and not is_database_url(text):
+        # Read as a file's path it would be found missing only after the run, and
+        # named in full then. The scheme alone: the rest may hold a password.
+        raise argparse.ArgumentTypeError(
+            f"needs a log file or a postgresql:// URL, not a {scheme}:// URL "
+            "(not shown, as it may hold a password)"
+        )
+    return text
 
 
 EPILOG = f"""\
@@ -230,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verify",
         metavar="LOG",
-        type=_non_empty("a log file or a postgresql:// URL"),
+        type=_log,
         help="after the run, check each login answered 200 is in LOG exactly once: a log "
-        "file, or the postgresql:// URL of a role that may read the table",
+        "file, or the postgresql:// (or postgres://, any case) URL of a role that may read "
+        "the table",
     )
     parser.add_argument(
         "--verify-table",
