@@ -206,3 +206,32 @@ async def test_a_plot_that_fails_after_the_run_still_shows_the_summary_and_verdi
     assert "plot" not in out
     assert "cannot draw the plot: FileNotFoundError" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("fault", ["missing", "a directory"])
+async def test_a_log_unreadable_after_the_run_fails_verify_in_json_too(
+    fault: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The server logs elsewhere; the log to verify is gone, or became a directory.
+    verified = tmp_path / "verified.txt"
+    if fault == "a directory":
+        verified.touch()  # readable before the run
+
+    def answer(username: str, count: int) -> int:
+        if fault == "a directory" and verified.is_file():
+            verified.unlink()
+            verified.mkdir()
+        return 200
+
+    async with fake_server(tmp_path / "login_log.txt", answer) as fake:
+        argv = [fake.url, "-n", "5", "--json", "--verify", str(verified)]
+        status = await run_cli([*argv, "--verify-timeout", "0.2"])
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    verify = json.loads(out)["verify"]
+    assert verify["ok"] is False
+    reason = err.strip().removeprefix("quart-app-loadtest: ")
+    assert verify["reason"] == reason
+    expected = "does not exist" if fault == "missing" else "IsADirectoryError"
+    assert reason.startswith("cannot read the log to verify: ") and expected in reason

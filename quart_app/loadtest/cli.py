@@ -381,13 +381,14 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
             )
     with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
         summary = await run_load(config, progress=progress)
-    verify = None
+    verify = verify_error = None
     failures: list[str] = []  # after the run: told on stderr, exit status 1
     if log is not None:
         try:
             verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
         except Exception as exc:  # still unreadable at --verify-timeout: a failed verification
-            failures.append(f"cannot read the log to verify: {_describe(exc)}")
+            verify_error = f"cannot read the log to verify: {_describe(exc)}"
+            failures.append(verify_error)
     plotted = False
     if args.plot:
         try:
@@ -396,7 +397,7 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
         except Exception as exc:  # the directory gone meanwhile, a full disk: keep the run
             failures.append(f"cannot draw the plot: {_describe(exc)}")
     if args.json:
-        print(json.dumps(summary_dict(summary, verify), ensure_ascii=False))
+        print(json.dumps(summary_dict(summary, verify, verify_error), ensure_ascii=False))
     else:
         print(summary_text(summary, verify))
         if plotted:

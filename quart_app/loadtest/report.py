@@ -30,11 +30,15 @@ def _open_loop_dict(open_loop: OpenLoop) -> dict[str, Any]:
     }
 
 
-def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[str, Any]:
+def summary_dict(
+    summary: Summary, verify: VerifyResult | None = None, verify_error: str | None = None
+) -> dict[str, Any]:
     """The summary (and the verification, if any) as plain JSON-able values.
 
-    In open loop ``latency_ms`` counts from each request's due time and
-    ``service_time_ms`` from its send; ``histograms`` holds both, encoded.
+    ``verify_error`` says why the log could not be read to verify: ``verify``
+    is then failed with it as its reason. In open loop ``latency_ms`` counts
+    from each request's due time and ``service_time_ms`` from its send;
+    ``histograms`` holds both, encoded.
     """
     config = summary.config
     open_loop = summary.open_loop
@@ -64,6 +68,9 @@ def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[s
     }
     if verify is not None:
         data["verify"] = verify.to_dict()
+    elif verify_error is not None:
+        # A verification that could not be made failed: a reader of the JSON alone sees so.
+        data["verify"] = {"ok": False, "reason": verify_error}
     return data
 
 
