@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, main
-from quart_app.loadtest.schedule import ClosedSchedule, OpenSchedule
+from quart_app.loadtest import LoadConfig, main, run_load
+from quart_app.loadtest.schedule import LATE_TOLERANCE_NS, ClosedSchedule, OpenSchedule
 from quart_app.testing import ROOT
 
 from server import Server, run_server
@@ -41,15 +41,19 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
 
 
 def run_with_a_stall(
-    server: Server, argv: list[str], capsys: pytest.CaptureFixture[str], stall_at: float = 1.0
+    server: Server,
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    stall_at: float = 1.0,
+    stall_s: float = STALL_S,
 ) -> dict[str, Any]:
-    """Run the command (JSON out) in a thread; stop the server for STALL_S after ``stall_at``."""
+    """Run the command (JSON out) in a thread; stop the server ``stall_s`` after ``stall_at``."""
     with ThreadPoolExecutor(1) as pool:
         run = pool.submit(main, [server.url, *argv, "--json"])
         time.sleep(stall_at)
         server.signal_group(signal.SIGSTOP)
         try:
-            time.sleep(STALL_S)
+            time.sleep(stall_s)
         finally:
             server.signal_group(signal.SIGCONT)
         status = run.result(timeout=60)
@@ -103,6 +107,44 @@ def test_drop_late_does_not_send_what_could_not_start_on_time(
     # Dropped logins were never sent: nothing of them in the log, and no fault.
     assert summary["verify"]["ok"] is True
     assert summary["verify"]["acknowledged"] == summary["requests"]
+
+
+def test_drop_late_drops_what_a_stall_past_the_duration_kept_from_starting(
+    server_log: tuple[Server, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every worker waits on the stalled server until after -d is over: the
+    # requests due meanwhile could not start on time, so they were dropped.
+    server, log = server_log
+    argv = ["-d", "2", "-c", str(CONCURRENCY), "--rate", "100", "--drop-late"]
+    summary = run_with_a_stall(
+        server, [*argv, "--verify", str(log)], capsys, stall_at=0.5, stall_s=2.0
+    )
+    print("drop-late past -d:", summary["dropped"], summary["unsent_at_end"], summary["requests"])
+
+    assert summary["dropped"] >= 100
+    assert summary["unsent_at_end"] == 0
+    assert summary["requests"] + summary["dropped"] == 200
+    assert summary["late"]["count"] == 0
+    assert summary["verify"]["ok"] is True
+
+
+async def test_drop_late_drops_a_request_whose_worker_woke_late() -> None:
+    # The client's loop blocks now and then (as a long GC pause would): a
+    # worker sleeping until a due time wakes late, and must drop, not send.
+    def block(done: int, elapsed: float) -> None:
+        time.sleep(0.02)
+
+    # Nobody listens on port 1: each request fails at once, the workers mostly sleep.
+    config = LoadConfig("http://127.0.0.1:1", requests=200, rate=200, concurrency=4, drop_late=True)
+    summary = await run_load(config, progress=block, progress_interval=0.05)
+    open_loop = summary.open_loop
+    assert open_loop is not None
+    print("woke late:", open_loop.dropped, open_loop.late, open_loop.max_start_lag_s)
+
+    assert open_loop.dropped > 0
+    assert open_loop.late == 0
+    assert open_loop.max_start_lag_s <= LATE_TOLERANCE_NS / 1e9
+    assert summary.requests + open_loop.dropped == 200
 
 
 def test_a_client_stall_marks_the_run_invalid(server_log: tuple[Server, Path]) -> None:

@@ -141,8 +141,9 @@ closed and open loop:
   due time, "service" from the actual send. A request is late when it starts
   more than {LATE_TOLERANCE_NS / 1e6:g} ms after its due time: uvloop's timers have 1 ms
   resolution, so one sent on time starts within about 1 ms of it.
-  --drop-late: a request no worker is free for in time is not sent but counted
-  as dropped (k6's dropped iterations).
+  --drop-late: a request that cannot start on time (no worker free, or the
+  client itself late) is not sent but counted as dropped (k6's dropped
+  iterations), and so are those still due when -d is over.
 
 invalid runs:
   A ticker measures the client's own event-loop lag every {TICK_S * 1000:g} ms. If its

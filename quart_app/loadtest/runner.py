@@ -114,14 +114,15 @@ class _Run:
                 if started < due:
                     await sleep((due - started) / 1e9)
                     started = clock()
-                elif drop_late and started - due > LATE_TOLERANCE_NS:
-                    # No worker was free in time: k6 drops the iteration, and
-                    # with it every later one already as late.
+                lag = started - due
+                if drop_late and lag > LATE_TOLERANCE_NS:
+                    # No worker was free in time, or this one woke late (the
+                    # client busy): k6 drops the iteration, and with it every
+                    # later one already as late.
                     assert isinstance(schedule, OpenSchedule)
                     self.dropped.add(schedule.drop_late(n, started))
                     dropped_at = started
                     continue
-                lag = started - due
                 if lag > LATE_TOLERANCE_NS:
                     self.late += 1
                 if lag > self.max_lag_ns:
@@ -172,6 +173,11 @@ class _Run:
         assert config.rate is not None
         sent = schedule.issued - len(self.dropped)
         window_s = schedule.window_s(self.last_send_ns)
+        dropped, unsent = len(self.dropped), schedule.unsent_at_end()
+        if config.drop_late:
+            # Due before the end, and no worker started them on time (all
+            # waiting on a stalled server): dropped, by what --drop-late means.
+            dropped, unsent = dropped + unsent, 0
         return OpenLoop(
             rate=config.rate,
             arrivals=config.arrivals,
@@ -179,9 +185,9 @@ class _Run:
             achieved_rate=sent / window_s if window_s > 0 else 0.0,
             late=self.late,
             max_start_lag_s=self.max_lag_ns / 1e9,
-            dropped=len(self.dropped),
+            dropped=dropped,
             service=self.service,
-            unsent=schedule.unsent_at_end(),
+            unsent=unsent,
         )
 
     def summary(self, end_ns: int) -> Summary:
