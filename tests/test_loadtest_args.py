@@ -130,6 +130,28 @@ def test_a_url_with_a_path_query_or_fragment_exits_2(
     assert "URL must be http://HOST[:PORT] or https://HOST[:PORT]" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1/a/..",  # normalised to / by yarl, sent as /a/../login/
+        "http://127.0.0.1:1/%2e%2e",
+        "http://127.0.0.1:1/.",
+        "http://127.0.0.1:1//",
+        " http://127.0.0.1:1",
+        "http://127.0.0.1:1 ",
+        "http://127.0.0.1:1\t",
+    ],
+    ids=repr,
+)
+def test_a_url_whose_path_is_more_than_a_slash_or_with_whitespace_exits_2(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([url, "-n", "3", "-q"])
+    assert exit_info.value.code == 2
+    assert "URL must be http://HOST[:PORT] or https://HOST[:PORT]" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("path", ["/login/?username=evil", "/login/#x", "login/", ""])
 def test_a_path_with_a_query_or_fragment_or_not_from_the_root_exits_2(
     path: str, capsys: pytest.CaptureFixture[str]
