@@ -9,11 +9,12 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from quart_app.config import ConfigError, table_name
+from quart_app.config import ConfigError, Settings, table_name
 
 from .config import (
     LOGIN_PATH,
@@ -34,6 +35,12 @@ from .sources import LogMissing, is_database_url, open_source, url_scheme
 from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
+USERNAME_MAX_LENGTH: int = next(
+    f.default for f in fields(Settings) if f.name == "username_max_length"
+)
+"""The server's default: a longer username is answered 400, never logged."""
+DURATION_DIGITS = 12
+"""The digits of n assumed for a run of -d, whose count is not known ahead."""
 
 
 def _count(text: str) -> int:
@@ -155,6 +162,9 @@ invalid runs:
 usernames:
   PREFIX + RUN_ID + "-" + n, unique to the run. PREFIX and RUN_ID may only hold
   ASCII letters, digits and . _ ~ - (others the server would strip or escape).
+  A username may be at most {USERNAME_MAX_LENGTH} characters (the server's default
+  USERNAME_MAX_LENGTH), n counted with the digits of the largest for -n and
+  {DURATION_DIGITS} for -d: the server answers longer ones 400, so they exit 2.
   With --verify, a RUN_ID already in the log is refused: it would read as doubled.
   Each request is sent once: aiohttp's silent resend of a GET whose connection
   dropped is refused and counted (resends_refused); redirects are not followed.
@@ -224,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--path", type=_path, default=LOGIN_PATH, help=f"appended to URL (default {LOGIN_PATH})"
     )
-    parser.add_argument("--prefix", help="usernames are PREFIX + run id + '-' + n (default lt-)")
+    parser.add_argument(
+        "--prefix",
+        help="usernames are PREFIX + run id + '-' + n (default lt-), "
+        f"at most {USERNAME_MAX_LENGTH} characters in all",
+    )
     parser.add_argument(
         "--run-id",
         type=_non_empty("at least one character"),
@@ -304,7 +318,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
         requests = DEFAULT_REQUESTS
     extra = {"run_id": args.run_id} if args.run_id else {}
     try:
-        return LoadConfig(
+        config = LoadConfig(
             args.url,
             requests=requests,
             duration=args.duration,
@@ -321,6 +335,16 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if config.stem is not None:
+        digits = len(str(requests - 1)) if requests is not None else DURATION_DIGITS
+        if (longest := len(config.stem) + digits) > USERNAME_MAX_LENGTH:
+            # Each login would be answered 400 and never logged: no test of the server.
+            parser.error(
+                f"--prefix and --run-id make usernames of up to {longest} characters "
+                f"(with '-' and a request number of {digits} digits), above "
+                f"{USERNAME_MAX_LENGTH}, the server's default USERNAME_MAX_LENGTH"
+            )
+    return config
 
 
 @contextmanager
