@@ -227,3 +227,34 @@ def test_poisson_arrivals_have_exponential_gaps_of_mean_1_over_rate() -> None:
 def test_closed_loop_requests_are_never_due() -> None:
     schedule = ClosedSchedule(LoadConfig("http://h", requests=3), start_ns=0)
     assert list(iter(schedule.next, None)) == [(0, None), (1, None), (2, None)]
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [
+        ("0.001", "0.001"),
+        ("0.0123", "0.0123"),
+        ("2.5", "2.5"),
+        ("200", "200"),
+        ("1234.56", "1,235"),
+    ],
+)
+def test_rates_are_shown_with_three_significant_digits(
+    rate: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["http://127.0.0.1:1", "-q", "--rate", rate, "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"rate         target {shown}/s (constant), achieved " in out
+
+
+def test_a_low_achieved_rate_is_not_shown_as_0(capsys: pytest.CaptureFixture[str]) -> None:
+    # One request, sent at once (to nobody), due every 1,000 s: achieved as the target.
+    assert main(["http://127.0.0.1:1", "-q", "--rate", "0.001", "-n", "1"]) == 0
+    assert "target 0.001/s (constant), achieved 0.001/s" in capsys.readouterr().out
+
+
+def test_json_rates_are_not_rounded(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["http://127.0.0.1:1", "-q", "--rate", "0.04", "-n", "1", "--json"]) == 0
+    rate = json.loads(capsys.readouterr().out)["rate"]
+    assert rate["target"] == 0.04
+    assert rate["achieved"] == pytest.approx(0.04, rel=0.01)  # not 0.0
