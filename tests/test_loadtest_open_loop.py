@@ -258,3 +258,26 @@ def test_json_rates_are_not_rounded(capsys: pytest.CaptureFixture[str]) -> None:
     rate = json.loads(capsys.readouterr().out)["rate"]
     assert rate["target"] == 0.04
     assert rate["achieved"] == pytest.approx(0.04, rel=0.01)  # not 0.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "achieved"),
+    [
+        (["--rate", "0.5", "-d", "0.5"], 0.5),  # 1 request due in the window, not 1 / 0.5 s
+        (["--rate", "200", "-n", "1"], 200),  # not 1 / (5 ms + the time to send it)
+        (["--rate", "3", "-d", "1.5"], 3),  # 5 due (0, 1/3, ... 4/3 s), 5 sent
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_the_achieved_rate_is_the_target_when_all_that_was_due_was_sent(
+    argv: list[str], achieved: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["http://127.0.0.1:1", "-q", *argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rate"]["achieved"] == pytest.approx(achieved)
+
+
+def test_help_says_what_the_achieved_rate_is(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "achieved rate: the target times the share of the requests due that were sent" in out

@@ -148,6 +148,9 @@ closed and open loop:
   due time, "service" from the actual send. A request is late when it starts
   more than {LATE_TOLERANCE_NS / 1e6:g} ms after its due time: uvloop's timers have 1 ms
   resolution, so one sent on time starts within about 1 ms of it.
+  The achieved rate: the target times the share of the requests due that were sent
+  (due before -d was over, or all of -n); dropped and unsent ones lower it, and
+  it never exceeds the target.
   --drop-late: a request that cannot start on time (no worker free, or the
   client itself late) is not sent but counted as dropped (k6's dropped
   iterations), and so are those still due when -d is over.

@@ -170,13 +170,6 @@ class OpenSchedule:
             due = math.ceil((self._end_ns - self._start_ns) / self._period_ns) - self.issued
         return int(max(0, min(due, self._total - self.issued)))
 
-    def window_s(self, last_send_ns: int) -> float:
-        """The span the schedule sent over: the duration, or to a period after the last send."""
-        if self._end_ns != math.inf:
-            return (self._end_ns - self._start_ns) / 1e9
-        scheduled = self.issued * self._period_ns
-        return max(scheduled, last_send_ns - self._start_ns + self._period_ns) / 1e9
-
 
 def schedule_for(config: LoadConfig, start_ns: int) -> ClosedSchedule | OpenSchedule:
     """The schedule ``config`` asks for, starting at ``start_ns`` (``perf_counter_ns``)."""
