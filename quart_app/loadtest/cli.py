@@ -155,6 +155,12 @@ closed and open loop:
   client itself late) is not sent but counted as dropped (k6's dropped
   iterations), and so are those still due when -d is over.
 
+timeouts:
+  Requests that time out (--timeout) are counted as errors, by type, not in
+  the latency percentiles, which hold answers only (as wrk does; k6 keeps
+  them in http_req_duration, and leaves them out of its expected_response:true
+  figures). A server that stalls past --timeout shows in the errors.
+
 invalid runs:
   A ticker measures the client's own event-loop lag every {TICK_S * 1000:g} ms. If its
   p99 exceeds {LAG_LIMIT_MS:g} ms, or its max exceeds {LAG_MAX_LIMIT_MS:g} ms (one stall of
@@ -176,8 +182,10 @@ exit status:
   0 the run finished (and --verify passed); 1 --verify failed: nothing was
   acknowledged (no login answered 200), or an acknowledged login is missing,
   or one is logged more often than sent, or the run's stem is logged for a
-  login it never sent, or after the run the log could not be read (tried
-  again until --verify-timeout) or did not exist (no such file or table);
+  login it never sent, or a line the log gained during the run is no login
+  record (a torn or interleaved write), or after the run the log could not
+  be read (tried again until --verify-timeout) or did not exist (no such
+  file or table);
   or the --plot could not be drawn (the summary is shown all the same);
   2 bad arguments, and a log that cannot be read before the run (a
   directory, a wrong password, no server): nothing is sent; 130 interrupted;
@@ -256,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=_bounded(MAX_TIMEOUT_S, "an hour"),
         default=30.0,
-        help="seconds per request (default 30, at most an hour)",
+        help="seconds per request, then counted as an error (default 30, at most an hour)",
     )
     parser.add_argument(
         "--verify",
