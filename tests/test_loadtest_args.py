@@ -130,6 +130,28 @@ def test_a_url_with_a_path_query_or_fragment_exits_2(
     assert "URL must be http://HOST[:PORT] or https://HOST[:PORT]" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1/a/..",  # normalised to / by yarl, sent as /a/../login/
+        "http://127.0.0.1:1/%2e%2e",
+        "http://127.0.0.1:1/.",
+        "http://127.0.0.1:1//",
+        " http://127.0.0.1:1",
+        "http://127.0.0.1:1 ",
+        "http://127.0.0.1:1\t",
+    ],
+    ids=repr,
+)
+def test_a_url_whose_path_is_more_than_a_slash_or_with_whitespace_exits_2(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([url, "-n", "3", "-q"])
+    assert exit_info.value.code == 2
+    assert "URL must be http://HOST[:PORT] or https://HOST[:PORT]" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("path", ["/login/?username=evil", "/login/#x", "login/", ""])
 def test_a_path_with_a_query_or_fragment_or_not_from_the_root_exits_2(
     path: str, capsys: pytest.CaptureFixture[str]
@@ -226,3 +248,47 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
         _, err = done.communicate(timeout=30)
     assert err == ""
     assert done.returncode == 141  # as a shell reports a command ended by SIGPIPE
+
+
+@pytest.mark.parametrize(
+    ("argv", "longest"),
+    [
+        (["--prefix", "a" * 242, "--run-id", "abcdefghijkl", "-n", "200"], 258),
+        (["--prefix", "a" * 250, "-n", "10"], 260),  # the random run id is 8 characters
+        (["--prefix", "a" * 243, "--run-id", "r", "-d", "1"], 257),  # -d: 12 digits
+    ],
+    ids=["-n 200", "random run id", "-d"],
+)
+def test_usernames_longer_than_the_server_takes_exit_2(
+    argv: list[str], longest: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The server answers 400 to each: nothing would be logged, or verified.
+    with pytest.raises(SystemExit) as exit_info:
+        main([URL, "-q", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usernames of up to {longest} characters" in err
+    assert "above 256, the server's default USERNAME_MAX_LENGTH" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--prefix", "a" * 241, "--run-id", "abcdefghijkl", "-n", "100"],
+        ["--prefix", "a" * 242, "--run-id", "r", "-d", "0.2", "--rate", "10"],
+    ],
+    ids=["-n", "-d"],
+)
+def test_usernames_of_exactly_the_servers_length_are_sent(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([URL, "-q", *argv]) == 0
+    assert "errors " in capsys.readouterr().out  # sent, to nobody
+
+
+def test_help_says_how_long_usernames_may_be(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "at most 256 characters (the server's default USERNAME_MAX_LENGTH)" in out

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, main
-from quart_app.loadtest.schedule import ClosedSchedule, OpenSchedule
+from quart_app.loadtest import LoadConfig, main, run_load
+from quart_app.loadtest.schedule import LATE_TOLERANCE_NS, ClosedSchedule, OpenSchedule
 from quart_app.testing import ROOT
 
 from server import Server, run_server
@@ -41,15 +41,19 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
 
 
 def run_with_a_stall(
-    server: Server, argv: list[str], capsys: pytest.CaptureFixture[str], stall_at: float = 1.0
+    server: Server,
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    stall_at: float = 1.0,
+    stall_s: float = STALL_S,
 ) -> dict[str, Any]:
-    """Run the command (JSON out) in a thread; stop the server for STALL_S after ``stall_at``."""
+    """Run the command (JSON out) in a thread; stop the server ``stall_s`` after ``stall_at``."""
     with ThreadPoolExecutor(1) as pool:
         run = pool.submit(main, [server.url, *argv, "--json"])
         time.sleep(stall_at)
         server.signal_group(signal.SIGSTOP)
         try:
-            time.sleep(STALL_S)
+            time.sleep(stall_s)
         finally:
             server.signal_group(signal.SIGCONT)
         status = run.result(timeout=60)
@@ -103,6 +107,44 @@ def test_drop_late_does_not_send_what_could_not_start_on_time(
     # Dropped logins were never sent: nothing of them in the log, and no fault.
     assert summary["verify"]["ok"] is True
     assert summary["verify"]["acknowledged"] == summary["requests"]
+
+
+def test_drop_late_drops_what_a_stall_past_the_duration_kept_from_starting(
+    server_log: tuple[Server, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every worker waits on the stalled server until after -d is over: the
+    # requests due meanwhile could not start on time, so they were dropped.
+    server, log = server_log
+    argv = ["-d", "2", "-c", str(CONCURRENCY), "--rate", "100", "--drop-late"]
+    summary = run_with_a_stall(
+        server, [*argv, "--verify", str(log)], capsys, stall_at=0.5, stall_s=2.0
+    )
+    print("drop-late past -d:", summary["dropped"], summary["unsent_at_end"], summary["requests"])
+
+    assert summary["dropped"] >= 100
+    assert summary["unsent_at_end"] == 0
+    assert summary["requests"] + summary["dropped"] == 200
+    assert summary["late"]["count"] == 0
+    assert summary["verify"]["ok"] is True
+
+
+async def test_drop_late_drops_a_request_whose_worker_woke_late() -> None:
+    # The client's loop blocks now and then (as a long GC pause would): a
+    # worker sleeping until a due time wakes late, and must drop, not send.
+    def block(done: int, elapsed: float) -> None:
+        time.sleep(0.02)
+
+    # Nobody listens on port 1: each request fails at once, the workers mostly sleep.
+    config = LoadConfig("http://127.0.0.1:1", requests=200, rate=200, concurrency=4, drop_late=True)
+    summary = await run_load(config, progress=block, progress_interval=0.05)
+    open_loop = summary.open_loop
+    assert open_loop is not None
+    print("woke late:", open_loop.dropped, open_loop.late, open_loop.max_start_lag_s)
+
+    assert open_loop.dropped > 0
+    assert open_loop.late == 0
+    assert open_loop.max_start_lag_s <= LATE_TOLERANCE_NS / 1e9
+    assert summary.requests + open_loop.dropped == 200
 
 
 def test_a_client_stall_marks_the_run_invalid(server_log: tuple[Server, Path]) -> None:
@@ -185,3 +227,57 @@ def test_poisson_arrivals_have_exponential_gaps_of_mean_1_over_rate() -> None:
 def test_closed_loop_requests_are_never_due() -> None:
     schedule = ClosedSchedule(LoadConfig("http://h", requests=3), start_ns=0)
     assert list(iter(schedule.next, None)) == [(0, None), (1, None), (2, None)]
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [
+        ("0.001", "0.001"),
+        ("0.0123", "0.0123"),
+        ("2.5", "2.5"),
+        ("200", "200"),
+        ("1234.56", "1,235"),
+    ],
+)
+def test_rates_are_shown_with_three_significant_digits(
+    rate: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["http://127.0.0.1:1", "-q", "--rate", rate, "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"rate         target {shown}/s (constant), achieved " in out
+
+
+def test_a_low_achieved_rate_is_not_shown_as_0(capsys: pytest.CaptureFixture[str]) -> None:
+    # One request, sent at once (to nobody), due every 1,000 s: achieved as the target.
+    assert main(["http://127.0.0.1:1", "-q", "--rate", "0.001", "-n", "1"]) == 0
+    assert "target 0.001/s (constant), achieved 0.001/s" in capsys.readouterr().out
+
+
+def test_json_rates_are_not_rounded(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["http://127.0.0.1:1", "-q", "--rate", "0.04", "-n", "1", "--json"]) == 0
+    rate = json.loads(capsys.readouterr().out)["rate"]
+    assert rate["target"] == 0.04
+    assert rate["achieved"] == pytest.approx(0.04, rel=0.01)  # not 0.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "achieved"),
+    [
+        (["--rate", "0.5", "-d", "0.5"], 0.5),  # 1 request due in the window, not 1 / 0.5 s
+        (["--rate", "200", "-n", "1"], 200),  # not 1 / (5 ms + the time to send it)
+        (["--rate", "3", "-d", "1.5"], 3),  # 5 due (0, 1/3, ... 4/3 s), 5 sent
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_the_achieved_rate_is_the_target_when_all_that_was_due_was_sent(
+    argv: list[str], achieved: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["http://127.0.0.1:1", "-q", *argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rate"]["achieved"] == pytest.approx(achieved)
+
+
+def test_help_says_what_the_achieved_rate_is(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "achieved rate: the target times the share of the requests due that were sent" in out

@@ -206,3 +206,66 @@ async def test_a_plot_that_fails_after_the_run_still_shows_the_summary_and_verdi
     assert "plot" not in out
     assert "cannot draw the plot: FileNotFoundError" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("fault", ["missing", "a directory"])
+async def test_a_log_unreadable_after_the_run_fails_verify_in_json_too(
+    fault: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The server logs elsewhere; the log to verify is gone, or became a directory.
+    verified = tmp_path / "verified.txt"
+    if fault == "a directory":
+        verified.touch()  # readable before the run
+
+    def answer(username: str, count: int) -> int:
+        if fault == "a directory" and verified.is_file():
+            verified.unlink()
+            verified.mkdir()
+        return 200
+
+    async with fake_server(tmp_path / "login_log.txt", answer) as fake:
+        argv = [fake.url, "-n", "5", "--json", "--verify", str(verified)]
+        status = await run_cli([*argv, "--verify-timeout", "0.2"])
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    verify = json.loads(out)["verify"]
+    assert verify["ok"] is False
+    reason = err.strip().removeprefix("quart-app-loadtest: ")
+    assert verify["reason"] == reason
+    expected = "does not exist" if fault == "missing" else "IsADirectoryError"
+    assert reason.startswith("cannot read the log to verify: ") and expected in reason
+
+
+async def test_a_line_of_the_run_that_is_no_login_record_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As --help says: a torn write among the run's lines fails the verification.
+    log = tmp_path / "login_log.txt"
+
+    def tear_once(username: str, count: int) -> int:
+        if username.endswith("-0"):
+            with log.open("ab") as file:
+                file.write(b"half a line\n")
+        return 200
+
+    async with fake_server(log, tear_once) as fake:
+        argv = [fake.url, "-n", "5", "-c", "1", "--verify", str(log), "--verify-timeout", "0.5"]
+        status = await run_cli(argv)
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "verify       FAILED: 5 acknowledged, 5 logged once" in out
+    assert "1 lines are no login record" in out
+
+
+def test_help_says_what_fails_verify_and_where_timeouts_go(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    exit_status = out[out.index("exit status:") :]
+    assert "or a line the log gained during the run is no login record" in exit_status
+    assert "Requests that time out (--timeout) are counted as errors" in out
+    assert "not in the latency percentiles" in out

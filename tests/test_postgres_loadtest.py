@@ -156,3 +156,47 @@ def test_verify_table_needs_a_database_and_a_table_name(
         main(["http://127.0.0.1:1", "-n", "1", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheme", ["POSTGRESQL", "Postgres", "postgres"])
+def test_a_database_url_is_known_whatever_the_case_of_its_scheme(
+    scheme: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As libpq: not a log file named "POSTGRESQL:/u:...", found missing only after the run.
+    url = f"{scheme}://u:Sekr3tPw@127.0.0.1:{free_port()}/db"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["http://127.0.0.1:1", "-n", "1", "--verify", url, "--verify-table", "t"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot read the log to verify: ConnectionRefusedError" in err
+    assert "Sekr3t" not in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://u:Sekr3tPw@127.0.0.1:1/db",
+        "mysql://u:Sekr3tPw@127.0.0.1:1/db",
+        "file:///tmp/Sekr3tPw.txt",
+    ],
+)
+def test_a_url_of_another_scheme_exits_2_before_the_run_without_showing_it(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["http://127.0.0.1:1", "-n", "1", "--verify", url])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --verify: needs a log file or a postgresql:// URL, not a " in err
+    assert "Sekr3t" not in err
+
+
+async def test_the_command_verifies_against_a_url_of_upper_case_scheme(
+    tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scheme, rest = database.url.split("://", 1)
+    url = f"{scheme.upper()}://{rest}"
+    with run_server(tmp_path, database.env()) as server:
+        argv = [server.url, "-n", "20", "--json", "--verify", url, "--verify-table", database.table]
+        assert await asyncio.to_thread(main, argv) == 0
+    assert json.loads(capsys.readouterr().out)["verify"]["logged_once"] == 20

@@ -9,11 +9,12 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from quart_app.config import ConfigError, table_name
+from quart_app.config import ConfigError, Settings, table_name
 
 from .config import (
     LOGIN_PATH,
@@ -30,10 +31,16 @@ from .plot import BadPlotPath, PlotUnavailable, check_plot_path, plot_summary
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
-from .sources import LogMissing, is_database_url, open_source
+from .sources import LogMissing, is_database_url, open_source, url_scheme
 from .verify import first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
+USERNAME_MAX_LENGTH: int = next(
+    f.default for f in fields(Settings) if f.name == "username_max_length"
+)
+"""The server's default: a longer username is answered 400, never logged."""
+DURATION_DIGITS = 12
+"""The digits of n assumed for a run of -d, whose count is not known ahead."""
 
 
 def _count(text: str) -> int:
@@ -116,6 +123,19 @@ def _non_empty(needs: str) -> Callable[[str], str]:
     return check
 
 
+def _log(text: str) -> str:
+    text = _non_empty("a log file or a postgresql:// URL")(text)
+    scheme = url_scheme(text)
+    if scheme is not None and not is_database_url(text):
+        # Read as a file's path it would be found missing only after the run, and
+        # named in full then. The scheme alone: the rest may hold a password.
+        raise argparse.ArgumentTypeError(
+            f"needs a log file or a postgresql:// URL, not a {scheme}:// URL "
+            "(not shown, as it may hold a password)"
+        )
+    return text
+
+
 EPILOG = f"""\
 closed and open loop:
   Without --rate, each of -c workers sends its next request when the last one
@@ -128,8 +148,18 @@ closed and open loop:
   due time, "service" from the actual send. A request is late when it starts
   more than {LATE_TOLERANCE_NS / 1e6:g} ms after its due time: uvloop's timers have 1 ms
   resolution, so one sent on time starts within about 1 ms of it.
-  --drop-late: a request no worker is free for in time is not sent but counted
-  as dropped (k6's dropped iterations).
+  The achieved rate: the target times the share of the requests due that were sent
+  (due before -d was over, or all of -n); dropped and unsent ones lower it, and
+  it never exceeds the target.
+  --drop-late: a request that cannot start on time (no worker free, or the
+  client itself late) is not sent but counted as dropped (k6's dropped
+  iterations), and so are those still due when -d is over.
+
+timeouts:
+  Requests that time out (--timeout) are counted as errors, by type, not in
+  the latency percentiles, which hold answers only (as wrk does; k6 keeps
+  them in http_req_duration, and leaves them out of its expected_response:true
+  figures). A server that stalls past --timeout shows in the errors.
 
 invalid runs:
   A ticker measures the client's own event-loop lag every {TICK_S * 1000:g} ms. If its
@@ -141,6 +171,9 @@ invalid runs:
 usernames:
   PREFIX + RUN_ID + "-" + n, unique to the run. PREFIX and RUN_ID may only hold
   ASCII letters, digits and . _ ~ - (others the server would strip or escape).
+  A username may be at most {USERNAME_MAX_LENGTH} characters (the server's default
+  USERNAME_MAX_LENGTH), n counted with the digits of the largest for -n and
+  {DURATION_DIGITS} for -d: the server answers longer ones 400, so they exit 2.
   With --verify, a RUN_ID already in the log is refused: it would read as doubled.
   Each request is sent once: aiohttp's silent resend of a GET whose connection
   dropped is refused and counted (resends_refused); redirects are not followed.
@@ -149,8 +182,10 @@ exit status:
   0 the run finished (and --verify passed); 1 --verify failed: nothing was
   acknowledged (no login answered 200), or an acknowledged login is missing,
   or one is logged more often than sent, or the run's stem is logged for a
-  login it never sent, or after the run the log could not be read (tried
-  again until --verify-timeout) or did not exist (no such file or table);
+  login it never sent, or a line the log gained during the run is no login
+  record (a torn or interleaved write), or after the run the log could not
+  be read (tried again until --verify-timeout) or did not exist (no such
+  file or table);
   or the --plot could not be drawn (the summary is shown all the same);
   2 bad arguments, and a log that cannot be read before the run (a
   directory, a wrong password, no server): nothing is sent; 130 interrupted;
@@ -210,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--path", type=_path, default=LOGIN_PATH, help=f"appended to URL (default {LOGIN_PATH})"
     )
-    parser.add_argument("--prefix", help="usernames are PREFIX + run id + '-' + n (default lt-)")
+    parser.add_argument(
+        "--prefix",
+        help="usernames are PREFIX + run id + '-' + n (default lt-), "
+        f"at most {USERNAME_MAX_LENGTH} characters in all",
+    )
     parser.add_argument(
         "--run-id",
         type=_non_empty("at least one character"),
@@ -225,14 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=_bounded(MAX_TIMEOUT_S, "an hour"),
         default=30.0,
-        help="seconds per request (default 30, at most an hour)",
+        help="seconds per request, then counted as an error (default 30, at most an hour)",
     )
     parser.add_argument(
         "--verify",
         metavar="LOG",
-        type=_non_empty("a log file or a postgresql:// URL"),
+        type=_log,
         help="after the run, check each login answered 200 is in LOG exactly once: a log "
-        "file, or the postgresql:// URL of a role that may read the table",
+        "file, or the postgresql:// (or postgres://, any case) URL of a role that may read "
+        "the table",
     )
     parser.add_argument(
         "--verify-table",
@@ -289,7 +329,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
         requests = DEFAULT_REQUESTS
     extra = {"run_id": args.run_id} if args.run_id else {}
     try:
-        return LoadConfig(
+        config = LoadConfig(
             args.url,
             requests=requests,
             duration=args.duration,
@@ -306,6 +346,16 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LoadCo
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if config.stem is not None:
+        digits = len(str(requests - 1)) if requests is not None else DURATION_DIGITS
+        if (longest := len(config.stem) + digits) > USERNAME_MAX_LENGTH:
+            # Each login would be answered 400 and never logged: no test of the server.
+            parser.error(
+                f"--prefix and --run-id make usernames of up to {longest} characters "
+                f"(with '-' and a request number of {digits} digits), above "
+                f"{USERNAME_MAX_LENGTH}, the server's default USERNAME_MAX_LENGTH"
+            )
+    return config
 
 
 @contextmanager
@@ -367,13 +417,14 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
             )
     with _progress_bar(config, wanted=not (args.json or args.quiet)) as progress:
         summary = await run_load(config, progress=progress)
-    verify = None
+    verify = verify_error = None
     failures: list[str] = []  # after the run: told on stderr, exit status 1
     if log is not None:
         try:
             verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
         except Exception as exc:  # still unreadable at --verify-timeout: a failed verification
-            failures.append(f"cannot read the log to verify: {_describe(exc)}")
+            verify_error = f"cannot read the log to verify: {_describe(exc)}"
+            failures.append(verify_error)
     plotted = False
     if args.plot:
         try:
@@ -382,7 +433,7 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
         except Exception as exc:  # the directory gone meanwhile, a full disk: keep the run
             failures.append(f"cannot draw the plot: {_describe(exc)}")
     if args.json:
-        print(json.dumps(summary_dict(summary, verify), ensure_ascii=False))
+        print(json.dumps(summary_dict(summary, verify, verify_error), ensure_ascii=False))
     else:
         print(summary_text(summary, verify))
         if plotted:

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from yarl import URL
 
@@ -36,16 +37,20 @@ def _check_url(url: str) -> None:
     # Anything else reaches aiohttp, fails every request, and a run with
     # nothing sent is no test of the server. A path, query or fragment would
     # be glued before --path (".../?a=b/login/"): the base URL is only that.
+    # The path as typed: yarl reads "/a/.." or "/%2e%2e" as "/", but the
+    # target glues the URL as typed. Whitespace anywhere: yarl strips or drops it.
     try:
         parsed = URL(url)
+        path = urlsplit(url).path
     except ValueError:
-        parsed = URL()
+        parsed, path = URL(), ""
     if (
         parsed.scheme not in ("http", "https")
         or not parsed.host
-        or parsed.raw_path not in ("", "/")
+        or path not in ("", "/")
         or "?" in url
         or "#" in url
+        or any(char.isspace() or not char.isprintable() for char in url)
     ):
         raise ValueError(f"URL must be http://HOST[:PORT] or https://HOST[:PORT], not {url!r}")
 

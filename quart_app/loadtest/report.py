@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .schedule import LATE_TOLERANCE_NS
@@ -16,7 +17,7 @@ def _open_loop_dict(open_loop: OpenLoop) -> dict[str, Any]:
     return {
         "rate": {
             "target": open_loop.rate,
-            "achieved": round(open_loop.achieved_rate, 1),
+            "achieved": open_loop.achieved_rate,  # unrounded: 0.04/s is no 0.0
             "arrivals": open_loop.arrivals,
         },
         "late": {
@@ -30,11 +31,15 @@ def _open_loop_dict(open_loop: OpenLoop) -> dict[str, Any]:
     }
 
 
-def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[str, Any]:
+def summary_dict(
+    summary: Summary, verify: VerifyResult | None = None, verify_error: str | None = None
+) -> dict[str, Any]:
     """The summary (and the verification, if any) as plain JSON-able values.
 
-    In open loop ``latency_ms`` counts from each request's due time and
-    ``service_time_ms`` from its send; ``histograms`` holds both, encoded.
+    ``verify_error`` says why the log could not be read to verify: ``verify``
+    is then failed with it as its reason. In open loop ``latency_ms`` counts
+    from each request's due time and ``service_time_ms`` from its send;
+    ``histograms`` holds both, encoded.
     """
     config = summary.config
     open_loop = summary.open_loop
@@ -54,7 +59,7 @@ def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[s
         "error_types": summary.errors,
         "resends_refused": summary.resends_refused,
         "duration_s": round(summary.duration_s, 3),
-        "rps": round(summary.rps, 1),
+        "rps": summary.rps,
         "latency_ms": summary.latency_ms(),
         **(_open_loop_dict(open_loop) if open_loop is not None else {}),
         "histograms": histograms,
@@ -64,6 +69,9 @@ def summary_dict(summary: Summary, verify: VerifyResult | None = None) -> dict[s
     }
     if verify is not None:
         data["verify"] = verify.to_dict()
+    elif verify_error is not None:
+        # A verification that could not be made failed: a reader of the JSON alone sees so.
+        data["verify"] = {"ok": False, "reason": verify_error}
     return data
 
 
@@ -101,11 +109,23 @@ def _figures(values: dict[str, float]) -> str:
     return "   ".join(f"{name} {value:.2f} ms" for name, value in values.items())
 
 
+def _per_second(value: float) -> str:
+    """Three significant digits, and all of a whole part: 0.001, 2.5, 200, 1,235.
+
+    Never a fixed number of decimals, which shows a rate of 0.001/s as 0.0.
+    """
+    if not math.isfinite(value) or value <= 0:
+        return f"{value:g}"
+    decimals = max(0, 2 - math.floor(math.log10(value)))
+    shown = f"{value:,.{decimals}f}"
+    return shown.rstrip("0").rstrip(".") if decimals else shown
+
+
 def _open_loop_lines(open_loop: OpenLoop) -> list[str]:
     tolerance_ms = LATE_TOLERANCE_NS / 1e6
     lines = [
-        f"rate         target {open_loop.rate:,.1f}/s ({open_loop.arrivals}), "
-        f"achieved {open_loop.achieved_rate:,.1f}/s",
+        f"rate         target {_per_second(open_loop.rate)}/s ({open_loop.arrivals}), "
+        f"achieved {_per_second(open_loop.achieved_rate)}/s",
         f"late         {open_loop.late:,} started over {tolerance_ms:g} ms after their due time "
         f"(largest start lag {open_loop.max_start_lag_s * 1000:,.2f} ms), "
         f"{open_loop.dropped:,} dropped",
@@ -137,7 +157,7 @@ def summary_text(summary: Summary, verify: VerifyResult | None = None) -> str:
         lines.append(
             f"{_INDENT}{summary.resends_refused:,} not resent after their connection dropped"
         )
-    lines.append(f"throughput   {summary.rps:,.1f} answers/s")
+    lines.append(f"throughput   {_per_second(summary.rps)} answers/s")
     if open_loop is None:
         lines.append(f"latency      {latency}")
     else:

@@ -71,8 +71,6 @@ class _Run:
         self.dropped = Numbers()
         self.late = 0
         self.max_lag_ns = 0
-        self.first_send_ns: int | None = None
-        self.last_send_ns = start_ns
         self.attempts: list[Attempts] = []
         self.loop_lag = LoopLag()
 
@@ -114,21 +112,19 @@ class _Run:
                 if started < due:
                     await sleep((due - started) / 1e9)
                     started = clock()
-                elif drop_late and started - due > LATE_TOLERANCE_NS:
-                    # No worker was free in time: k6 drops the iteration, and
-                    # with it every later one already as late.
+                lag = started - due
+                if drop_late and lag > LATE_TOLERANCE_NS:
+                    # No worker was free in time, or this one woke late (the
+                    # client busy): k6 drops the iteration, and with it every
+                    # later one already as late.
                     assert isinstance(schedule, OpenSchedule)
                     self.dropped.add(schedule.drop_late(n, started))
                     dropped_at = started
                     continue
-                lag = started - due
                 if lag > LATE_TOLERANCE_NS:
                     self.late += 1
                 if lag > self.max_lag_ns:
                     self.max_lag_ns = lag
-            if self.first_send_ns is None:
-                self.first_send_ns = started
-            self.last_send_ns = started
             attempts.started = False
             try:
                 # Redirects are not followed: one request, one exchange, as wrk does.
@@ -171,17 +167,24 @@ class _Run:
             return None
         assert config.rate is not None
         sent = schedule.issued - len(self.dropped)
-        window_s = schedule.window_s(self.last_send_ns)
+        dropped, unsent = len(self.dropped), schedule.unsent_at_end()
+        # Due before the end (with -d) or at all (-n): not a count over a
+        # window, which exceeds the target when one request falls in a short one.
+        due = schedule.issued + unsent
+        if config.drop_late:
+            # Due before the end, and no worker started them on time (all
+            # waiting on a stalled server): dropped, by what --drop-late means.
+            dropped, unsent = dropped + unsent, 0
         return OpenLoop(
             rate=config.rate,
             arrivals=config.arrivals,
-            # Starts per second of the window they were due in: the rate kept.
-            achieved_rate=sent / window_s if window_s > 0 else 0.0,
+            # The target, in the share of what was due that was sent: never above it.
+            achieved_rate=config.rate * sent / due if due else 0.0,
             late=self.late,
             max_start_lag_s=self.max_lag_ns / 1e9,
-            dropped=len(self.dropped),
+            dropped=dropped,
             service=self.service,
-            unsent=schedule.unsent_at_end(),
+            unsent=unsent,
         )
 
     def summary(self, end_ns: int) -> Summary:

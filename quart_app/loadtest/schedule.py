@@ -63,10 +63,13 @@ class Numbers(Collection[int]):
         self._count = 0
 
     def add(self, numbers: range) -> None:
-        """Add ``numbers``, all above those added before."""
+        """Add ``numbers``, none of them added before (mostly, above all those)."""
         if numbers:
-            self.ranges.append(numbers)
-            self._starts.append(numbers.start)
+            # Kept in order: a worker that slept drops its own number after
+            # later ones were dropped by others.
+            index = bisect.bisect_right(self._starts, numbers.start)
+            self.ranges.insert(index, numbers)
+            self._starts.insert(index, numbers.start)
             self._count += len(numbers)
 
     def __contains__(self, number: object) -> bool:
@@ -132,11 +135,15 @@ class OpenSchedule:
         return n, due
 
     def drop_late(self, n: int, now_ns: int) -> range:
-        """Drop request ``n`` (the last issued) and every later one already late at ``now_ns``.
+        """Drop request ``n`` and, if it is the last issued, every later one already
+        late at ``now_ns``.
 
         All at once, by arithmetic: one by one, a schedule far behind would
         hold the loop for as long as it takes to drop them all.
         """
+        if n != self.issued - 1:
+            # Its worker slept meanwhile: the later ones are other workers' to send or drop.
+            return range(n, n + 1)
         threshold = min(now_ns - LATE_TOLERANCE_NS, self._end_ns)
         issued = self.issued
         if self._due < threshold:
@@ -162,13 +169,6 @@ class OpenSchedule:
         else:
             due = math.ceil((self._end_ns - self._start_ns) / self._period_ns) - self.issued
         return int(max(0, min(due, self._total - self.issued)))
-
-    def window_s(self, last_send_ns: int) -> float:
-        """The span the schedule sent over: the duration, or to a period after the last send."""
-        if self._end_ns != math.inf:
-            return (self._end_ns - self._start_ns) / 1e9
-        scheduled = self.issued * self._period_ns
-        return max(scheduled, last_send_ns - self._start_ns + self._period_ns) / 1e9
 
 
 def schedule_for(config: LoadConfig, start_ns: int) -> ClosedSchedule | OpenSchedule:

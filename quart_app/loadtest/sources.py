@@ -10,6 +10,7 @@ its address.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -144,9 +145,23 @@ class PostgresTable:
         return Logged([row["username"] for row in new], [])
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+DATABASE_SCHEMES = ("postgresql", "postgres")
+"""The schemes libpq (and asyncpg) take, in any case as they do."""
+
+
+def url_scheme(where: str) -> str | None:
+    """The scheme of ``where`` if it reads as a URL (``SCHEME://...``), else ``None``.
+
+    Only the scheme: the rest may hold a password, and the scheme's characters cannot.
+    """
+    match = _SCHEME.match(where)
+    return match[1] if match else None
+
+
 def is_database_url(where: object) -> bool:
     """Whether ``where`` is a PostgreSQL URL rather than a file's path."""
-    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+    return isinstance(where, str) and (url_scheme(where) or "").lower() in DATABASE_SCHEMES
 
 
 def open_source(

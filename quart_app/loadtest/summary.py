@@ -52,8 +52,9 @@ class OpenLoop:
 
     ``late`` requests started more than the tolerance after their due time;
     ``max_start_lag_s`` is the largest lag of any; ``dropped`` ones were not
-    sent at all (``drop_late``); ``unsent`` were due before the duration was
-    over but not sent by then, the run too far behind. ``service`` holds the latencies from the
+    sent at all (``drop_late``, which counts those left due at the end too);
+    ``unsent`` were due before the duration was over but not sent by then,
+    the run too far behind. ``service`` holds the latencies from the
     actual send, in microseconds, beside the run's main ones from the due time.
     """
 
