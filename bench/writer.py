@@ -43,10 +43,9 @@ def make_records(count: int) -> list[LoginRecord]:
     ]
 
 
-async def _log_writer(path: Path, records: list[LoginRecord]) -> float:
-    # The writer formats the lines itself, in its thread: that is timed.
-    writer = LogWriter(FileStore(str(path)))
-    await writer.start()  # opening the file is not timed, for none of the three
+async def _timed(writer: LogWriter, records: list[LoginRecord]) -> float:
+    # Opening the store (the file, the connection and table) is not timed.
+    await writer.start()
     start = time.perf_counter()
     for record in records:
         await writer.submit(record)
@@ -55,6 +54,11 @@ async def _log_writer(path: Path, records: list[LoginRecord]) -> float:
     if writer.written != len(records):
         raise RuntimeError(f"LogWriter wrote {writer.written} of {len(records)} records")
     return elapsed
+
+
+async def _log_writer(path: Path, records: list[LoginRecord]) -> float:
+    # The writer formats the lines itself, in its thread: that is timed.
+    return await _timed(LogWriter(FileStore(str(path))), records)
 
 
 async def _aiofiles_per_line(path: Path, records: list[LoginRecord]) -> float:
@@ -85,16 +89,7 @@ RUNS: dict[str, Callable[[Path, list[LoginRecord]], Awaitable[float]]] = {
 
 
 async def _log_writer_pg(url: str, table: str, records: list[LoginRecord]) -> float:
-    writer = LogWriter(PostgresStore(url, table=table, host="bench"))
-    await writer.start()  # connecting and creating the table are not timed
-    start = time.perf_counter()
-    for record in records:
-        await writer.submit(record)
-    await writer.stop()
-    elapsed = time.perf_counter() - start
-    if writer.written != len(records):
-        raise RuntimeError(f"LogWriter wrote {writer.written} of {len(records)} rows")
-    return elapsed
+    return await _timed(LogWriter(PostgresStore(url, table=table, host="bench")), records)
 
 
 async def _unnest_insert(url: str, table: str, records: list[LoginRecord]) -> float:

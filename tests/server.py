@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from quart_app.loadtest import LoadConfig, Logins, Summary, run_load, verify_log
+import pytest
+
+from quart_app.loadtest import LoadConfig, Logins, Summary, main, run_load, verify_log
 from quart_app.loadtest.config import Method
 from quart_app.testing import Server, run_server
 
-__all__ = ["Server", "assert_logged_once", "run_server", "send_logins"]
+__all__ = ["Server", "assert_logged_once", "refused", "run_server", "send_logins"]
 
 
 async def send_logins(
@@ -51,3 +53,14 @@ async def assert_logged_once(log_path: Path, *runs: Summary) -> int:
     result = await verify_log(log_path, Logins(sent, acknowledged, run_prefix=""), max_wait=0)
     assert result.ok, result.to_dict()
     return result.acknowledged
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``quart-app-loadtest argv`` in process; assert it exits 2 (a bad argument).
+
+    Returns what it wrote to stderr, the message a user reads.
+    """
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err

@@ -20,6 +20,8 @@ from quart_app.loadtest.stats import Timeline
 from quart_app.records import LoginRecord, format_jsonl, format_text
 from quart_app.testing import ROOT, Server, free_port, run_server
 
+from server import refused
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -198,10 +200,8 @@ async def test_unreachable_server_counts_transport_errors() -> None:
 
 
 def test_cli_refuses_verify_without_usernames(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["http://127.0.0.1:1", "--no-usernames", "--verify", "log.txt"])
-    assert exit_info.value.code == 2
-    assert "--verify needs the usernames" in capsys.readouterr().err
+    err = refused(["http://127.0.0.1:1", "--no-usernames", "--verify", "log.txt"], capsys)
+    assert "--verify needs the usernames" in err
 
 
 def test_timeline_buckets_by_second_and_keeps_gaps() -> None:
