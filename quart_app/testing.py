@@ -101,14 +101,16 @@ def run_server(
     app: str = ENTRY,
     startup_timeout: float = 20,
     wait: bool = True,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
     """Start ``hypercorn --config hypercorn.toml APP`` on a free port of ``host``.
 
     The server sees the ``QUART_*`` settings in ``env`` and no others (the
     caller's shell must not change what is tested or measured). ``workers``
     overrides the file's ``workers``. hypercorn's output goes to a file in
-    ``workdir``. With ``wait`` it returns once the server listens (or has
-    exited), else at once. Every process of the server is killed at the end
+    ``workdir``; it runs in ``cwd`` (the repository, as ``make run`` does).
+    With ``wait`` it returns once the server listens (or has exited), else at
+    once. Every process of the server is killed at the end
     if still running; callers that care how it stops call :meth:`Server.stop`
     first.
     """
@@ -122,7 +124,7 @@ def run_server(
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env={**inherited, **(env or {})},
             stdout=stderr,
             stderr=stderr,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +135,42 @@ async def wait_for_records(path: Path, count: int, timeout: float = 10) -> list[
         while len(records := read_records(path)) < count:
             await asyncio.sleep(0.01)
     return records
+
+
+@contextmanager
+def _tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        # Lazily: a killed server's file may still be open for a moment.
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts a tmpfs of the given size (``"64k"``) in the test's directory: a disk that fills.
+
+    Needs root (the tests run as root on CI); skips with the reason where mount is refused.
+    """
+    with ExitStack() as stack:
+
+        def mount(size: str = "64k") -> Path:
+            if shutil.which("mount") is None:
+                pytest.skip("no mount command here")
+            return stack.enter_context(
+                _tmpfs(tmp_path / f"disk-{size}-{secrets.token_hex(2)}", size)
+            )
+
+        yield mount
 
 
 @pytest.fixture(scope="session")

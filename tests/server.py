@@ -9,9 +9,9 @@ import pytest
 
 from quart_app.loadtest import LoadConfig, Logins, Summary, main, run_load, verify_log
 from quart_app.loadtest.config import Method
-from quart_app.testing import Server, run_server
+from quart_app.testing import ROOT, Server, run_server
 
-__all__ = ["Server", "assert_logged_once", "refused", "run_server", "send_logins"]
+__all__ = ["ROOT", "Server", "assert_logged_once", "refused", "run_server", "send_logins"]
 
 
 async def send_logins(

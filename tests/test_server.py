@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +15,7 @@ import pytest
 from quart_app.records import parse_line
 
 from conftest import read_records
-from server import assert_logged_once, run_server, send_logins
+from server import ROOT, assert_logged_once, run_server, send_logins
 
 
 async def raw_get(url: str, target: bytes) -> tuple[int, str]:
@@ -149,3 +151,25 @@ async def test_a_burst_of_connections_fits_the_listen_backlog(tmp_path: Path) ->
         for writer in connected:
             writer.close()
         assert len(connected) == 500
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+async def test_make_run_leaves_nothing_git_would_track(tmp_path: Path) -> None:
+    # `make run` serves from the repository with the default settings: the log
+    # and its lock file land there and must not show up in `git status`.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    shutil.copy(ROOT / ".gitignore", checkout / ".gitignore")
+    with run_server(tmp_path, cwd=checkout) as server:
+        assert await raw_get(server.url, b"/login/?username=newcomer") == (200, "登录成功")
+        assert server.stop() == 0, server.stderr
+    assert read_records(checkout / "login_log.txt")[0].username == "newcomer"
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout.splitlines() == ["?? .gitignore"]
