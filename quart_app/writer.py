@@ -5,7 +5,11 @@ Producers (the audit receiver) call :meth:`LogWriter.offer`, or
 writer task takes everything waiting as one group and
 hands it to the store in batches, like ``logging.handlers.QueueListener`` but
 async and batching. In durable mode the logins of a group share one future,
-resolved once the group is written and synced (group commit).
+resolved once the group is written and synced (group commit). Without durable
+mode a login is answered once queued only while the store keeps up; otherwise
+it waits for its group to be written, as in durable mode without the sync, so
+that a crash can lose no more than :attr:`LogWriter.lag_bound` seconds of
+answered logins.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -71,6 +76,10 @@ class LogWriter:
 
     retry_first_delay = 0.05
     retry_max_delay = 2.0
+    lag_bound = 0.1
+    """Seconds: once the oldest record not yet written is older than this, logins wait for
+    their own record to be written (without durable mode). Twice the default linger: the
+    oldest record of a batch waits one linger for its batch to start."""
 
     def __init__(
         self,
@@ -112,6 +121,10 @@ class LogWriter:
         self.last_error_at: datetime | None = None
         self._queue: list[LoginRecord] = []
         self._queue_done: asyncio.Future[Sequence[LoginRecord]] | None = None
+        # Monotonic times the oldest record of the queue, and of the group being
+        # written, were taken (inf: none): how far the store lags behind the logins.
+        self._queue_since = math.inf
+        self._in_flight_since = math.inf
         # Taken by the writer and not yet confirmed (written; durable: synced).
         self._in_flight: list[LoginRecord] = []
         self._in_flight_done: asyncio.Future[Sequence[LoginRecord]] | None = None
@@ -177,13 +190,19 @@ class LogWriter:
     def offer(self, record: LoginRecord) -> bool:
         """Queue ``record`` if that needs no waiting; return whether it was queued.
 
-        True means what :meth:`submit` returning means: without durable mode,
-        with room in the queue. Otherwise nothing is done and the caller
-        awaits :meth:`submit`. A synchronous fast path: the login route calls
-        this for every login.
+        True means the login may be answered at once: without durable mode,
+        with room in the queue, while the store keeps up (no write failing,
+        no record waiting longer than :attr:`lag_bound`). Otherwise nothing is
+        done and the caller awaits :meth:`submit`. A synchronous fast path:
+        the login route calls this for every login.
         """
         if self.durable or self.pending >= self.max_pending or self.state != "running":
             return False
+        now = time.monotonic()
+        if not self._keeps_up(now):
+            return False
+        if not self._queue:
+            self._queue_since = now
         self._queue.append(record)
         self.pending += 1
         self.taken += 1
@@ -194,21 +213,34 @@ class LogWriter:
         """Queue one record.
 
         Waits up to ``full_timeout`` for room when ``max_pending`` records are
-        waiting, then raises :class:`LogFull`. In durable mode it returns only
-        once the record is written and synced, and raises
-        :class:`LogUnavailable` when that is not confirmed within
-        ``full_timeout`` or the sync fails.
+        waiting, then raises :class:`LogFull`. It returns only once the record
+        is written (in durable mode: and synced) when durable, or when the
+        store does not keep up (a write failing, a record waiting longer than
+        :attr:`lag_bound`), and raises :class:`LogUnavailable` when that is not
+        confirmed within ``full_timeout`` or the sync fails.
         """
         if self.state != "running":
             raise LogUnavailable(f"the login log is {self.state}")
         if self.pending >= self.max_pending:
             await self._wait_for_room()
+        now = time.monotonic()
+        keeps_up = self._keeps_up(now)
+        if not self._queue:
+            self._queue_since = now
         self._queue.append(record)
         self.pending += 1
         self.taken += 1
         self._work.set()
         if self.durable:
             await self._confirmed(record)
+        elif not keeps_up:
+            self._hurry.set()  # no lingering: a login waits for this group
+            await self._confirmed(record)
+
+    def _keeps_up(self, now: float) -> bool:
+        # Whether a login may be answered before its record is written.
+        oldest = min(self._in_flight_since, self._queue_since)
+        return not self.failing and now - oldest <= self.lag_bound
 
     async def _confirmed(self, record: LoginRecord) -> None:
         done = self._queue_done
@@ -340,8 +372,10 @@ class LogWriter:
             last_start = loop.time()
             records, done = self._queue, self._queue_done
             self._queue, self._queue_done = [], None
+            self._in_flight_since, self._queue_since = self._queue_since, math.inf
             last_size = len(records)
             await self._write_group(records, done)
+            self._in_flight_since = math.inf
 
     async def _linger(self, seconds: float) -> None:
         # Cut short when a login starts waiting for room or the writer stops.
@@ -443,6 +477,7 @@ class LogWriter:
     def _abandon_leftovers(self, reason: str) -> None:
         leftovers = self._in_flight + self._queue
         self._in_flight, self._queue = [], []
+        self._in_flight_since = self._queue_since = math.inf
         for future in (self._in_flight_done, self._queue_done):
             if future is not None and not future.done():
                 future.set_exception(LogUnavailable("the login log stopped"))
