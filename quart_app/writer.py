@@ -24,11 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .metrics import Metrics
-from .records import LoginRecord, format_text
+from .records import LoginRecord, text_lines
 from .stores import RecordStore
 
 MAX_BATCH = 2048
 """The most records a store is handed at once, by default."""
+
+LOG_LINES_PER_CALL = 1000
+"""Records logged (abandoned or set aside) per call to the logger, one line each."""
 
 
 class LogUnavailable(Exception):
@@ -339,18 +342,22 @@ class LogWriter:
         Override to send them elsewhere. The lines are in the text format,
         escaped, so one record is one line.
         """
-        for record in records:
-            line = format_text(record).decode().removesuffix("\n")
-            self.logger.error("login log: NOT CONFIRMED WRITTEN (%s): %s", reason, line)
+        self._log_each(f"login log: NOT CONFIRMED WRITTEN ({reason}): ", records)
 
     def set_aside(self, records: Sequence[LoginRecord]) -> None:
         """Records the store can never take (it said so): each logged as one ERROR line.
 
         Override to send them elsewhere.
         """
-        for record in records:
-            line = format_text(record).decode().removesuffix("\n")
-            self.logger.error("login log: record set aside, the store refused it: %s", line)
+        self._log_each("login log: record set aside, the store refused it: ", records)
+
+    def _log_each(self, prefix: str, records: Sequence[LoginRecord]) -> None:
+        # Each record is a line of its own that starts with ``prefix``, but one
+        # log call carries up to LOG_LINES_PER_CALL of them: a call per record
+        # took 17 µs, so a stop logging 100,000 records outlived its margin.
+        for start in range(0, len(records), LOG_LINES_PER_CALL):
+            lines = text_lines(records[start : start + LOG_LINES_PER_CALL]).decode()
+            self.logger.error("%s", "\n".join(prefix + line for line in lines.split("\n")[:-1]))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
