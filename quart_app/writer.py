@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .metrics import Metrics
+from .metrics import Ledger, Metrics
 from .records import LoginRecord, text_lines
 from .stores import RecordStore
 
@@ -110,10 +110,10 @@ class LogWriter:
         self.max_batch = max_batch
         self.logger = logger or logging.getLogger(__name__)
         self.metrics = metrics or Metrics()
+        self.metrics.ledger = self.ledger
         self.state = "stopped"  # then "running", "draining", "stopped"; or "failed"
         self.pending = 0
         self.taken = 0
-        self._taken_published = 0
         self.written = 0
         self.write_errors = 0
         self.set_aside_count = 0
@@ -181,7 +181,7 @@ class LogWriter:
         if self._publisher is not None:
             self._publisher.cancel()
             self._publisher = None
-        self.publish()
+        await self._publish()
         if self.state == "draining":
             self.state = "stopped"
         # The store's thread may be stuck in a write: do not wait on it for long.
@@ -300,24 +300,28 @@ class LogWriter:
             return 0.0
         return max(0.0, (datetime.now(UTC) - oldest[0].time).total_seconds())
 
-    def publish(self) -> None:
-        """Bring the metrics up to date: logins taken, pending records, the oldest one's age.
-
-        Logins are counted in a plain int by :meth:`submit` and added to the
-        Prometheus counter here, once a second and at each scrape: an
-        increment per login would cost the login route a lock and, with
-        several workers, a write to a shared file.
-        """
-        self.metrics.logins_taken.inc(self.taken - self._taken_published)
-        self._taken_published = self.taken
-        self.metrics.pending.set(self.pending)
-        self.metrics.oldest_pending_age.set(self.oldest_age())
+    def ledger(self) -> Ledger:
+        """The figures the metrics report, all of one moment."""
+        return Ledger(
+            self.taken,
+            self.written,
+            self.pending,
+            self.set_aside_count,
+            self.unconfirmed,
+            self.oldest_age(),
+        )
 
     async def _publish_every(self, interval: float) -> None:
-        # A task of its own: the gauges must move while a write hangs.
+        # A task of its own: the figures must move while a write hangs.
         while True:
-            self.publish()
+            await self._publish()
             await asyncio.sleep(interval)
+
+    async def _publish(self) -> None:
+        try:
+            await asyncio.to_thread(self.metrics.publish)
+        except OSError as exc:  # the metrics directory went away: scrapes miss this worker
+            self.logger.warning("login log: cannot publish the metrics: %s", exc)
 
     def stats(self) -> dict[str, Any]:
         """The writer's figures (no path or address: they are shown to anyone)."""
@@ -422,11 +426,9 @@ class LogWriter:
                 continue
             self.metrics.write_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_records.observe(len(records))
-            self.metrics.records_written.inc(len(records) - len(set_aside))
             self._recovered()
             if set_aside:
                 self.set_aside_count += len(set_aside)
-                self.metrics.records_set_aside.inc(len(set_aside))
                 self.set_aside(set_aside)
             return set_aside
 
@@ -493,7 +495,6 @@ class LogWriter:
         if leftovers:
             self.pending = 0
             self.unconfirmed += len(leftovers)
-            self.metrics.records_unconfirmed.inc(len(leftovers))
             self.abandon(leftovers, reason)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
