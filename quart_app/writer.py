@@ -30,6 +30,15 @@ from .stores import RecordStore
 MAX_BATCH = 2048
 """The most records a store is handed at once, by default."""
 
+LINGER = 0.05
+"""Seconds: under load, without durable mode, batches start at most this often."""
+
+LAG_BOUND = 2 * LINGER
+"""Seconds: without durable mode, once the oldest record not yet written was taken longer
+ago than this, logins wait for their own record to be written. Twice the linger, as the
+oldest record of a batch waits one linger for its batch to start: no more than this much of
+answered logins is ever only in memory."""
+
 LOG_LINES_PER_CALL = 1000
 """Records logged (abandoned or set aside) per call to the logger, one line each."""
 
@@ -79,10 +88,7 @@ class LogWriter:
 
     retry_first_delay = 0.05
     retry_max_delay = 2.0
-    lag_bound = 0.1
-    """Seconds: once the oldest record not yet written is older than this, logins wait for
-    their own record to be written (without durable mode). Twice the default linger: the
-    oldest record of a batch waits one linger for its batch to start."""
+    lag_bound = LAG_BOUND
 
     def __init__(
         self,
@@ -92,7 +98,7 @@ class LogWriter:
         full_timeout: float = 5.0,
         durable: bool = False,
         drain_timeout: float = 15.0,
-        linger: float = 0.05,
+        linger: float = LINGER,
         max_batch: int = MAX_BATCH,
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
