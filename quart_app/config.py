@@ -24,6 +24,11 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+MAX_PENDING_LIMIT = 100_000
+"""The most ``LOGIN_LOG_MAX_PENDING`` takes: a stop whose drain gave up logs that many records
+in about 0.2 s, well within the 2 s it keeps for that (``serving.DRAIN_MARGIN``;
+``python -m bench.stop`` measures it)."""
+
 DURABLE_MIN_WAIT = 0.1
 """Seconds: the least ``LOGIN_LOG_FULL_TIMEOUT`` durable mode takes (syncs take milliseconds)."""
 
@@ -251,12 +256,14 @@ class Settings:
         "seconds each connect and statement may take before it fails",
     )
     login_log_max_pending: int = _setting(
-        10_000, integer(1, 10_000_000), "records that may wait to be written"
+        10_000,
+        integer(1, MAX_PENDING_LIMIT),
+        f"records that may wait to be written; at most {MAX_PENDING_LIMIT}",
     )
     login_log_full_timeout: float = _setting(
         5.0,
         seconds(0, 3600),
-        "seconds a login waits for room (durable: to be kept) before 503",
+        "seconds a login waits for room, or to be kept (durable, or the log lagging), before 503",
     )
     login_log_drain_timeout: float = _setting(
         15.0,

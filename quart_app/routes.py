@@ -83,9 +83,7 @@ async def healthz() -> tuple[dict[str, Any], int]:
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     """The Prometheus metrics, in the text format."""
-    log = login_log()
-    log.writer.publish()
-    return Response(log.metrics.exposition(), content_type="text/plain; version=0.0.4")
+    return Response(login_log().metrics.exposition(), content_type="text/plain; version=0.0.4")
 
 
 def _refused(reason: str, body: str, status: int) -> Response:

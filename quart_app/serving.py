@@ -29,6 +29,7 @@ import tempfile
 from typing import Any
 
 from .config import ConfigError
+from .processes import alive
 
 EXIT_UNCONFIRMED = 3
 """Exit status of a process that stopped with login records not confirmed written."""
@@ -72,18 +73,8 @@ def _remove_directories_of_dead_servers(root: str) -> None:
         if not name.startswith(METRICS_DIR_PREFIX):
             continue
         pid = name.removeprefix(METRICS_DIR_PREFIX).partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stop_gracefully_on_signals() -> None:
@@ -107,7 +98,7 @@ def stop_gracefully_on_signals() -> None:
         loop.add_signal_handler(sig, _stop_this_worker)
     # The sentinel becomes readable when the parent exits, however it died.
     loop.add_reader(parent.sentinel, parent_gone)
-    if not _alive(parent.pid):  # gone before the reader was in place
+    if not alive(parent.pid):  # gone before the reader was in place
         parent_gone()
 
 

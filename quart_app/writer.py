@@ -5,7 +5,11 @@ Producers (the audit receiver) call :meth:`LogWriter.offer`, or
 writer task takes everything waiting as one group and
 hands it to the store in batches, like ``logging.handlers.QueueListener`` but
 async and batching. In durable mode the logins of a group share one future,
-resolved once the group is written and synced (group commit).
+resolved once the group is written and synced (group commit). Without durable
+mode a login is answered once queued only while the store keeps up; otherwise
+it waits for its group to be written, as in durable mode without the sync, so
+that a crash can lose no more than :attr:`LogWriter.lag_bound` seconds of
+answered logins.
 """
 
 from __future__ import annotations
@@ -13,17 +17,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .metrics import Metrics
-from .records import LoginRecord, format_text
+from .metrics import Ledger, Metrics
+from .records import LoginRecord, text_lines
 from .stores import RecordStore
 
 MAX_BATCH = 2048
 """The most records a store is handed at once, by default."""
+
+LINGER = 0.05
+"""Seconds: under load, without durable mode, batches start at most this often."""
+
+LAG_BOUND = 2 * LINGER
+"""Seconds: without durable mode, once the oldest record not yet written was taken longer
+ago than this, logins wait for their own record to be written. Twice the linger, as the
+oldest record of a batch waits one linger for its batch to start: no more than this much of
+answered logins is ever only in memory."""
+
+LOG_LINES_PER_CALL = 1000
+"""Records logged (abandoned or set aside) per call to the logger, one line each."""
 
 
 class LogUnavailable(Exception):
@@ -71,6 +88,7 @@ class LogWriter:
 
     retry_first_delay = 0.05
     retry_max_delay = 2.0
+    lag_bound = LAG_BOUND
 
     def __init__(
         self,
@@ -80,7 +98,7 @@ class LogWriter:
         full_timeout: float = 5.0,
         durable: bool = False,
         drain_timeout: float = 15.0,
-        linger: float = 0.05,
+        linger: float = LINGER,
         max_batch: int = MAX_BATCH,
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
@@ -98,10 +116,10 @@ class LogWriter:
         self.max_batch = max_batch
         self.logger = logger or logging.getLogger(__name__)
         self.metrics = metrics or Metrics()
+        self.metrics.ledger = self.ledger
         self.state = "stopped"  # then "running", "draining", "stopped"; or "failed"
         self.pending = 0
         self.taken = 0
-        self._taken_published = 0
         self.written = 0
         self.write_errors = 0
         self.set_aside_count = 0
@@ -112,6 +130,10 @@ class LogWriter:
         self.last_error_at: datetime | None = None
         self._queue: list[LoginRecord] = []
         self._queue_done: asyncio.Future[Sequence[LoginRecord]] | None = None
+        # Monotonic times the oldest record of the queue, and of the group being
+        # written, were taken (inf: none): how far the store lags behind the logins.
+        self._queue_since = math.inf
+        self._in_flight_since = math.inf
         # Taken by the writer and not yet confirmed (written; durable: synced).
         self._in_flight: list[LoginRecord] = []
         self._in_flight_done: asyncio.Future[Sequence[LoginRecord]] | None = None
@@ -165,7 +187,7 @@ class LogWriter:
         if self._publisher is not None:
             self._publisher.cancel()
             self._publisher = None
-        self.publish()
+        await self._publish()
         if self.state == "draining":
             self.state = "stopped"
         # The store's thread may be stuck in a write: do not wait on it for long.
@@ -177,13 +199,19 @@ class LogWriter:
     def offer(self, record: LoginRecord) -> bool:
         """Queue ``record`` if that needs no waiting; return whether it was queued.
 
-        True means what :meth:`submit` returning means: without durable mode,
-        with room in the queue. Otherwise nothing is done and the caller
-        awaits :meth:`submit`. A synchronous fast path: the login route calls
-        this for every login.
+        True means the login may be answered at once: without durable mode,
+        with room in the queue, while the store keeps up (no write failing,
+        no record waiting longer than :attr:`lag_bound`). Otherwise nothing is
+        done and the caller awaits :meth:`submit`. A synchronous fast path:
+        the login route calls this for every login.
         """
         if self.durable or self.pending >= self.max_pending or self.state != "running":
             return False
+        now = time.monotonic()
+        if not self._keeps_up(now):
+            return False
+        if not self._queue:
+            self._queue_since = now
         self._queue.append(record)
         self.pending += 1
         self.taken += 1
@@ -194,21 +222,34 @@ class LogWriter:
         """Queue one record.
 
         Waits up to ``full_timeout`` for room when ``max_pending`` records are
-        waiting, then raises :class:`LogFull`. In durable mode it returns only
-        once the record is written and synced, and raises
-        :class:`LogUnavailable` when that is not confirmed within
-        ``full_timeout`` or the sync fails.
+        waiting, then raises :class:`LogFull`. It returns only once the record
+        is written (in durable mode: and synced) when durable, or when the
+        store does not keep up (a write failing, a record waiting longer than
+        :attr:`lag_bound`), and raises :class:`LogUnavailable` when that is not
+        confirmed within ``full_timeout`` or the sync fails.
         """
         if self.state != "running":
             raise LogUnavailable(f"the login log is {self.state}")
         if self.pending >= self.max_pending:
             await self._wait_for_room()
+        now = time.monotonic()
+        keeps_up = self._keeps_up(now)
+        if not self._queue:
+            self._queue_since = now
         self._queue.append(record)
         self.pending += 1
         self.taken += 1
         self._work.set()
         if self.durable:
             await self._confirmed(record)
+        elif not keeps_up:
+            self._hurry.set()  # no lingering: a login waits for this group
+            await self._confirmed(record)
+
+    def _keeps_up(self, now: float) -> bool:
+        # Whether a login may be answered before its record is written.
+        oldest = min(self._in_flight_since, self._queue_since)
+        return not self.failing and now - oldest <= self.lag_bound
 
     async def _confirmed(self, record: LoginRecord) -> None:
         done = self._queue_done
@@ -265,24 +306,28 @@ class LogWriter:
             return 0.0
         return max(0.0, (datetime.now(UTC) - oldest[0].time).total_seconds())
 
-    def publish(self) -> None:
-        """Bring the metrics up to date: logins taken, pending records, the oldest one's age.
-
-        Logins are counted in a plain int by :meth:`submit` and added to the
-        Prometheus counter here, once a second and at each scrape: an
-        increment per login would cost the login route a lock and, with
-        several workers, a write to a shared file.
-        """
-        self.metrics.logins_taken.inc(self.taken - self._taken_published)
-        self._taken_published = self.taken
-        self.metrics.pending.set(self.pending)
-        self.metrics.oldest_pending_age.set(self.oldest_age())
+    def ledger(self) -> Ledger:
+        """The figures the metrics report, all of one moment."""
+        return Ledger(
+            self.taken,
+            self.written,
+            self.pending,
+            self.set_aside_count,
+            self.unconfirmed,
+            self.oldest_age(),
+        )
 
     async def _publish_every(self, interval: float) -> None:
-        # A task of its own: the gauges must move while a write hangs.
+        # A task of its own: the figures must move while a write hangs.
         while True:
-            self.publish()
+            await self._publish()
             await asyncio.sleep(interval)
+
+    async def _publish(self) -> None:
+        try:
+            await asyncio.to_thread(self.metrics.publish)
+        except OSError as exc:  # the metrics directory went away: scrapes miss this worker
+            self.logger.warning("login log: cannot publish the metrics: %s", exc)
 
     def stats(self) -> dict[str, Any]:
         """The writer's figures (no path or address: they are shown to anyone)."""
@@ -307,18 +352,22 @@ class LogWriter:
         Override to send them elsewhere. The lines are in the text format,
         escaped, so one record is one line.
         """
-        for record in records:
-            line = format_text(record).decode().removesuffix("\n")
-            self.logger.error("login log: NOT CONFIRMED WRITTEN (%s): %s", reason, line)
+        self._log_each(f"login log: NOT CONFIRMED WRITTEN ({reason}): ", records)
 
     def set_aside(self, records: Sequence[LoginRecord]) -> None:
         """Records the store can never take (it said so): each logged as one ERROR line.
 
         Override to send them elsewhere.
         """
-        for record in records:
-            line = format_text(record).decode().removesuffix("\n")
-            self.logger.error("login log: record set aside, the store refused it: %s", line)
+        self._log_each("login log: record set aside, the store refused it: ", records)
+
+    def _log_each(self, prefix: str, records: Sequence[LoginRecord]) -> None:
+        # Each record is a line of its own that starts with ``prefix``, but one
+        # log call carries up to LOG_LINES_PER_CALL of them: a call per record
+        # took 17 µs, so a stop logging 100,000 records outlived its margin.
+        for start in range(0, len(records), LOG_LINES_PER_CALL):
+            lines = text_lines(records[start : start + LOG_LINES_PER_CALL]).decode()
+            self.logger.error("%s", "\n".join(prefix + line for line in lines.split("\n")[:-1]))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -340,8 +389,10 @@ class LogWriter:
             last_start = loop.time()
             records, done = self._queue, self._queue_done
             self._queue, self._queue_done = [], None
+            self._in_flight_since, self._queue_since = self._queue_since, math.inf
             last_size = len(records)
             await self._write_group(records, done)
+            self._in_flight_since = math.inf
 
     async def _linger(self, seconds: float) -> None:
         # Cut short when a login starts waiting for room or the writer stops.
@@ -381,11 +432,9 @@ class LogWriter:
                 continue
             self.metrics.write_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_records.observe(len(records))
-            self.metrics.records_written.inc(len(records) - len(set_aside))
             self._recovered()
             if set_aside:
                 self.set_aside_count += len(set_aside)
-                self.metrics.records_set_aside.inc(len(set_aside))
                 self.set_aside(set_aside)
             return set_aside
 
@@ -443,6 +492,7 @@ class LogWriter:
     def _abandon_leftovers(self, reason: str) -> None:
         leftovers = self._in_flight + self._queue
         self._in_flight, self._queue = [], []
+        self._in_flight_since = self._queue_since = math.inf
         for future in (self._in_flight_done, self._queue_done):
             if future is not None and not future.done():
                 future.set_exception(LogUnavailable("the login log stopped"))
@@ -451,7 +501,6 @@ class LogWriter:
         if leftovers:
             self.pending = 0
             self.unconfirmed += len(leftovers)
-            self.metrics.records_unconfirmed.inc(len(leftovers))
             self.abandon(leftovers, reason)
 
     def _ended(self, task: asyncio.Task[None]) -> None:

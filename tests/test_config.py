@@ -83,6 +83,8 @@ def test_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ({"LOGIN_LOG_FORMAT": "xml"}, "LOGIN_LOG_FORMAT must be one of text, jsonl, not 'xml'"),
         ({"LOGIN_LOG_DURABLE": "maybe"}, "LOGIN_LOG_DURABLE must be true or false"),
         ({"LOGIN_LOG_MAX_PENDING": 0}, "LOGIN_LOG_MAX_PENDING must be between 1 and"),
+        # More than a stop can log within its margin (DRAIN_MARGIN) once the drain gave up.
+        ({"LOGIN_LOG_MAX_PENDING": 100_001}, "LOGIN_LOG_MAX_PENDING must be between 1 and 100000"),
         ({"LOGIN_LOG_MAX_PENDING": "lots"}, "LOGIN_LOG_MAX_PENDING must be a whole number"),
         ({"LOGIN_LOG_MAX_PENDING": 1.9}, "LOGIN_LOG_MAX_PENDING must be a whole number"),
         ({"LOGIN_LOG_MAX_PENDING": 1e400}, "LOGIN_LOG_MAX_PENDING must be a whole number"),

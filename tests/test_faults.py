@@ -19,6 +19,12 @@ from conftest import ControlledStore, read_records, store_of, wait_for_records
 DISK_ERRORS = [errno.ENOSPC, errno.EACCES, errno.EIO]
 
 
+async def wait_for_failures(store: ControlledStore, count: int, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while store.failures < count:
+            await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("code", DISK_ERRORS, ids=[errno.errorcode[c] for c in DISK_ERRORS])
 async def test_disk_errors_keep_records_and_write_them_once_the_disk_works(
     make_app, log_path: Path, caplog: pytest.LogCaptureFixture, code: int
@@ -31,11 +37,13 @@ async def test_disk_errors_keep_records_and_write_them_once_the_disk_works(
         await wait_for_records(log_path, 1)
 
         store.error = OSError(code, os.strerror(code), str(log_path))
-        names = [f"during-{i}" for i in range(20)]
-        for name in names:
-            assert (await client.get(f"/login/?username={name}")).status_code == 200
-        while store.failures < 3:  # several retries, with backoff
-            await asyncio.sleep(0.01)
+        # Taken before the failure is known: answered at once, written later.
+        assert (await client.get("/login/?username=during-0")).status_code == 200
+        await wait_for_failures(store, 3)  # several retries, with backoff
+        # Once writes fail, a login waits for its own line.
+        names = [f"during-{i}" for i in range(1, 20)]
+        waiting = [asyncio.create_task(client.get(f"/login/?username={n}")) for n in names]
+        await wait_for_failures(store, store.failures + 1)
 
         health = await client.get("/healthz")
         body = await health.get_json()
@@ -50,30 +58,57 @@ async def test_disk_errors_keep_records_and_write_them_once_the_disk_works(
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/livez")).status_code == 200
         assert (await client.get("/")).status_code == 200
+        assert not any(task.done() for task in waiting)
 
         store.error = None
-        records = await wait_for_records(log_path, 21)
+        responses = await asyncio.gather(*waiting)
+        assert {r.status_code for r in responses} == {200}
+        records = read_records(log_path)  # at once: each was answered once written
         health = await client.get("/healthz")
         assert health.status_code == 200
         assert (await health.get_json())["status"] == "ok"
-    assert [r.username for r in records] == ["before", *names]
+    assert [r.username for r in records] == ["before", "during-0", *names]
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(failures) == 1, "one error per streak, not one per retry"
     assert os.strerror(code) in failures[0].getMessage()
     assert any("works again" in r.getMessage() for r in caplog.records)
 
 
-async def test_queue_bound_holds_while_the_disk_fails(make_app, log_path: Path) -> None:
+async def test_while_the_disk_fails_logins_get_503_and_are_kept(make_app, log_path: Path) -> None:
+    # Without durable mode too, a login is not acknowledged while its record
+    # can only wait in memory: a crash then would lose it.
     app = make_app(store=ControlledStore, LOGIN_LOG_MAX_PENDING=5, LOGIN_LOG_FULL_TIMEOUT=0.1)
     store = store_of(app)
     store.error = OSError(errno.ENOSPC, "No space left on device")
     async with app.test_app() as test_app:
         client = test_app.test_client()
-        statuses = [(await client.get(f"/login/?username=q{i}")).status_code for i in range(8)]
-        assert statuses == [200] * 5 + [503] * 3
+        assert (await client.get("/login/?username=q0")).status_code == 200
+        await wait_for_failures(store, 1)
+        responses = [await client.get(f"/login/?username=q{i}") for i in range(1, 8)]
+        assert [r.status_code for r in responses] == [503] * 7
+        bodies = [await r.get_data(as_text=True) for r in responses]
+        assert all("may or may not be logged" in body for body in bodies)
+        assert "could not confirm the record in time" in bodies[0]
+        assert "5 records waiting" in bodies[-1]  # then the queue is full: not taken
         store.error = None
         await wait_for_records(log_path, 5)
+    # The first four 503s were kept and written once the disk worked: "may or may not".
     assert [r.username for r in read_records(log_path)] == [f"q{i}" for i in range(5)]
+
+
+async def test_a_login_waits_for_its_line_while_writes_are_slow(make_app, log_path: Path) -> None:
+    app = make_app(store=ControlledStore)
+    store = store_of(app)
+    store.delay = 0.5  # every write takes half a second: the store does not keep up
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/login/?username=first")).status_code == 200
+        assert read_records(log_path) == []  # answered at once, written within moments
+        await asyncio.to_thread(store.entered.wait, 5)
+        await asyncio.sleep(0.2)  # the write has taken longer than the lag bound
+        second = await client.get("/login/?username=second")
+        assert second.status_code == 200
+        assert [r.username for r in read_records(log_path)] == ["first", "second"]
 
 
 async def test_durable_503_means_not_confirmed_and_200_means_written(
@@ -193,14 +228,17 @@ async def test_records_unwritable_at_stop_are_logged_one_line_each(
     writer = LogWriter(store, drain_timeout=0.3, logger=logging.getLogger("t"))
     await writer.start()
     store.error = OSError(errno.ENOSPC, "No space left on device")
-    names = ["lost-but-not\nsilently", "second"]
+    # More than one log call carries (LOG_LINES_PER_CALL): every one still a line of its own.
+    names = ["lost-but-not\nsilently", *(f"n{i}" for i in range(2500))]
     for name in names:
         await writer.submit(LoginRecord(name, datetime.now(UTC), "-"))
     assert await writer.stop() is False
-    lines = [r.getMessage() for r in caplog.records if "NOT CONFIRMED WRITTEN" in r.getMessage()]
-    assert [parse_line(line.split("): ", 1)[1]).username for line in lines] == names
-    assert all("\n" not in line for line in lines)
-    assert writer.unconfirmed == 2
+    prefix = "login log: NOT CONFIRMED WRITTEN (not written within the drain timeout of 0.3 s): "
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith(prefix)]
+    lines = [line for message in messages for line in message.split("\n")]
+    assert all(line.startswith(prefix) for line in lines)
+    assert [parse_line(line.removeprefix(prefix)).username for line in lines] == names
+    assert writer.unconfirmed == len(names)
 
 
 async def test_a_dead_writer_task_turns_the_probes_red_and_logins_503(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ControlledStore, store_of, wait_for_records
+from conftest import ControlledStore, store_of, wait_for_records, writer_of
 from server import run_server, send_logins
 
 
@@ -28,6 +29,7 @@ def value(scrape: dict, name: str, **labels: str) -> float:
 
 async def test_metrics_count_logins_writes_and_refusals(make_app, log_path: Path) -> None:
     app = make_app(store=ControlledStore, LOGIN_LOG_MAX_PENDING=2, LOGIN_LOG_FULL_TIMEOUT=0.1)
+    writer_of(app).lag_bound = math.inf  # the queue's bound alone, however slow the machine
     store = store_of(app)
     async with app.test_app() as test_app:
         client = test_app.test_client()
@@ -136,3 +138,38 @@ async def test_a_trusted_header_without_a_valid_address_is_counted(
         records = await wait_for_records(log_path, 2)
     assert [r.ip for r in records] == ["-", "203.0.113.9"]
     assert value(scrape, "quart_app_login_client_address_unknown_total") == 1
+
+
+def unaccounted(scrape: dict) -> float:
+    """What an alert subtracts: logins taken and neither written, pending, set aside nor
+    given up. Never negative: otherwise more was written than taken."""
+    return (
+        value(scrape, "quart_app_logins_taken_total")
+        - value(scrape, "quart_app_login_records_written_total")
+        - value(scrape, "quart_app_login_records_pending")
+        - value(scrape, "quart_app_login_records_set_aside_total")
+        - value(scrape, "quart_app_login_records_unconfirmed_total")
+    )
+
+
+async def test_two_workers_under_load_publish_figures_that_add_up_on_every_scrape(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "login_log.txt"
+    names = [f"ledger-{i}" for i in range(8000)]
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
+        load = asyncio.create_task(send_logins(server.url, names, concurrency=64))
+        scrapes = []
+        while not load.done():
+            scrapes.append(await scrape_server(server.url))
+            await asyncio.sleep(0.01)
+        await load
+        await wait_for_records(log_path, len(names))
+        await asyncio.sleep(1.5)  # every worker has published since
+        scrapes.append(await scrape_server(server.url))
+        assert server.stop() == 0, server.stderr
+    during = [s for s in scrapes if value(s, "quart_app_logins_taken_total") < len(names)]
+    assert len(during) >= 10, "too few scrapes under load to tell"
+    assert [unaccounted(s) for s in scrapes if unaccounted(s) < 0] == []
+    assert unaccounted(scrapes[-1]) == 0
+    assert value(scrapes[-1], "quart_app_login_records_written_total") == len(names)
