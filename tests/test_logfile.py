@@ -16,13 +16,16 @@ import pytest
 from quart.testing.app import LifespanError
 
 from quart_app.config import ConfigError
-from quart_app.records import LoginRecord, parse_line
+from quart_app.records import LoginRecord, format_jsonl, format_text, parse_line
 from quart_app.stores.file import FileStore
 
 from conftest import read_records, store_of, wait_for_records
 from server import run_server, send_logins
 
 FRAGMENT = "登录日志:用户名:cut-short,登录时间:2026-11-2"
+CUT_SHORT = " (cut short)"
+"""What ends a torn line: no login line ends so, and ``parse_line`` refuses it."""
+WHEN = datetime(2026, 11, 23, 19, 11, 31, 123456, tzinfo=UTC)
 
 
 async def test_a_torn_last_line_is_ended_before_the_next_login(make_app, log_path: Path) -> None:
@@ -31,7 +34,7 @@ async def test_a_torn_last_line_is_ended_before_the_next_login(make_app, log_pat
     async with make_app().test_app() as test_app:
         assert (await test_app.test_client().get("/login/?username=next")).status_code == 200
     first, second, end = log_path.read_text(encoding="utf-8").split("\n")
-    assert (first, end) == (FRAGMENT, "")
+    assert (first, end) == (FRAGMENT + CUT_SHORT, "")
     with pytest.raises(ValueError):
         read_records(log_path)  # the fragment stays a bad line of its own ...
     log_path.write_text(second + "\n", encoding="utf-8")
@@ -46,6 +49,31 @@ async def test_a_file_ending_in_a_newline_is_left_as_it_is(make_app, log_path: P
     assert log_path.read_text(encoding="utf-8").startswith("earlier\n登录日志:用户名:next,")
 
 
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        format_text(LoginRecord("alice", WHEN, "10.0.0.12")).decode()[:-2],  # "10.0.0.1"
+        format_text(LoginRecord("alice", WHEN, "2001:db8::1")).decode()[:-2],  # "2001:db8::"
+        format_jsonl(LoginRecord("alice", WHEN, "10.0.0.12")).decode()[:-1],  # all but "\n"
+    ],
+    ids=["ipv4", "ipv6", "jsonl"],
+)
+async def test_a_torn_line_that_would_read_as_a_login_is_ended_as_none(
+    make_app, log_path: Path, fragment: str
+) -> None:
+    # Cut inside its IP, a line can hold another valid address: ended with a
+    # bare newline it would be a login from where nobody logged in.
+    assert parse_line(fragment)
+    log_path.write_text(fragment, encoding="utf-8")
+    async with make_app().test_app() as test_app:
+        assert (await test_app.test_client().get("/login/?username=next")).status_code == 200
+    first, second, end = log_path.read_text(encoding="utf-8").split("\n")
+    assert (first, end) == (fragment + CUT_SHORT, "")
+    with pytest.raises(ValueError):
+        parse_line(first)
+    assert parse_line(second).username == "next"
+
+
 async def test_two_workers_opening_a_torn_file_end_it_once(tmp_path: Path) -> None:
     log_path = tmp_path / "login_log.txt"
     log_path.write_text(FRAGMENT, encoding="utf-8")
@@ -53,7 +81,7 @@ async def test_two_workers_opening_a_torn_file_end_it_once(tmp_path: Path) -> No
         await send_logins(server.url, [f"w{i}" for i in range(50)])
         assert server.stop() == 0, server.stderr
     lines = log_path.read_text(encoding="utf-8").split("\n")
-    assert lines[0] == FRAGMENT
+    assert lines[0] == FRAGMENT + CUT_SHORT
     assert "" not in lines[1:-1], "an empty line"
     assert len(lines) == 1 + 50 + 1
 

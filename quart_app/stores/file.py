@@ -5,7 +5,9 @@ batch the store checks that the path still names its open file and reopens it
 when it was rotated away (renamed or removed). The file is never reached
 through a symbolic link, a file it creates gets exactly the configured mode,
 and a file that ends in half a line (a disk that filled up during a stop) gets
-that line ended before anything is added.
+that line ended with :data:`CUT_SHORT` before anything is added, so that it
+never reads as a login, whatever it was cut in (an IP address cut short can be
+another valid one).
 
 Several processes (hypercorn's ``-w N``) may append to one file. To a regular
 file each batch is one ``O_APPEND`` ``write(2)`` under an exclusive lock on a
@@ -35,6 +37,9 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOC
 # none, fsync.
 _datasync = getattr(os, "fdatasync", os.fsync)
 PIPE_BUF = getattr(select, "PIPE_BUF", 512)
+CUT_SHORT = b" (cut short)\n"
+"""What ends a line a write left torn. No line of either format ends so: ``parse_line``
+refuses the line, whatever field it was cut in."""
 
 
 class LogPathError(OSError):
@@ -242,7 +247,7 @@ class FileStore:
         try:
             last = self._last_byte(fd)
             if last not in (None, b"\n"):
-                os.write(fd, b"\n")
+                os.write(fd, CUT_SHORT)
         finally:
             if not held:
                 self._unlock()
