@@ -346,6 +346,33 @@ async def test_a_store_that_waited_for_the_lock_checks_the_file_again_once_it_ho
         assert path.read_bytes() == text_lines(batch_records)
 
 
+async def test_a_lock_file_removed_between_batches_is_not_trusted(tmp_path: Path) -> None:
+    # A cleaner removes .NAME.lock; a worker started since locks a new one.
+    # A store still holding the old one must take the new one too, or both
+    # append at once.
+    path = tmp_path / "log.txt"
+    store = FileStore(str(path))
+    await store.open()
+    os.unlink(store.lock_path)
+    newer = FileStore(str(path))
+    await newer.open()  # creates the lock file again
+    holder = os.open(newer.lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # the new worker appending
+        writing = asyncio.create_task(store.write(store.prepare(records("old", 1))))
+        await until(
+            lambda: writing.done() or os.getpid() in flock_pids(Path(newer.lock_path))[1],
+            "the store waiting for the new lock",
+        )
+        assert not writing.done(), "appended without the lock the others take"
+    finally:
+        os.close(holder)
+    await asyncio.wait_for(writing, 5)
+    await store.close()
+    await newer.close()
+    assert path.read_bytes() == text_lines(records("old", 1))
+
+
 async def test_durable_mode_syncs_a_file_rotated_away_between_two_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ log (``.NAME.lock``, mode 0600, so that no reader of the log can take it), and
 what the batch depends on is checked once the lock is held, since another
 process may change it while this one waits:
 
+* that the lock file is still the one at its path (a cleaner may remove it);
 * that the path still names the open file: the store reopens the path when
   the file was rotated away (renamed or removed);
 * that the file ends in a newline. A line left torn (a process killed, or the
@@ -305,10 +306,17 @@ class FileStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        if self._lock_fd is None:
-            self._lock_fd = self._open_lock_file()
-        fd = self._lock_fd
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            if self._lock_fd is None:
+                self._lock_fd = self._open_lock_file()
+            fd = self._lock_fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _names(self.lock_path, fd):
+                break
+            # Removed or replaced: processes started since lock another file,
+            # so this lock would exclude none of them.
+            self._lock_fd = None
+            os.close(fd)
         try:
             yield
         finally:
