@@ -13,7 +13,7 @@ process may change it while this one waits:
 * that the lock file is still the one at its path (a cleaner may remove it);
 * that the path still names the open file: the store reopens the path when
   the file was rotated away (renamed or removed);
-* that the file ends in a newline. A line left torn (a process killed, or the
+* that the file ends in a newline. A line left torn (a process killed, or a
   power cut, in the middle of ``write(2)``) is ended with :data:`CUT_SHORT`
   first, so that it never reads as a login, whatever it was cut in (an IP
   address cut short can be another valid one). A file rotated away gets the
