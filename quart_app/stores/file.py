@@ -101,9 +101,11 @@ class FileStore:
         directory, name = os.path.split(os.path.abspath(path))
         self.lock_path = os.path.join(directory, f".{name}.lock")
         self._fd: int | None = None
+        self._identity = (0, 0)  # the open file's (st_dev, st_ino)
         self._reader: int | None = None  # the same regular file, to read its last byte
         self._regular = True
         self._lock_fd: int | None = None
+        self._lock_identity = (0, 0)
         self._unsynced = False
         self._retired: list[int] = []  # rotated away, durable, waiting for their sync
         self._directory_unsynced = False
@@ -229,15 +231,15 @@ class FileStore:
             self._unsynced = True
 
     def _names_open_file(self) -> bool:
-        assert self._fd is not None
-        return _names(self.path, self._fd)
+        return _names(self.path, self._identity)
 
     def _open(self) -> None:
         while True:
             fd, created = self._open_fd()
             try:
                 os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO's open from hanging
-                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                opened = os.fstat(fd)
+                regular = stat.S_ISREG(opened.st_mode)
                 if self.durable and not regular:
                     raise LogPathError(
                         errno.EINVAL,
@@ -247,14 +249,15 @@ class FileStore:
                 if created:
                     os.fchmod(fd, self.mode)  # exactly this mode, whatever the umask
                     self._directory_unsynced = True
-                reader = self._open_reader(fd) if regular else None
+                identity = (opened.st_dev, opened.st_ino)
+                reader = self._open_reader(identity) if regular else None
             except BaseException:
                 os.close(fd)
                 raise
             if regular and reader is None:
                 os.close(fd)  # the path changed between the two opens: again
                 continue
-            self._fd, self._reader, self._regular = fd, reader, regular
+            self._fd, self._identity, self._reader, self._regular = fd, identity, reader, regular
             return
 
     def _open_fd(self) -> tuple[int, bool]:
@@ -288,7 +291,7 @@ class FileStore:
             reason = "it is a FIFO that no process reads"
         return LogPathError(exc.errno, reason, self.path)
 
-    def _open_reader(self, fd: int) -> int | None:
+    def _open_reader(self, identity: tuple[int, int]) -> int | None:
         # The append descriptor cannot read; this one, checked to be the same
         # file, reads its last byte before each batch. None: not the same.
         flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -298,8 +301,8 @@ class FileStore:
             return None
         except OSError as exc:
             raise self._path_error(exc) from exc
-        opened, read = os.fstat(fd), os.fstat(reader)
-        if (opened.st_dev, opened.st_ino) == (read.st_dev, read.st_ino):
+        read = os.fstat(reader)
+        if (read.st_dev, read.st_ino) == identity:
             return reader
         os.close(reader)
         return None
@@ -309,9 +312,11 @@ class FileStore:
         while True:
             if self._lock_fd is None:
                 self._lock_fd = self._open_lock_file()
+                locked = os.fstat(self._lock_fd)
+                self._lock_identity = (locked.st_dev, locked.st_ino)
             fd = self._lock_fd
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if _names(self.lock_path, fd):
+            if _names(self.lock_path, self._lock_identity):
                 break
             # Removed or replaced: processes started since lock another file,
             # so this lock would exclude none of them.
@@ -375,12 +380,11 @@ class FileStore:
             os.close(fd)
 
 
-def _names(path: str, fd: int) -> bool:
-    """Whether ``path`` names the file open at ``fd``."""
+def _names(path: str, identity: tuple[int, int]) -> bool:
+    """Whether ``path`` names the file whose ``(st_dev, st_ino)`` is ``identity``."""
     # lstat, not stat: a symlink planted at the path is not our file.
     try:
         at_path = os.lstat(path)
     except FileNotFoundError:
         return False
-    opened = os.fstat(fd)
-    return (at_path.st_dev, at_path.st_ino) == (opened.st_dev, opened.st_ino)
+    return (at_path.st_dev, at_path.st_ino) == identity
