@@ -139,7 +139,7 @@ def file_mode(key: str, value: Any) -> int:
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
         raise ConfigError(f"{key} must be permissions between 0000 and 0777, not {value!r}")
     if mode & 0o600 != 0o600:
-        # Read too: a restart reads the last byte, to end a torn line.
+        # Read too: the store reads the last byte, to end a torn line.
         raise ConfigError(f"{key} must let the owner read and write the log, not {value!r}")
     return mode
 

@@ -137,6 +137,31 @@ async def wait_for_records(path: Path, count: int, timeout: float = 10) -> list[
     return records
 
 
+def flock_pids(path: Path) -> tuple[set[int], set[int]]:
+    """The pids holding, and those waiting for, a ``flock`` on ``path`` (from ``/proc/locks``)."""
+    st = os.stat(path)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders: set[int] = set()
+    waiters: set[int] = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        waiting = fields[1] == "->"
+        kind, pid, file = fields[1 + waiting], fields[4 + waiting], fields[5 + waiting]
+        if kind == "FLOCK" and file == key:
+            (waiters if waiting else holders).add(int(pid))
+    return holders, waiters
+
+
+async def until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
+    """Wait until ``condition()`` is true; fail the test, naming ``what``, after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
 @contextmanager
 def _tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()

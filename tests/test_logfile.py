@@ -16,13 +16,29 @@ import pytest
 from quart.testing.app import LifespanError
 
 from quart_app.config import ConfigError
-from quart_app.records import LoginRecord, parse_line
+from quart_app.records import LoginRecord, format_jsonl, format_text, parse_line, text_lines
 from quart_app.stores.file import FileStore
 
-from conftest import read_records, store_of, wait_for_records
+from conftest import flock_pids, read_records, store_of, until, wait_for_records
 from server import run_server, send_logins
 
 FRAGMENT = "登录日志:用户名:cut-short,登录时间:2026-11-2"
+CUT_SHORT = " (cut short)"
+"""What ends a torn line: no login line ends so, and ``parse_line`` refuses it."""
+WHEN = datetime(2026, 11, 23, 19, 11, 31, 123456, tzinfo=UTC)
+
+
+def records(tag: str, count: int) -> list[LoginRecord]:
+    return [LoginRecord(f"{tag}-{i}", WHEN, "192.0.2.1") for i in range(count)]
+
+
+def assert_lock_free(store: FileStore) -> None:
+    """No store holds the log's lock now: another process could append at once."""
+    other = os.open(store.lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(other)
 
 
 async def test_a_torn_last_line_is_ended_before_the_next_login(make_app, log_path: Path) -> None:
@@ -31,7 +47,7 @@ async def test_a_torn_last_line_is_ended_before_the_next_login(make_app, log_pat
     async with make_app().test_app() as test_app:
         assert (await test_app.test_client().get("/login/?username=next")).status_code == 200
     first, second, end = log_path.read_text(encoding="utf-8").split("\n")
-    assert (first, end) == (FRAGMENT, "")
+    assert (first, end) == (FRAGMENT + CUT_SHORT, "")
     with pytest.raises(ValueError):
         read_records(log_path)  # the fragment stays a bad line of its own ...
     log_path.write_text(second + "\n", encoding="utf-8")
@@ -46,6 +62,31 @@ async def test_a_file_ending_in_a_newline_is_left_as_it_is(make_app, log_path: P
     assert log_path.read_text(encoding="utf-8").startswith("earlier\n登录日志:用户名:next,")
 
 
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        format_text(LoginRecord("alice", WHEN, "10.0.0.12")).decode()[:-2],  # "10.0.0.1"
+        format_text(LoginRecord("alice", WHEN, "2001:db8::1")).decode()[:-2],  # "2001:db8::"
+        format_jsonl(LoginRecord("alice", WHEN, "10.0.0.12")).decode()[:-1],  # all but "\n"
+    ],
+    ids=["ipv4", "ipv6", "jsonl"],
+)
+async def test_a_torn_line_that_would_read_as_a_login_is_ended_as_none(
+    make_app, log_path: Path, fragment: str
+) -> None:
+    # Cut inside its IP, a line can hold another valid address: ended with a
+    # bare newline it would be a login from where nobody logged in.
+    assert parse_line(fragment)
+    log_path.write_text(fragment, encoding="utf-8")
+    async with make_app().test_app() as test_app:
+        assert (await test_app.test_client().get("/login/?username=next")).status_code == 200
+    first, second, end = log_path.read_text(encoding="utf-8").split("\n")
+    assert (first, end) == (fragment + CUT_SHORT, "")
+    with pytest.raises(ValueError):
+        parse_line(first)
+    assert parse_line(second).username == "next"
+
+
 async def test_two_workers_opening_a_torn_file_end_it_once(tmp_path: Path) -> None:
     log_path = tmp_path / "login_log.txt"
     log_path.write_text(FRAGMENT, encoding="utf-8")
@@ -53,7 +94,7 @@ async def test_two_workers_opening_a_torn_file_end_it_once(tmp_path: Path) -> No
         await send_logins(server.url, [f"w{i}" for i in range(50)])
         assert server.stop() == 0, server.stderr
     lines = log_path.read_text(encoding="utf-8").split("\n")
-    assert lines[0] == FRAGMENT
+    assert lines[0] == FRAGMENT + CUT_SHORT
     assert "" not in lines[1:-1], "an empty line"
     assert len(lines) == 1 + 50 + 1
 
@@ -195,12 +236,12 @@ async def test_a_reader_holding_a_lock_on_the_log_stalls_nothing(make_app, log_p
     assert log_path.read_text().splitlines()[1].startswith("登录日志:用户名:unstalled,")
 
 
-async def test_a_batch_cut_short_by_a_full_disk_is_finished_before_another_process_appends(
+async def test_a_batch_cut_short_by_a_full_disk_is_cut_back_and_another_process_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two stores on one file, as two workers have. The first gets half its
-    # batch out before the disk fills; the second must not append after the
-    # half line, or its first line would be glued to another user's.
+    # Two stores on one file, as two workers have. The first gets half a line
+    # out before the disk fills: it cuts it back and lets go of the lock, so
+    # the second appends whole lines at once, and the first's retry follows.
     path = tmp_path / "log.txt"
     first, second = FileStore(str(path)), FileStore(str(path))
     await first.open()
@@ -217,19 +258,119 @@ async def test_a_batch_cut_short_by_a_full_disk_is_finished_before_another_proce
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    records = [LoginRecord(f"user-{i}", datetime.now(UTC), "192.0.2.1") for i in range(4)]
-    batch = first.prepare(records[:2])
+    ours, theirs = records("first", 2), records("second", 2)
+    batch = first.prepare(ours)
     with pytest.raises(OSError):
         await first.write(batch)
-    other = asyncio.create_task(second.write(second.prepare(records[2:])))
-    await asyncio.sleep(0.3)
-    assert not other.done(), "the other process appended after a half line"
-    room.clear()  # room again: the rest of the batch goes out
+    assert path.read_bytes() == b"", "half a line left in the log"
+    other = asyncio.create_task(second.write(second.prepare(theirs)))
+    done, _ = await asyncio.wait({other}, timeout=2)
+    room.clear()  # room again: the first store's batch goes out
     await first.write(batch)
     await asyncio.wait_for(other, 5)
     await first.close()
     await second.close()
-    assert read_records(path) == records
+    assert other in done, "the other process was kept waiting for a full disk"
+    assert path.read_bytes() == text_lines(theirs + ours)
+
+
+async def test_a_cut_back_that_fails_frees_the_lock_and_the_next_write_ends_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "log.txt"
+    store = FileStore(str(path))
+    await store.open()
+    earlier, batch_records = records("earlier", 1), records("cut", 2)
+    await store.write(store.prepare(earlier))
+    real_write, written = os.write, [0]
+
+    def failing_write(fd: int, data: bytes) -> int:
+        if fd != store._fd:
+            return real_write(fd, data)
+        if written[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        written[0] = real_write(fd, bytes(data[:30]))
+        return written[0]
+
+    def failing_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    batch = store.prepare(batch_records)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", failing_write)
+        patch.setattr(os, "ftruncate", failing_truncate)
+        with pytest.raises(OSError):
+            await store.write(batch)
+    fragment = text_lines(batch_records)[:30]
+    assert path.read_bytes() == text_lines(earlier) + fragment
+    assert_lock_free(store)
+    await store.write(batch)  # the disk works again
+    await store.close()
+    cut_short = fragment + CUT_SHORT.encode() + b"\n"
+    assert path.read_bytes() == text_lines(earlier) + cut_short + text_lines(batch_records)
+
+
+@pytest.mark.parametrize("then", ["killed", "rotated"])
+async def test_a_store_that_waited_for_the_lock_checks_the_file_again_once_it_holds_it(
+    tmp_path: Path, then: str
+) -> None:
+    # Another worker holds the lock with half a line written. This store,
+    # between two batches, waits for the lock; then that worker is killed, or
+    # the log is rotated before it lets go.
+    path, rotated = tmp_path / "log.txt", tmp_path / "log.txt.1"
+    store = FileStore(str(path))
+    await store.open()
+    earlier, batch_records = records("earlier", 1), records("next", 2)
+    await store.write(store.prepare(earlier))
+    holder = os.open(store.lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with path.open("ab") as log:
+            log.write(FRAGMENT.encode())
+        writing = asyncio.create_task(store.write(store.prepare(batch_records)))
+        await until(
+            lambda: writing.done() or os.getpid() in flock_pids(Path(store.lock_path))[1],
+            "the store waiting for the lock",
+        )
+        if then == "rotated":
+            path.rename(rotated)
+    finally:
+        os.close(holder)  # the holder dies, or lets go
+    await asyncio.wait_for(writing, 5)
+    await store.close()
+    cut_short = text_lines(earlier) + (FRAGMENT + CUT_SHORT + "\n").encode()
+    if then == "killed":
+        assert path.read_bytes() == cut_short + text_lines(batch_records)
+    else:
+        assert rotated.read_bytes() == cut_short  # `cat log.1 log` glues nothing either
+        assert path.read_bytes() == text_lines(batch_records)
+
+
+async def test_a_lock_file_removed_between_batches_is_not_trusted(tmp_path: Path) -> None:
+    # A cleaner removes .NAME.lock; a worker started since locks a new one.
+    # A store still holding the old one must take the new one too, or both
+    # append at once.
+    path = tmp_path / "log.txt"
+    store = FileStore(str(path))
+    await store.open()
+    os.unlink(store.lock_path)
+    newer = FileStore(str(path))
+    await newer.open()  # creates the lock file again
+    holder = os.open(newer.lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # the new worker appending
+        writing = asyncio.create_task(store.write(store.prepare(records("old", 1))))
+        await until(
+            lambda: writing.done() or os.getpid() in flock_pids(Path(newer.lock_path))[1],
+            "the store waiting for the new lock",
+        )
+        assert not writing.done(), "appended without the lock the others take"
+    finally:
+        os.close(holder)
+    await asyncio.wait_for(writing, 5)
+    await store.close()
+    await newer.close()
+    assert path.read_bytes() == text_lines(records("old", 1))
 
 
 async def test_durable_mode_syncs_a_file_rotated_away_between_two_writes(

@@ -1,19 +1,34 @@
 """The file store: whole lines appended in aiofiles' thread pool, never torn or interleaved.
 
-Lines are formatted in the writing thread, not on the event loop. Before each
-batch the store checks that the path still names its open file and reopens it
-when it was rotated away (renamed or removed). The file is never reached
-through a symbolic link, a file it creates gets exactly the configured mode,
-and a file that ends in half a line (a disk that filled up during a stop) gets
-that line ended before anything is added.
+Lines are formatted in the writing thread, not on the event loop. The file is
+never reached through a symbolic link, and a file the store creates gets
+exactly the configured mode.
 
 Several processes (hypercorn's ``-w N``) may append to one file. To a regular
-file each batch is one ``O_APPEND`` ``write(2)`` under an exclusive lock on a
-lock file beside the log (``.NAME.lock``, mode 0600, so that no reader of the
-log can take it): a disk that fills up in the middle of a batch leaves the
-lock held until the batch is complete, so no other process appends after half
-a line. To a FIFO or other device, writes are cut at line ends into pieces of
-at most ``PIPE_BUF`` bytes, which a pipe never interleaves.
+file each batch is appended under an exclusive lock on a lock file beside the
+log (``.NAME.lock``, mode 0600, so that no reader of the log can take it), and
+what the batch depends on is checked once the lock is held, since another
+process may change it while this one waits:
+
+* that the lock file is still the one at its path (a cleaner may remove it);
+* that the path still names the open file: the store reopens the path when
+  the file was rotated away (renamed or removed);
+* that the file ends in a newline. A line left torn (a process killed, or a
+  power cut, in the middle of ``write(2)``) is ended with :data:`CUT_SHORT`
+  first, so that it never reads as a login, whatever it was cut in (an IP
+  address cut short can be another valid one). A file rotated away gets the
+  same.
+
+A batch is one ``O_APPEND`` ``write(2)``. When the disk fills, or any write
+fails, part-way through a line, the file is cut back to the end of the
+batch's last whole line before the lock is released, and the writer's retry
+goes on from there: a full disk leaves no half line behind, in the log or in
+a file rotated away meanwhile. A torn line is left only by a write
+interrupted for good (or a cut-back that fails too), and is ended as above by
+the next batch of any process, or at the next start.
+
+To a FIFO or other device, writes are cut at line ends into pieces of at most
+``PIPE_BUF`` bytes, which a pipe never interleaves; no lock is taken.
 """
 
 from __future__ import annotations
@@ -23,7 +38,8 @@ import fcntl
 import os
 import select
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from aiofiles.os import wrap as _in_thread
@@ -35,6 +51,9 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOC
 # none, fsync.
 _datasync = getattr(os, "fdatasync", os.fsync)
 PIPE_BUF = getattr(select, "PIPE_BUF", 512)
+CUT_SHORT = b" (cut short)\n"
+"""What ends a line a write left torn. No line of either format ends so: ``parse_line``
+refuses the line, whatever field it was cut in."""
 
 
 class LogPathError(OSError):
@@ -52,7 +71,7 @@ class LogPathError(OSError):
 class _Batch:
     records: list[LoginRecord]
     data: bytes | None = None  # formatted by the first attempt
-    offset: int = 0  # bytes already written: a retry goes on from here
+    offset: int = 0  # bytes already written, up to a line's end: a retry goes on from here
 
 
 class FileStore:
@@ -82,23 +101,35 @@ class FileStore:
         directory, name = os.path.split(os.path.abspath(path))
         self.lock_path = os.path.join(directory, f".{name}.lock")
         self._fd: int | None = None
+        self._identity = (0, 0)  # the open file's (st_dev, st_ino)
+        self._reader: int | None = None  # the same regular file, to read its last byte
         self._regular = True
         self._lock_fd: int | None = None
-        self._locked = False  # held between a write cut short and its completion
+        self._lock_identity = (0, 0)
         self._unsynced = False
         self._retired: list[int] = []  # rotated away, durable, waiting for their sync
         self._directory_unsynced = False
 
     async def open(self) -> None:
-        """Open the file for appending, failing with :class:`LogPathError`."""
-        await _in_thread(self._open)()
+        """Open the file for appending, failing with :class:`LogPathError`.
+
+        A torn last line is ended now, not at the first login, when the disk
+        has room for it.
+        """
+        await _in_thread(self._start)()
 
     def prepare(self, records: list[LoginRecord]) -> _Batch:
         """Wrap ``records``; they are formatted in the writing thread."""
         return _Batch(records)
 
     async def write(self, batch: _Batch) -> Sequence[LoginRecord]:
-        """Append ``batch``, reopening the path first if it was rotated."""
+        """Append ``batch``, reopening the path first if it was rotated.
+
+        A write that fails part-way through a line cuts the file back to the
+        batch's last whole line (should that fail too, the next batch ends the
+        torn line with :data:`CUT_SHORT`); the same batch written again goes
+        on from there.
+        """
         # One trip to the thread for the check, any reopening and the write.
         await _in_thread(self._write)(batch)
         return ()
@@ -116,27 +147,68 @@ class FileStore:
         """Close the file if it is open."""
         await _in_thread(self._close_all)()
 
+    def _start(self) -> None:
+        self._open()
+        if self._regular:
+            try:
+                with self._locked(), suppress(OSError):  # a full disk: the first batch ends it
+                    self._end_torn_line()
+            except BaseException:
+                self._close_all()  # the lock file cannot be used: nothing is kept open
+                raise
+
     def _write(self, batch: _Batch) -> None:
         if batch.data is None:
             batch.data = self.formatter(batch.records)
-        if self._fd is None or not self._names_open_file():
-            self._close()
-            self._open()
-            # The part already written went to the file before: write the
-            # line it cut short again, whole, rather than its tail alone.
-            batch.offset = batch.data.rfind(b"\n", 0, batch.offset) + 1
+        if self._fd is None or not (self._regular or self._names_open_file()):
+            self._reopen(batch)
         if self._regular:
-            self._lock()
-            try:
-                self._write_all(batch)
-            except OSError:
-                if batch.offset and batch.data[batch.offset - 1] != ord("\n"):
-                    raise  # half a line is out: keep the lock until the rest is
-                self._unlock()
-                raise
-            self._unlock()
-        else:
-            self._write_all(batch, PIPE_BUF)
+            with self._locked():
+                # Checked only now: while this process waited for the lock,
+                # another may have rotated the log, or died mid-line.
+                if not self._names_open_file():
+                    # Best effort: the file rotated away is no longer ours to fail on.
+                    with suppress(OSError):
+                        self._end_torn_line()
+                    self._reopen(batch)
+                if self._regular:  # still: a FIFO may have taken the path's place
+                    self._append(batch)
+                    return
+        self._write_all(batch, PIPE_BUF)
+
+    def _reopen(self, batch: _Batch) -> None:
+        assert batch.data is not None
+        self._close()
+        self._open()
+        # A FIFO's reader that left mid-line: the next one gets that line whole.
+        batch.offset = batch.data.rfind(b"\n", 0, batch.offset) + 1
+
+    def _append(self, batch: _Batch) -> None:
+        # With the lock held, to the regular file the path names.
+        size = self._end_torn_line()
+        begin = batch.offset
+        try:
+            self._write_all(batch)
+        except OSError:
+            self._cut_back(batch, begin, size)
+            raise
+
+    def _cut_back(self, batch: _Batch, begin: int, size: int) -> None:
+        # The write failed part-way through a line: cut the file back to the
+        # end of this attempt's last whole line before the lock is let go, or
+        # the next process would append to the half line, and a rotation
+        # would keep it for ever.
+        assert self._fd is not None and batch.data is not None
+        end = batch.offset
+        whole = max(begin, batch.data.rfind(b"\n", begin, end) + 1)
+        if whole == end:
+            return
+        batch.offset = whole  # the retry writes the cut line again, whole
+        # Only if no writer that takes no lock appended meanwhile. If this
+        # fails too, the next batch finds the torn line and ends it.
+        with suppress(OSError):
+            if os.fstat(self._fd).st_size == size + end - begin:
+                os.ftruncate(self._fd, size + whole - begin)
 
     def _write_all(self, batch: _Batch, piece: int | None = None) -> None:
         assert self._fd is not None and batch.data is not None
@@ -159,37 +231,34 @@ class FileStore:
             self._unsynced = True
 
     def _names_open_file(self) -> bool:
-        # lstat, not stat: a symlink planted at the path is not our file.
-        assert self._fd is not None
-        try:
-            at_path = os.lstat(self.path)
-        except FileNotFoundError:
-            return False
-        opened = os.fstat(self._fd)
-        return (at_path.st_dev, at_path.st_ino) == (opened.st_dev, opened.st_ino)
+        return _names(self.path, self._identity)
 
     def _open(self) -> None:
-        fd, created = self._open_fd()
-        try:
-            os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO's open from hanging
-            self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
-            if self.durable and not self._regular:
-                raise LogPathError(
-                    errno.EINVAL,
-                    "durable mode needs a regular file, and this one cannot be fsynced",
-                    self.path,
-                )
-            if self._regular and self._lock_fd is None:
-                self._lock_fd = self._open_lock_file()
-            if created:
-                os.fchmod(fd, self.mode)  # exactly this mode, whatever the umask
-                self._directory_unsynced = True
-            elif self._regular:
-                self._end_torn_line(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+        while True:
+            fd, created = self._open_fd()
+            try:
+                os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO's open from hanging
+                opened = os.fstat(fd)
+                regular = stat.S_ISREG(opened.st_mode)
+                if self.durable and not regular:
+                    raise LogPathError(
+                        errno.EINVAL,
+                        "durable mode needs a regular file, and this one cannot be fsynced",
+                        self.path,
+                    )
+                if created:
+                    os.fchmod(fd, self.mode)  # exactly this mode, whatever the umask
+                    self._directory_unsynced = True
+                identity = (opened.st_dev, opened.st_ino)
+                reader = self._open_reader(identity) if regular else None
+            except BaseException:
+                os.close(fd)
+                raise
+            if regular and reader is None:
+                os.close(fd)  # the path changed between the two opens: again
+                continue
+            self._fd, self._identity, self._reader, self._regular = fd, identity, reader, regular
+            return
 
     def _open_fd(self) -> tuple[int, bool]:
         while True:
@@ -222,42 +291,52 @@ class FileStore:
             reason = "it is a FIFO that no process reads"
         return LogPathError(exc.errno, reason, self.path)
 
-    def _lock(self) -> None:
-        if not self._locked:
-            assert self._lock_fd is not None
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            self._locked = True
-
-    def _unlock(self) -> None:
-        if self._locked:
-            assert self._lock_fd is not None
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            self._locked = False
-
-    def _end_torn_line(self, fd: int) -> None:
-        # Under the lock, so that processes opening at once end the line once
-        # (no empty line), and none appends while it is looked at.
-        held = self._locked
-        self._lock()
+    def _open_reader(self, identity: tuple[int, int]) -> int | None:
+        # The append descriptor cannot read; this one, checked to be the same
+        # file, reads its last byte before each batch. None: not the same.
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            last = self._last_byte(fd)
-            if last not in (None, b"\n"):
-                os.write(fd, b"\n")
-        finally:
-            if not held:
-                self._unlock()
+            reader = os.open(self.path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._path_error(exc) from exc
+        read = os.fstat(reader)
+        if (read.st_dev, read.st_ino) == identity:
+            return reader
+        os.close(reader)
+        return None
 
-    def _last_byte(self, fd: int) -> bytes | None:
-        # The append descriptor cannot read; a second one, checked to be the
-        # same file, can.
-        reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        while True:
+            if self._lock_fd is None:
+                self._lock_fd = self._open_lock_file()
+                locked = os.fstat(self._lock_fd)
+                self._lock_identity = (locked.st_dev, locked.st_ino)
+            fd = self._lock_fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _names(self.lock_path, self._lock_identity):
+                break
+            # Removed or replaced: processes started since lock another file,
+            # so this lock would exclude none of them.
+            self._lock_fd = None
+            os.close(fd)
         try:
-            opened, read = os.fstat(fd), os.fstat(reader)
-            if (opened.st_dev, opened.st_ino) != (read.st_dev, read.st_ino) or not read.st_size:
-                return None
-            return os.pread(reader, 1, read.st_size - 1)
+            yield
         finally:
-            os.close(reader)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _end_torn_line(self) -> int:
+        # With the lock held, so that processes end a line once (no empty
+        # line) and none appends while it is looked at. Returns the size.
+        assert self._reader is not None
+        size = os.fstat(self._reader).st_size
+        if size and os.pread(self._reader, 1, size - 1) != b"\n":
+            # A marker itself cut short gets another after it next time.
+            self._write_all(_Batch([], CUT_SHORT))
+            size += len(CUT_SHORT)
+        return size
 
     def _sync(self) -> None:
         try:
@@ -281,6 +360,9 @@ class FileStore:
             raise
 
     def _close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            os.close(reader)
         if self._fd is not None:
             fd, self._fd = self._fd, None
             if self.durable and self._unsynced:
@@ -290,13 +372,19 @@ class FileStore:
             self._unsynced = False
 
     def _close_all(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        self._close()  # the file is retired at most: closed below, unsynced
         while self._retired:
             os.close(self._retired.pop())
-        self._unsynced = False
-        self._unlock()
         if self._lock_fd is not None:
             fd, self._lock_fd = self._lock_fd, None
             os.close(fd)
+
+
+def _names(path: str, identity: tuple[int, int]) -> bool:
+    """Whether ``path`` names the file whose ``(st_dev, st_ino)`` is ``identity``."""
+    # lstat, not stat: a symlink planted at the path is not our file.
+    try:
+        at_path = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (at_path.st_dev, at_path.st_ino) == identity
