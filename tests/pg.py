@@ -15,7 +15,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -176,19 +176,27 @@ async def assert_stored_once(database: Database, *runs: Summary) -> int:
     return result.acknowledged
 
 
+COMMIT = b"Q\x00\x00\x00\x0cCOMMIT;\x00"
+"""asyncpg's COMMIT as it goes on the wire: a simple Query message."""
+
+
 class Proxy:
     """A TCP proxy to the database that can drop the server's replies, or refuse connections.
 
     While ``drop_replies`` is set, what the server sends is thrown away: a
-    statement runs and commits, and its client never hears of it (a network
-    that failed after the commit). With ``accept_one`` it stops listening once
-    it has taken a connection: the next ones are refused, as by a database
-    that went away, until :meth:`start` listens on the same port again.
+    statement runs, and its client never hears of it. ``lose_commit`` loses
+    the next COMMIT: ``"answer"`` lets it through and sets ``drop_replies``
+    (a network that failed just after the commit), ``"request"`` drops it on
+    its way (one that failed just before). With ``accept_one`` it stops
+    listening once it has taken a connection: the next ones are refused, as
+    by a database that went away, until :meth:`start` listens on the same
+    port again.
     """
 
     def __init__(self, host: str, port: int, *, accept_one: bool = False) -> None:
         self.target = (host, port)
         self.drop_replies = False
+        self.lose_commit: Literal["answer", "request"] | None = None
         self.accept_one = accept_one
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -234,6 +242,11 @@ class Proxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
     ) -> None:
         while data := await reader.read(65536):
+            if not replies and self.lose_commit and COMMIT in data:
+                lost, self.lose_commit = self.lose_commit, None
+                if lost == "request":
+                    continue
+                self.drop_replies = True  # before the server can answer
             if not (replies and self.drop_replies):
                 writer.write(data)
                 await writer.drain()

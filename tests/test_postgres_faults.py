@@ -155,7 +155,7 @@ async def test_a_commit_whose_answer_is_lost_is_not_doubled_by_the_resend(
             assert (await statuses_of(client, ["first"])) == {"first": 200}
             await database.wait_for_rows(1)
 
-            proxy.drop_replies = True
+            proxy.lose_commit = "answer"
             assert (await statuses_of(client, ["lost-answer"])) == {"lost-answer": 200}
             await database.wait_for_rows(2)  # committed, and the writer never heard of it
             await asyncio.sleep(0.5)  # its attempts time out; they resend the same row

@@ -61,7 +61,8 @@ def insert_sql(table: str) -> str:
     """One statement per batch: a row per element of the arrays; ids already stored are skipped.
 
     No conflict target: ``ON CONFLICT (id)`` needs SELECT on the table, which
-    an insert-only role lacks.
+    an insert-only role lacks, as does ``RETURNING id``: the store counts the
+    rows taken from the command tag.
     """
     return (
         f"INSERT INTO {quoted(table)} (id, username, logged_in_at, ip, host) "

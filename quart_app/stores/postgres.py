@@ -2,14 +2,21 @@
 
 Every record gets its id in :meth:`PostgresStore.prepare`, before the first
 attempt, and a resend carries the same ids: ``ON CONFLICT DO NOTHING`` makes a
-batch that was committed but never confirmed (the connection lost after the
+batch that was committed but never confirmed (the connection lost during the
 commit) harmless to send again, so each record is stored once. A failure of
 the connection or the server drops the connection and raises; the writer
-retries with backoff, on a new connection. A batch the server refuses for what
-may be its rows (a value the table will never take, a trigger, a row-level
-security policy) is split in halves until the rows at fault are found: they are
-set aside, the rest are stored; unless the table takes no row at all now (a
-privilege revoked, a partition missing), which raises as well.
+retries with backoff, on a new connection.
+
+``ON CONFLICT DO NOTHING`` also skips, without an error, a row that a unique
+index added later refuses; so do a trigger returning NULL and a ``DO INSTEAD
+NOTHING`` rule. The INSERT runs in a transaction committed only when its
+command tag counts every row: a role that may only insert cannot use
+``RETURNING id``, nor tell afterwards which rows were skipped. A batch the
+server refuses for what may be its rows (a value the table will never take, a
+trigger, a row-level security policy), or of which it skips rows, is split in
+halves until the rows at fault are found: they are set aside, the rest are
+stored; unless the table takes no row at all now (a privilege revoked, a
+partition missing, a rule), which raises as well.
 
 ``LOGIN_LOG_DATABASE_TIMEOUT`` bounds connecting and each statement on both
 sides: the client gives up (a hung server is an error, never a hang), and the
@@ -22,12 +29,13 @@ port and database only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -35,7 +43,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ..records import LoginRecord, escape
+from ..records import LoginRecord, escape, format_text
 from .pg_table import TableError, ensure_table, insert_sql
 
 logger = logging.getLogger(__name__)
@@ -67,7 +75,10 @@ _DATABASE_ERRORS = (
     asyncpg.InternalClientError,
 )
 PROBE_USERNAME = "quart_app probe"
-"""The username of the row that tells whether the table takes rows, before any was stored."""
+"""The username of the row that tells whether the table takes rows, when the last row stored
+is not taken again or none was."""
+SKIPPED = "skipped without an error (a unique index, a trigger returning NULL, a rule)"
+"""Why a row the INSERT did not take, with no error, is set aside."""
 
 
 def may_be_the_rows(exc: BaseException) -> bool:
@@ -86,10 +97,6 @@ def may_be_the_rows(exc: BaseException) -> bool:
     if sqlstate[:2] == "42":  # syntax, a missing table or column: the statement as a whole
         return sqlstate == "42501"
     return sqlstate[:2] not in _SERVER_FAILURES
-
-
-class _RolledBack(Exception):
-    """Ends the probe's transaction: it must leave no row."""
 
 
 class DatabaseError(OSError):
@@ -170,13 +177,23 @@ def _reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
 
 @dataclass(slots=True)
 class _Batch:
-    """A batch's records, and the columns the statement sends, ids included."""
+    """A batch's records, the columns the statement sends (ids included), and how far it got.
+
+    ``left`` holds the parts ``(start, stop)`` neither stored nor set aside,
+    in order: writing the batch again after a failure goes on from the first.
+    ``commit_unknown`` is set while the first part's COMMIT is unanswered, and
+    stays set when the connection fails then: whether it was committed is
+    found out before anything else is sent.
+    """
 
     records: list[LoginRecord]
     ids: list[UUID]
     usernames: list[str]
     times: list[datetime]
     ips: list[str | None]
+    left: list[tuple[int, int]]
+    set_aside: list[LoginRecord] = field(default_factory=list)
+    commit_unknown: bool = False
 
 
 class PostgresStore:
@@ -211,8 +228,8 @@ class PostgresStore:
             given = {}
         self._server_settings = {k: v for k, v in settings.items() if k not in given}
         self._connection: Any = None
-        # The username and ip of the last row stored: what _takes_rows tries again.
-        self._last_stored: tuple[str, str | None] | None = None
+        # The last row stored: what _takes_rows tries again.
+        self._last_stored: LoginRecord | None = None
 
     async def open(self) -> None:
         """Connect, create the table if it is missing and check that it fits.
@@ -248,29 +265,60 @@ class PostgresStore:
             [record.username for record in records],
             [record.time for record in records],
             [None if record.ip == "-" else record.ip for record in records],
+            [(0, len(records))] if records else [],
         )
 
     async def write(self, batch: _Batch) -> Sequence[LoginRecord]:
-        """Insert ``batch`` in one statement; return the records the table refuses.
+        """Insert ``batch``; return the records the table refuses or skips.
 
-        A refusal the rows may be at fault for (:func:`may_be_the_rows`) is
-        first checked against the table: if it takes no row now, not even one
-        like a row it took before, the fault is the table's, and
-        :class:`DatabaseError` is raised for the writer to retry, so a fault of
-        the table never sets a batch aside. Otherwise the batch is split until
-        the rows at fault are alone: they are returned, the rest are stored.
-        Any other failure raises :class:`DatabaseError`.
+        Each part of the batch is inserted in a transaction committed only if
+        the INSERT took every row of it, so a row skipped without an error is
+        never counted as stored. A part refused for what may be its rows
+        (:func:`may_be_the_rows`), or with rows skipped, is rolled back and
+        split in halves until the rows at fault are alone: they are returned,
+        the rest are stored. When no row is taken, the table is checked first:
+        if it takes no row now, not even one like a row it took before, the
+        fault is the table's, and :class:`DatabaseError` is raised for the
+        writer to retry, so a fault of the table never sets a batch aside. Any
+        other failure raises :class:`DatabaseError`; the batch written again
+        goes on where it stopped.
         """
-        try:
-            await self._insert(batch, 0, len(batch.records))
-        except asyncpg.PostgresError as exc:
-            if not await self._takes_rows():
-                raise self._error(exc) from None
-            return await self._refused(batch, 0, len(batch.records), exc)
-        return []
+        if batch.commit_unknown:
+            await self._settle(batch)
+        takes_rows = False  # whether the table took a row during this call
+        while batch.left:
+            start, stop = batch.left[0]
+            refusal: asyncpg.PostgresError | None = None
+            try:
+                taken = await self._insert(batch, start, stop)
+            except asyncpg.PostgresError as exc:
+                taken, refusal = 0, exc
+            if taken == stop - start:  # and committed
+                batch.left.pop(0)
+                takes_rows = True
+                continue
+            if not (takes_rows or taken or await self._takes_rows()):
+                raise self._takes_none(refusal)
+            takes_rows = True
+            if stop - start > 1:
+                # Halves until the rows at fault are alone: a few statements per such row.
+                middle = (start + stop) // 2
+                batch.left[:1] = [(start, middle), (middle, stop)]
+                continue
+            if refusal is None:
+                reason = SKIPPED
+            else:
+                # Escaped, and its first line only: the server's message, and
+                # the detail after it, may quote the username.
+                first_line = str(refusal).partition("\n")[0]
+                reason = escape(f"{type(refusal).__name__}: {first_line}")
+            logger.error("login log: %s refuses a record: %s", self.description, reason)
+            batch.set_aside.append(batch.records[start])
+            batch.left.pop(0)
+        return batch.set_aside
 
     async def sync(self) -> None:
-        """Nothing to do: :meth:`write` returns once its statement has committed."""
+        """Nothing to do: :meth:`write` returns once what it stored has committed."""
 
     async def close(self) -> None:
         """Close the connection, if any."""
@@ -282,75 +330,135 @@ class PostgresStore:
                 connection.terminate()
                 raise
 
-    async def _refused(
-        self, batch: _Batch, start: int, stop: int, exc: asyncpg.PostgresError
-    ) -> list[LoginRecord]:
-        """The records of ``batch[start:stop]``, refused as one with ``exc``, refused alone."""
-        if stop - start == 1:
-            # Escaped, and its first line only: the server's message, and the
-            # detail after it, may quote the username.
-            first_line = str(exc).partition("\n")[0]
-            reason = escape(f"{type(exc).__name__}: {first_line}")
-            logger.error("login log: %s refuses a record: %s", self.description, reason)
-            return [batch.records[start]]
-        # Halves until the rows at fault are alone: a few statements per bad row.
-        middle = (start + stop) // 2
-        refused = []
-        for low, high in ((start, middle), (middle, stop)):
-            try:
-                await self._insert(batch, low, high)
-            except asyncpg.PostgresError as half_exc:
-                refused += await self._refused(batch, low, high, half_exc)
-        return refused
+    async def _settle(self, batch: _Batch) -> None:
+        """Find out whether the first part left, whose COMMIT went unanswered, was committed.
 
-    async def _insert(self, batch: _Batch, start: int, stop: int) -> None:
-        await self._execute(
-            batch.ids[start:stop],
-            batch.usernames[start:stop],
-            batch.times[start:stop],
-            batch.ips[start:stop],
-        )
-        self._last_stored = batch.usernames[stop - 1], batch.ips[stop - 1]
+        Committed: it is stored. Not: it stays, to be sent as any other part.
+        Nothing tells: its records are set aside, logged as not confirmed
+        written (they may or may not be stored); unless the table takes no
+        row now, which raises for the writer to try again later.
+        """
+        start, stop = batch.left[0]
+        committed = await self._was_committed(batch, start, stop)
+        if committed is None and not await self._takes_rows():
+            raise self._takes_none(None)
+        batch.commit_unknown = False
+        if committed is False:
+            return
+        batch.left.pop(0)
+        if committed:
+            self._last_stored = batch.records[stop - 1]
+            return
+        for record in batch.records[start:stop]:
+            line = format_text(record).decode().removesuffix("\n")
+            logger.error(
+                "login log: NOT CONFIRMED WRITTEN (its COMMIT got no answer, and %s now skips "
+                "or refuses it, with a new id too: it may or may not be stored): %s",
+                self.description,
+                line,
+            )
+        batch.set_aside += batch.records[start:stop]
+
+    async def _was_committed(self, batch: _Batch, start: int, stop: int) -> bool | None:
+        """Whether ``batch[start:stop]``, of a part whose COMMIT went unanswered, was committed.
+
+        That part's transaction took all its rows, and committed all or none.
+        Tried again in transactions rolled back: a row taken with its own id
+        was not committed; rows skipped with their own ids but taken with new
+        ones were (their ids are there). None when neither tells; a part
+        refused with an error is tried in halves.
+        """
+        try:
+            if await self._insert(batch, start, stop, commit=False):
+                return False
+            if await self._insert(batch, start, stop, commit=False, fresh=True):
+                return True
+            return None
+        except asyncpg.PostgresError:
+            if stop - start == 1:
+                return None
+        middle = (start + stop) // 2
+        for low, high in ((start, middle), (middle, stop)):
+            committed = await self._was_committed(batch, low, high)
+            if committed is not None:
+                return committed
+        return None
 
     async def _takes_rows(self) -> bool:
-        """Whether the table takes a row now: the last one stored, tried again.
+        """Whether the table takes a row now: the last one stored, else one for PROBE_USERNAME.
 
-        With a new id and the time now (no partition for now is the table's
-        fault, not the row's), in a transaction rolled back: it leaves no row.
+        Each with a new id and the time now (no partition for now is the
+        table's fault, not the row's), in a transaction rolled back: it leaves
+        no row. The second tells a table that takes no row from one that
+        skips the first because a row like it is there (a unique index on
+        username).
         """
-        username, ip = self._last_stored or (PROBE_USERNAME, None)
-        try:
-            await self._execute(new_ids(1), [username], [datetime.now(UTC)], [ip], rolled_back=True)
-        except asyncpg.PostgresError:
-            return False
-        return True
+        now = datetime.now(UTC)
+        probes = [LoginRecord(PROBE_USERNAME, now, "-")]
+        if self._last_stored is not None:
+            probes.insert(0, self._last_stored._replace(time=now))
+        for probe in probes:
+            with contextlib.suppress(asyncpg.PostgresError):
+                if await self._insert(self.prepare([probe]), 0, 1, commit=False) == 1:
+                    return True
+        return False
 
-    async def _execute(
-        self,
-        ids: list[UUID],
-        usernames: list[str],
-        times: list[datetime],
-        ips: list[str | None],
-        *,
-        rolled_back: bool = False,
-    ) -> None:
-        """Run the insert, on a new connection if there is none.
+    def _takes_none(self, refusal: asyncpg.PostgresError | None) -> DatabaseError:
+        """The error for a table that takes no row now, refusing (``refusal``) or skipping them.
 
-        A refusal the rows may be at fault for is raised as asyncpg raised it,
-        the connection kept; any other failure drops the connection and raises
-        :class:`DatabaseError`. ``rolled_back``: in a transaction rolled back.
+        The connection is dropped: PostgreSQL keeps a prepared INSERT that a
+        ``DO INSTEAD NOTHING`` rule rewrote to nothing as it is after the rule
+        is dropped, and a new connection prepares it afresh.
         """
+        self._drop_connection()
+        if refusal is not None:
+            return self._error(refusal)
+        reason = "the table takes no row: it skips every one without an error, the check's too"
+        return DatabaseError(self.where, reason, reason)
+
+    async def _insert(
+        self, batch: _Batch, start: int, stop: int, *, commit: bool = True, fresh: bool = False
+    ) -> int:
+        """Insert ``batch[start:stop]`` in a transaction; return how many rows the INSERT took.
+
+        Committed when ``commit`` and every row was taken (``commit_unknown``
+        set meanwhile), rolled back otherwise: then it leaves no row.
+        ``fresh``: with new ids. A refusal the rows may be at fault for is
+        raised as asyncpg raised it, the connection kept; any other failure
+        drops the connection and raises :class:`DatabaseError`. Connecting,
+        if there is no connection, and each statement have the timeout.
+        """
+        ids = new_ids(stop - start) if fresh else batch.ids[start:stop]
+        rows = (ids, batch.usernames[start:stop], batch.times[start:stop], batch.ips[start:stop])
         try:
             connection = self._connection or await self._connect()
+            transaction = connection.transaction()
             async with asyncio.timeout(self.timeout):
-                if not rolled_back:
-                    await connection.execute(self._sql, ids, usernames, times, ips, self.host)
-                    return
-                async with connection.transaction():
-                    await connection.execute(self._sql, ids, usernames, times, ips, self.host)
-                    raise _RolledBack
-        except _RolledBack:
-            pass
+                await transaction.start()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    tag = await connection.execute(self._sql, *rows, self.host)
+            except asyncpg.PostgresError as exc:
+                if may_be_the_rows(exc):  # the connection is kept: end its transaction
+                    async with asyncio.timeout(self.timeout):
+                        await transaction.rollback()
+                raise
+            taken = int(tag.rpartition(" ")[2])  # "INSERT 0 <rows taken>"
+            if not commit or taken != stop - start:
+                async with asyncio.timeout(self.timeout):
+                    await transaction.rollback()
+                return taken
+            batch.commit_unknown = True
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await transaction.commit()
+            except asyncpg.PostgresError as exc:
+                # Refused at COMMIT (a deferred trigger or constraint): nothing committed.
+                batch.commit_unknown = not may_be_the_rows(exc)
+                raise
+            batch.commit_unknown = False
+            self._last_stored = batch.records[stop - 1]
+            return taken
         except DatabaseError:
             raise
         except _DATABASE_ERRORS as exc:
