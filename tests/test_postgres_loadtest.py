@@ -27,7 +27,7 @@ async def test_the_table_is_verified_and_its_faults_are_found(
         assert server.stop() == 0, server.stderr
     assert summary.stem is not None
     source = PostgresTable(database.url, database.table, prefix=summary.stem)
-    result = await verify_log(source, summary.logins())
+    result = await verify_log(source, summary.logins(), settle=0)  # the server has stopped
     assert result.ok and result.logged_once == 300, result.to_dict()
 
     # One row lost, one stored twice: both are found.
@@ -40,7 +40,7 @@ async def test_the_table_is_verified_and_its_faults_are_found(
         second,
     )
     source = PostgresTable(database.url, database.table, prefix=summary.stem)
-    result = await verify_log(source, summary.logins(), max_wait=0.2)
+    result = await verify_log(source, summary.logins(), max_wait=0.2, settle=0)
     assert (result.missing_examples, result.doubled_examples) == ((first,), (second,))
 
 
@@ -104,7 +104,9 @@ async def test_verify_reads_again_a_table_briefly_unreachable(database: Database
             names,
             datetime.now(UTC),
         )
-        verifying = asyncio.create_task(verify_log(source, Logins.sent_once(names), max_wait=10))
+        # Only the test writes to the table: nothing comes later to wait for.
+        logins = Logins.sent_once(names)
+        verifying = asyncio.create_task(verify_log(source, logins, max_wait=10, settle=0))
         await asyncio.sleep(0.3)
         assert not verifying.done()  # refused meanwhile, and tried again
         await proxy.start(urlsplit(url).port or 0)
