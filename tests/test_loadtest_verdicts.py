@@ -2,6 +2,8 @@
 
 These run against a small fake server whose faults are exact: it answers 503,
 or drops a kept-alive connection without answering, or logs a login twice.
+It logs a login before answering it, so nothing of a run comes later: its
+runs pass ``--verify-settle 0`` (:data:`SETTLED`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import pytest
 from quart_app.loadtest import LoadConfig, main, run_load, verify_log
 from quart_app.records import LoginRecord, format_text
 from quart_app.testing import free_port
+
+SETTLED = ["--verify-settle", "0"]
+"""For the fake server's runs: every line is in the log before its answer."""
 
 Answer = Callable[[str, int], int | None]
 """Given a username and how many times it arrived, the status to answer.
@@ -122,7 +127,7 @@ async def test_a_dropped_connection_is_not_resent_so_no_login_is_logged_twice(
     log = tmp_path / "login_log.txt"
     async with fake_server(log, hang_up_on_every_fourth) as fake:
         argv = [fake.url, "-n", "40", "-c", "2", "--run-id", "drop", "--json"]
-        status = await run_cli([*argv, "--verify", str(log), "--verify-timeout", "0.5"])
+        status = await run_cli([*argv, "--verify", str(log), "--verify-timeout", "0.5", *SETTLED])
 
     summary = json.loads(capsys.readouterr().out)
     dropped = sum(map(every_fourth, fake.received))
@@ -142,7 +147,7 @@ async def test_a_login_the_server_logs_twice_fails_verify(
     log = tmp_path / "login_log.txt"
     async with fake_server(log, lambda username, count: 200, log_times=2) as fake:
         argv = [fake.url, "-n", "10", "--run-id", "twice", "--json", "--verify", str(log)]
-        status = await run_cli(argv)
+        status = await run_cli([*argv, *SETTLED])
 
     assert status == 1
     verify = json.loads(capsys.readouterr().out)["verify"]
@@ -176,7 +181,7 @@ async def test_run_ids_that_share_a_beginning_do_not_collide(
     async with fake_server(log, lambda username, count: 200) as fake:
         for run_id in ["m1-1", "m1", "m1-10"]:
             argv = [fake.url, "-n", "12", "--run-id", run_id, "--verify", str(log)]
-            status = await run_cli([*argv, "--verify-timeout", "1"])
+            status = await run_cli([*argv, "--verify-timeout", "1", *SETTLED])
             out, err = capsys.readouterr()
             assert status == 0, out + err
             assert "verify       OK: 12 acknowledged, 12 logged once, 0 missing" in out
@@ -197,7 +202,7 @@ async def test_a_plot_that_fails_after_the_run_still_shows_the_summary_and_verdi
 
     async with fake_server(log, remove_the_directory) as fake:
         argv = [fake.url, "-n", "5", "-c", "1", "--verify", str(log), "--plot", str(plot)]
-        status = await run_cli(argv)
+        status = await run_cli([*argv, *SETTLED])
 
     out, err = capsys.readouterr()
     assert status == 1
@@ -251,7 +256,7 @@ async def test_a_line_of_the_run_that_is_no_login_record_exits_1(
 
     async with fake_server(log, tear_once) as fake:
         argv = [fake.url, "-n", "5", "-c", "1", "--verify", str(log), "--verify-timeout", "0.5"]
-        status = await run_cli(argv)
+        status = await run_cli([*argv, *SETTLED])
 
     out = capsys.readouterr().out
     assert status == 1
@@ -266,6 +271,8 @@ def test_help_says_what_fails_verify_and_where_timeouts_go(
         main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     exit_status = out[out.index("exit status:") :]
-    assert "or a line the log gained during the run is no login record" in exit_status
+    assert "or a line the log gained during the run or its check is no login record" in exit_status
     assert "Requests that time out (--timeout) are counted as errors" in out
+    # The default settle time, and why it is enough for this server.
+    assert "(default 2.5: the server's 50 ms batches and its longest wait, 2 s," in out
     assert "not in the latency percentiles" in out
