@@ -3,7 +3,8 @@
 These run against a small fake server whose faults are exact: it answers 503,
 or drops a kept-alive connection without answering, or logs a login twice.
 It logs a login before answering it, so nothing of a run comes later: its
-runs pass ``--verify-settle 0`` (:data:`SETTLED`).
+runs pass ``--verify-settle 0`` (:data:`SETTLED`). Reading on is tested with
+the server of ``liar.py``, which logs a login again later.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from quart_app.loadtest import LoadConfig, main, run_load, verify_log
+from quart_app.loadtest.verify import SETTLE_S
 from quart_app.records import LoginRecord, format_text
 from quart_app.testing import free_port
+
+from liar import lying_server, to_file
 
 SETTLED = ["--verify-settle", "0"]
 """For the fake server's runs: every line is in the log before its answer."""
@@ -153,6 +157,54 @@ async def test_a_login_the_server_logs_twice_fails_verify(
     verify = json.loads(capsys.readouterr().out)["verify"]
     assert (verify["ok"], verify["doubled"], verify["logged_once"]) == (False, 10, 0)
     assert verify["doubled_examples"][0].startswith("lt-twice-")
+
+
+async def test_a_login_logged_again_later_fails_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 15: every login is in the log the moment it is answered, and in it
+    # again 1.5 s later. --verify reads on after the last one came, and
+    # counts the second lines.
+    log = tmp_path / "login_log.txt"
+    async with lying_server(to_file(log), again_after=1.5) as url:
+        status = await run_cli([url, "-n", "10", "--run-id", "late", "--verify", str(log)])
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert (
+        "verify       FAILED: 10 acknowledged, 0 logged once, 0 missing, "
+        "10 logged more often than sent (waited "
+    ) in out
+    assert re.search(r"\(waited \d+\.\d\d s, then settled \d+\.\d\d s\)", out)
+    assert "doubled e.g. lt-late-" in out
+
+
+async def test_a_server_that_logs_each_login_once_passes_verify_after_settling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "login_log.txt"
+    async with lying_server(to_file(log), again_after=None) as url:
+        status = await run_cli([url, "-n", "10", "--json", "--verify", str(log)])
+
+    verify = json.loads(capsys.readouterr().out)["verify"]
+    assert status == 0
+    assert (verify["ok"], verify["logged_once"], verify["doubled"]) == (True, 10, 0)
+    assert verify["settled_s"] >= SETTLE_S  # read on for the whole default time
+
+
+async def test_verify_settle_0_takes_the_verdict_once_every_login_is_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Turned off, the check ends when the last acknowledged login is in: the
+    # second lines, due a minute later, are never read.
+    log = tmp_path / "login_log.txt"
+    async with lying_server(to_file(log), again_after=60) as url:
+        argv = [url, "-n", "10", "--json", "--verify", str(log), "--verify-settle", "0"]
+        status = await run_cli(argv)
+
+    verify = json.loads(capsys.readouterr().out)["verify"]
+    assert status == 0
+    assert (verify["ok"], verify["logged_once"], verify["doubled"]) == (True, 10, 0)
 
 
 async def test_a_run_of_given_names_verifies_every_line_of_a_log_it_owns(tmp_path: Path) -> None:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
 from quart_app.loadtest.sources import PostgresTable
 from quart_app.testing import free_port
 
+from liar import lying_server, to_table
 from pg import Database, Proxy, changed_url, password_of
 from server import refused, run_server
 
@@ -58,6 +60,28 @@ async def test_the_command_verifies_against_the_table(
             await asyncio.to_thread(main, argv)
         assert exit_info.value.code == 2
         assert "run id 'pg01' is already in the log" in capsys.readouterr().err
+
+
+async def test_a_login_stored_again_later_fails_verify(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 15 with the table: every login has its row the moment it is
+    # answered, and a second row 1.5 s later.
+    await database.create_table()
+    pool = await asyncpg.create_pool(database.url, min_size=1, max_size=4)
+    try:
+        async with lying_server(to_table(pool, database.table), again_after=1.5) as url:
+            argv = [url, "-n", "10", "--run-id", "late", "--verify", database.url]
+            status = await asyncio.to_thread(main, [*argv, "--verify-table", database.table])
+    finally:
+        await pool.close()
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert (
+        "verify       FAILED: 10 acknowledged, 0 logged once, 0 missing, "
+        "10 logged more often than sent"
+    ) in out
 
 
 async def test_the_command_says_when_the_table_does_not_exist(
