@@ -163,7 +163,8 @@ async def assert_stored_once(database: Database, *runs: Summary) -> int:
     """Every login the runs got 200 for has exactly one row, and no row is for another login.
 
     Logins answered 503, or not at all, may or may not have their row, never two.
-    Returns how many were acknowledged.
+    Call it once every server has exited: the table is read once, as nothing
+    more can be written to it. Returns how many were acknowledged.
     """
     sent: dict[str, int] = {}
     acknowledged: set[str] = set()
@@ -171,7 +172,8 @@ async def assert_stored_once(database: Database, *runs: Summary) -> int:
         sent.update(run.sent)
         acknowledged.update(run.acknowledged)
     source = PostgresTable(database.url, database.table)
-    result = await verify_log(source, Logins(sent, acknowledged, run_prefix=""), max_wait=0)
+    logins = Logins(sent, acknowledged, run_prefix="")
+    result = await verify_log(source, logins, max_wait=0, settle=0)
     assert result.ok, result.to_dict()
     return result.acknowledged
 

@@ -43,14 +43,17 @@ async def send_logins(
 async def assert_logged_once(log_path: Path, *runs: Summary) -> int:
     """Every login the runs got 200 for is in the log exactly once, and no other line is.
 
-    Returns how many were acknowledged.
+    Call it once every process of the server has exited: the log is read
+    once, as nothing more can be written to it. Returns how many were
+    acknowledged.
     """
     sent: dict[str, int] = {}
     acknowledged: set[str] = set()
     for run in runs:
         sent.update(run.sent)
         acknowledged.update(run.acknowledged)
-    result = await verify_log(log_path, Logins(sent, acknowledged, run_prefix=""), max_wait=0)
+    logins = Logins(sent, acknowledged, run_prefix="")
+    result = await verify_log(log_path, logins, max_wait=0, settle=0)
     assert result.ok, result.to_dict()
     return result.acknowledged
 

@@ -91,7 +91,8 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
     assert len(lines) == 200
     removed = tmp_path / "removed.txt"
     removed.write_text("".join(lines[1:]), encoding="utf-8")
-    result = await verify_log(removed, summary.logins(), max_wait=0.1)
+    # Files the test wrote whole: nothing comes later to wait for.
+    result = await verify_log(removed, summary.logins(), max_wait=0.1, settle=0)
     assert not result.ok
     assert (result.missing, result.doubled, result.logged_once) == (1, 0, 199)
     assert len(result.missing_examples) == 1
@@ -99,7 +100,7 @@ async def test_verify_counts_a_removed_and_a_doubled_line(
 
     doubled = tmp_path / "doubled.txt"
     doubled.write_text("".join([*lines, lines[7]]), encoding="utf-8")
-    result = await verify_log(doubled, summary.logins(), max_wait=0.1)
+    result = await verify_log(doubled, summary.logins(), max_wait=0.1, settle=0)
     assert not result.ok
     assert (result.missing, result.doubled, result.logged_once) == (0, 1, 199)
 
@@ -116,7 +117,7 @@ async def test_verify_reads_both_formats_and_leaves_an_unfinished_line(tmp_path:
     )
     sent = dict.fromkeys(["run-1", "run-2", "run-3"], 1)
     logins = Logins(sent, acknowledged={"run-1", "run-2"}, run_prefix="run-")
-    result = await verify_log(log, logins, max_wait=0.1)
+    result = await verify_log(log, logins, max_wait=0.1, settle=0)
     assert result.ok
     assert (result.logged_once, result.unacknowledged_logged, result.unreadable) == (2, 1, 0)
 
@@ -128,7 +129,7 @@ async def test_a_line_that_is_no_login_record_fails_verify(tmp_path: Path) -> No
     log = tmp_path / "torn.log"
     log.write_bytes(whole + whole[:20] + format_text(LoginRecord("run-2", at, "::1")) + b"{}\n")
 
-    result = await verify_log(log, Logins.sent_once(["run-1"]), max_wait=0)
+    result = await verify_log(log, Logins.sent_once(["run-1"]), max_wait=0, settle=0)
     assert not result.ok
     assert result.unreadable == 2
     assert result.unreadable_examples[1] == "{}"

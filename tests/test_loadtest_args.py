@@ -31,6 +31,8 @@ URL = "http://127.0.0.1:1"
         (["--timeout", "0"], "--timeout: must be above 0"),
         (["--verify-timeout", "-1", "--verify", "log.txt"], "--verify-timeout: must be at least 0"),
         (["--verify-timeout", "inf", "--verify", "log.txt"], "--verify-timeout: must be a finite"),
+        (["--verify-settle", "-1", "--verify", "log.txt"], "--verify-settle: must be at least 0"),
+        (["--verify-settle", "nan", "--verify", "log.txt"], "--verify-settle: must be a finite"),
         (["--rate", "nan"], "--rate: must be a finite number"),
         (["--rate", "0"], "--rate: must be above 0"),
         (["--drop-late"], "--drop-late needs --rate (an open-loop run)"),

@@ -2,6 +2,9 @@
 
 These run against a small fake server whose faults are exact: it answers 503,
 or drops a kept-alive connection without answering, or logs a login twice.
+It logs a login before answering it, so nothing of a run comes later: its
+runs pass ``--verify-settle 0`` (:data:`SETTLED`). Reading on is tested with
+the server of ``liar.py``, which logs a login again later.
 """
 
 from __future__ import annotations
@@ -19,8 +22,14 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from quart_app.loadtest import LoadConfig, main, run_load, verify_log
+from quart_app.loadtest.verify import SETTLE_S
 from quart_app.records import LoginRecord, format_text
 from quart_app.testing import free_port
+
+from liar import lying_server, to_file
+
+SETTLED = ["--verify-settle", "0"]
+"""For the fake server's runs: every line is in the log before its answer."""
 
 Answer = Callable[[str, int], int | None]
 """Given a username and how many times it arrived, the status to answer.
@@ -122,7 +131,7 @@ async def test_a_dropped_connection_is_not_resent_so_no_login_is_logged_twice(
     log = tmp_path / "login_log.txt"
     async with fake_server(log, hang_up_on_every_fourth) as fake:
         argv = [fake.url, "-n", "40", "-c", "2", "--run-id", "drop", "--json"]
-        status = await run_cli([*argv, "--verify", str(log), "--verify-timeout", "0.5"])
+        status = await run_cli([*argv, "--verify", str(log), "--verify-timeout", "0.5", *SETTLED])
 
     summary = json.loads(capsys.readouterr().out)
     dropped = sum(map(every_fourth, fake.received))
@@ -142,12 +151,60 @@ async def test_a_login_the_server_logs_twice_fails_verify(
     log = tmp_path / "login_log.txt"
     async with fake_server(log, lambda username, count: 200, log_times=2) as fake:
         argv = [fake.url, "-n", "10", "--run-id", "twice", "--json", "--verify", str(log)]
-        status = await run_cli(argv)
+        status = await run_cli([*argv, *SETTLED])
 
     assert status == 1
     verify = json.loads(capsys.readouterr().out)["verify"]
     assert (verify["ok"], verify["doubled"], verify["logged_once"]) == (False, 10, 0)
     assert verify["doubled_examples"][0].startswith("lt-twice-")
+
+
+async def test_a_login_logged_again_later_fails_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 15: every login is in the log the moment it is answered, and in it
+    # again 1.5 s later. --verify reads on after the last one came, and
+    # counts the second lines.
+    log = tmp_path / "login_log.txt"
+    async with lying_server(to_file(log), again_after=1.5) as url:
+        status = await run_cli([url, "-n", "10", "--run-id", "late", "--verify", str(log)])
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert (
+        "verify       FAILED: 10 acknowledged, 0 logged once, 0 missing, "
+        "10 logged more often than sent (waited "
+    ) in out
+    assert re.search(r"\(waited \d+\.\d\d s, then settled \d+\.\d\d s\)", out)
+    assert "doubled e.g. lt-late-" in out
+
+
+async def test_a_server_that_logs_each_login_once_passes_verify_after_settling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "login_log.txt"
+    async with lying_server(to_file(log), again_after=None) as url:
+        status = await run_cli([url, "-n", "10", "--json", "--verify", str(log)])
+
+    verify = json.loads(capsys.readouterr().out)["verify"]
+    assert status == 0
+    assert (verify["ok"], verify["logged_once"], verify["doubled"]) == (True, 10, 0)
+    assert verify["settled_s"] >= SETTLE_S  # read on for the whole default time
+
+
+async def test_verify_settle_0_takes_the_verdict_once_every_login_is_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Turned off, the check ends when the last acknowledged login is in: the
+    # second lines, due a minute later, are never read.
+    log = tmp_path / "login_log.txt"
+    async with lying_server(to_file(log), again_after=60) as url:
+        argv = [url, "-n", "10", "--json", "--verify", str(log), "--verify-settle", "0"]
+        status = await run_cli(argv)
+
+    verify = json.loads(capsys.readouterr().out)["verify"]
+    assert status == 0
+    assert (verify["ok"], verify["logged_once"], verify["doubled"]) == (True, 10, 0)
 
 
 async def test_a_run_of_given_names_verifies_every_line_of_a_log_it_owns(tmp_path: Path) -> None:
@@ -156,7 +213,7 @@ async def test_a_run_of_given_names_verifies_every_line_of_a_log_it_owns(tmp_pat
     async with fake_server(log, lambda username, count: 200) as fake:
         config = LoadConfig(fake.url, names=names, method="post", concurrency=4)
         summary = await run_load(config)
-        result = await verify_log(log, summary.logins(every_line=True), max_wait=0)
+        result = await verify_log(log, summary.logins(every_line=True), max_wait=0, settle=0)
         assert result.ok, result
         assert (result.logged_once, result.repeated_logged) == (22, 1)
         assert summary.sent == Counter(names) == fake.received
@@ -164,7 +221,7 @@ async def test_a_run_of_given_names_verifies_every_line_of_a_log_it_owns(tmp_pat
 
         # A line for a login nobody sent is a fault when the run owns the log.
         await run_load(LoadConfig(fake.url, names=["intruder"]))
-        result = await verify_log(log, summary.logins(every_line=True), max_wait=0)
+        result = await verify_log(log, summary.logins(every_line=True), max_wait=0, settle=0)
         assert (result.ok, result.unsent_examples) == (False, ("intruder",))
 
 
@@ -176,7 +233,7 @@ async def test_run_ids_that_share_a_beginning_do_not_collide(
     async with fake_server(log, lambda username, count: 200) as fake:
         for run_id in ["m1-1", "m1", "m1-10"]:
             argv = [fake.url, "-n", "12", "--run-id", run_id, "--verify", str(log)]
-            status = await run_cli([*argv, "--verify-timeout", "1"])
+            status = await run_cli([*argv, "--verify-timeout", "1", *SETTLED])
             out, err = capsys.readouterr()
             assert status == 0, out + err
             assert "verify       OK: 12 acknowledged, 12 logged once, 0 missing" in out
@@ -197,7 +254,7 @@ async def test_a_plot_that_fails_after_the_run_still_shows_the_summary_and_verdi
 
     async with fake_server(log, remove_the_directory) as fake:
         argv = [fake.url, "-n", "5", "-c", "1", "--verify", str(log), "--plot", str(plot)]
-        status = await run_cli(argv)
+        status = await run_cli([*argv, *SETTLED])
 
     out, err = capsys.readouterr()
     assert status == 1
@@ -251,7 +308,7 @@ async def test_a_line_of_the_run_that_is_no_login_record_exits_1(
 
     async with fake_server(log, tear_once) as fake:
         argv = [fake.url, "-n", "5", "-c", "1", "--verify", str(log), "--verify-timeout", "0.5"]
-        status = await run_cli(argv)
+        status = await run_cli([*argv, *SETTLED])
 
     out = capsys.readouterr().out
     assert status == 1
@@ -266,6 +323,8 @@ def test_help_says_what_fails_verify_and_where_timeouts_go(
         main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     exit_status = out[out.index("exit status:") :]
-    assert "or a line the log gained during the run is no login record" in exit_status
+    assert "or a line the log gained during the run or its check is no login record" in exit_status
     assert "Requests that time out (--timeout) are counted as errors" in out
+    # The default settle time, and why it is enough for this server.
+    assert "(default 2.5: the server's 50 ms batches and its longest wait, 2 s," in out
     assert "not in the latency percentiles" in out

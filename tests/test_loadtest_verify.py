@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from quart_app.loadtest import LogFile, Logged, Logins, Tally, first_logged, verify_log
 from quart_app.loadtest.summary import SentByStem
+from quart_app.loadtest.verify import SETTLE_S
 from quart_app.records import LoginRecord, format_text
+from quart_app.writer import LogWriter
 
 
 class ListSource:
-    """Another store of logged usernames: batches handed out one per call."""
+    """Another store of logged usernames: batches handed out one per call.
 
-    def __init__(self, *batches: list[str]) -> None:
+    A batch is its usernames, or a :class:`Logged` to hand out unreadable records too.
+    """
+
+    def __init__(self, *batches: list[str] | Logged) -> None:
         self.batches = list(batches)
 
     async def read(self) -> Logged:
-        return Logged(self.batches.pop(0) if self.batches else [], [])
+        batch = self.batches.pop(0) if self.batches else []
+        return batch if isinstance(batch, Logged) else Logged(batch, [])
 
 
 def tally(logins: Logins, logged: list[str]) -> Tally:
@@ -71,9 +81,43 @@ def test_sent_by_stem_holds_exactly_the_usernames_sent() -> None:
 
 async def test_verify_reads_any_source_until_every_acknowledged_login_is_in() -> None:
     source = ListSource(["a"], [], ["b", "other"], ["b"])
-    result = await verify_log(source, Logins.sent_once(["a", "b"]), poll_interval=0)
+    result = await verify_log(source, Logins.sent_once(["a", "b"]), settle=0, poll_interval=0)
     assert result.ok
     assert source.batches == [["b"]], "read on after every acknowledged login was in"
+
+
+async def test_verify_counts_what_comes_while_it_settles() -> None:
+    # What comes after every acknowledged login is in counts as the rest: a
+    # login logged again later (a retried write) is doubled all the same.
+    # (Read next, however soon the settle time is over: at least one read follows.)
+    source = ListSource(["a"], ["b"], Logged(["b", "never-sent"], ["torn"]))
+    logins = Logins.sent_once(["a", "b"], run_prefix="")
+    result = await verify_log(source, logins, settle=0.05, poll_interval=0)
+    assert not result.ok
+    assert (result.logged_once, result.doubled_examples) == (1, ("b",))
+    assert (result.unsent_examples, result.unreadable_examples) == (("never-sent",), ("torn",))
+    assert source.batches == []
+
+
+def test_the_default_settle_time_covers_a_batch_and_a_retry_of_the_writer() -> None:
+    # SETTLE_S is written out (the load-test tool does not import the writer):
+    # a writer that batches or waits to retry for longer must raise it too.
+    linger = inspect.signature(LogWriter).parameters["linger"].default
+    assert linger + LogWriter.retry_max_delay < SETTLE_S
+
+
+async def test_a_source_that_fails_while_verify_settles_fails_it() -> None:
+    # The settle time cannot be vouched for: the error is raised, and the
+    # retries end with the whole wait (max_wait + settle), not never.
+    class GoneOnceRead(ListSource):
+        async def read(self) -> Logged:
+            if not self.batches:
+                raise ConnectionRefusedError("the table went away")
+            return await super().read()
+
+    with pytest.raises(ConnectionRefusedError):
+        async with asyncio.timeout(30):  # the test's own bound: no hang
+            await verify_log(GoneOnceRead(["a"]), Logins.sent_once(["a"]), max_wait=0.2, settle=0.2)
 
 
 async def test_first_logged_reads_to_the_end_and_leaves_only_new_lines(tmp_path: Path) -> None:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
 from quart_app.loadtest.sources import PostgresTable
 from quart_app.testing import free_port
 
+from liar import lying_server, to_table
 from pg import Database, Proxy, changed_url, password_of
 from server import refused, run_server
 
@@ -27,7 +29,7 @@ async def test_the_table_is_verified_and_its_faults_are_found(
         assert server.stop() == 0, server.stderr
     assert summary.stem is not None
     source = PostgresTable(database.url, database.table, prefix=summary.stem)
-    result = await verify_log(source, summary.logins())
+    result = await verify_log(source, summary.logins(), settle=0)  # the server has stopped
     assert result.ok and result.logged_once == 300, result.to_dict()
 
     # One row lost, one stored twice: both are found.
@@ -40,7 +42,7 @@ async def test_the_table_is_verified_and_its_faults_are_found(
         second,
     )
     source = PostgresTable(database.url, database.table, prefix=summary.stem)
-    result = await verify_log(source, summary.logins(), max_wait=0.2)
+    result = await verify_log(source, summary.logins(), max_wait=0.2, settle=0)
     assert (result.missing_examples, result.doubled_examples) == ((first,), (second,))
 
 
@@ -58,6 +60,28 @@ async def test_the_command_verifies_against_the_table(
             await asyncio.to_thread(main, argv)
         assert exit_info.value.code == 2
         assert "run id 'pg01' is already in the log" in capsys.readouterr().err
+
+
+async def test_a_login_stored_again_later_fails_verify(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 15 with the table: every login has its row the moment it is
+    # answered, and a second row 1.5 s later.
+    await database.create_table()
+    pool = await asyncpg.create_pool(database.url, min_size=1, max_size=4)
+    try:
+        async with lying_server(to_table(pool, database.table), again_after=1.5) as url:
+            argv = [url, "-n", "10", "--run-id", "late", "--verify", database.url]
+            status = await asyncio.to_thread(main, [*argv, "--verify-table", database.table])
+    finally:
+        await pool.close()
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert (
+        "verify       FAILED: 10 acknowledged, 0 logged once, 0 missing, "
+        "10 logged more often than sent"
+    ) in out
 
 
 async def test_the_command_says_when_the_table_does_not_exist(
@@ -104,7 +128,9 @@ async def test_verify_reads_again_a_table_briefly_unreachable(database: Database
             names,
             datetime.now(UTC),
         )
-        verifying = asyncio.create_task(verify_log(source, Logins.sent_once(names), max_wait=10))
+        # Only the test writes to the table: nothing comes later to wait for.
+        logins = Logins.sent_once(names)
+        verifying = asyncio.create_task(verify_log(source, logins, max_wait=10, settle=0))
         await asyncio.sleep(0.3)
         assert not verifying.done()  # refused meanwhile, and tried again
         await proxy.start(urlsplit(url).port or 0)

@@ -32,7 +32,7 @@ from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
 from .sources import LogMissing, is_database_url, open_source, url_scheme
-from .verify import first_logged, verify_log
+from .verify import SETTLE_S, first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000
 USERNAME_MAX_LENGTH: int = next(
@@ -155,6 +155,14 @@ closed and open loop:
   client itself late) is not sent but counted as dropped (k6's dropped
   iterations), and so are those still due when -d is over.
 
+verify:
+  After the run, --verify reads the log until every login answered 200 is in
+  it (for at most --verify-timeout seconds), then --verify-settle seconds
+  more, and counts what comes meanwhile too: a login the server logs a second
+  time later (a retried write) fails the check if that line comes within
+  that time. A log that shows writes later than the server makes them (a
+  lagging replica of the table) needs a longer --verify-settle.
+
 timeouts:
   Requests that time out (--timeout) are counted as errors, by type, not in
   the latency percentiles, which hold answers only (as wrk does; k6 keeps
@@ -182,10 +190,10 @@ exit status:
   0 the run finished (and --verify passed); 1 --verify failed: nothing was
   acknowledged (no login answered 200), or an acknowledged login is missing,
   or one is logged more often than sent, or the run's stem is logged for a
-  login it never sent, or a line the log gained during the run is no login
-  record (a torn or interleaved write), or after the run the log could not
-  be read (tried again until --verify-timeout) or did not exist (no such
-  file or table);
+  login it never sent, or a line the log gained during the run or its check
+  is no login record (a torn or interleaved write), or after the run the log
+  could not be read (tried again until --verify-timeout) or did not exist (no
+  such file or table);
   or the --plot could not be drawn (the summary is shown all the same);
   2 bad arguments, and a log that cannot be read before the run (a
   directory, a wrong password, no server): nothing is sent; 130 interrupted;
@@ -284,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=10.0,
         help="seconds to wait for the writer to catch up (default 10)",
+    )
+    parser.add_argument(
+        "--verify-settle",
+        metavar="SECONDS",
+        type=_non_negative,
+        default=SETTLE_S,
+        help="once every acknowledged login is logged, read on this long and count what "
+        "comes meanwhile: a login the server logs again later fails --verify (default "
+        f"{SETTLE_S:g}: the server's 50 ms batches and its longest wait, 2 s, before "
+        "retrying a failed write; 0: off)",
     )
     parser.add_argument(
         "--json",
@@ -421,7 +439,9 @@ async def _main(args: argparse.Namespace, config: LoadConfig) -> int:
     failures: list[str] = []  # after the run: told on stderr, exit status 1
     if log is not None:
         try:
-            verify = await verify_log(log, summary.logins(), max_wait=args.verify_timeout)
+            verify = await verify_log(
+                log, summary.logins(), max_wait=args.verify_timeout, settle=args.verify_settle
+            )
         except Exception as exc:  # still unreadable at --verify-timeout: a failed verification
             verify_error = f"cannot read the log to verify: {_describe(exc)}"
             failures.append(verify_error)

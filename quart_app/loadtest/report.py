@@ -81,7 +81,8 @@ def _verify_lines(verify: VerifyResult) -> list[str]:
     lines = [
         f"verify       {verdict}: {verify.acknowledged:,} acknowledged, "
         f"{verify.logged_once:,} logged once, {verify.missing:,} missing, "
-        f"{verify.doubled:,} logged more often than sent (waited {verify.waited_s:.2f} s)",
+        f"{verify.doubled:,} logged more often than sent "
+        f"(waited {verify.waited_s:.2f} s, then settled {verify.settled_s:.2f} s)",
         f"{indent}{verify.unacknowledged_logged:,} unacknowledged logins logged (no fault)",
     ]
     if not verify.acknowledged:

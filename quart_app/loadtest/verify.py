@@ -20,6 +20,16 @@ from .sources import Logged, LoginSource, LogMissing, open_source
 EXAMPLES = 5
 """How many usernames a result names per fault, to start looking from."""
 
+SETTLE_S = 2.5
+"""Seconds :func:`verify_log` reads on once every acknowledged login is in.
+
+A line written again comes at most one batch (50 ms) and one retry later: the
+server waits at most ``LogWriter.retry_max_delay`` (2 s) before retrying a
+failed write. The rest is for that write and the reads' polling. Written
+out, not computed: importing the writer would load prometheus_client into
+the load-test tool.
+"""
+
 
 def of_stem(username: str, stem: str) -> bool:
     """Whether ``username`` is ``stem`` followed by a number: one of the run's usernames.
@@ -67,6 +77,9 @@ class VerifyResult:
     interleaved writes). No faults: ``unacknowledged_logged`` (a login whose answer was
     lost on the way back may well have been logged) and ``repeated_logged``
     (sent more than once, logged more than once but no more often than sent).
+    ``waited_s``: seconds read until every acknowledged login was in (or until
+    the wait was over); ``settled_s``: seconds read after that, every line
+    counted.
     """
 
     acknowledged: int
@@ -78,6 +91,7 @@ class VerifyResult:
     unacknowledged_logged: int
     repeated_logged: int
     waited_s: float
+    settled_s: float
     missing_examples: tuple[str, ...]
     doubled_examples: tuple[str, ...]
     unsent_examples: tuple[str, ...]
@@ -122,6 +136,7 @@ class VerifyResult:
             "unacknowledged_logged": self.unacknowledged_logged,
             "repeated_logged": self.repeated_logged,
             "waited_s": round(self.waited_s, 3),
+            "settled_s": round(self.settled_s, 3),
             "missing_examples": list(self.missing_examples),
             "doubled_examples": list(self.doubled_examples),
             "unsent_examples": list(self.unsent_examples),
@@ -156,8 +171,8 @@ class Tally:
         """Whether every acknowledged username has been logged at least once."""
         return self._present == len(self.logins.acknowledged)
 
-    def result(self, waited_s: float) -> VerifyResult:
-        """The verdict on what has been counted so far."""
+    def result(self, waited_s: float, settled_s: float = 0.0) -> VerifyResult:
+        """The verdict on what has been counted so far (times as in :class:`VerifyResult`)."""
         sent, acknowledged = self.logins.sent, self.logins.acknowledged
         doubled, unsent = [], []
         logged_once = unacknowledged = repeated = 0
@@ -184,6 +199,7 @@ class Tally:
             unacknowledged_logged=unacknowledged,
             repeated_logged=repeated,
             waited_s=waited_s,
+            settled_s=settled_s,
             missing_examples=tuple(missing[:EXAMPLES]),
             doubled_examples=tuple(sorted(doubled)[:EXAMPLES]),
             unsent_examples=tuple(sorted(unsent)[:EXAMPLES]),
@@ -196,15 +212,22 @@ async def verify_log(
     logins: Logins,
     *,
     max_wait: float = 10.0,
+    settle: float = SETTLE_S,
     poll_interval: float = 0.05,
 ) -> VerifyResult:
     """Check the log (a path, or any :class:`~.sources.LoginSource`) against ``logins``.
 
     The log is read until every acknowledged username is in it or ``max_wait``
-    seconds have passed, since the writer may lag behind the answers. A source
-    keeps its place, so one already read up to the run's start (see
+    seconds have passed, since the writer may lag behind the answers. Once
+    every one is in, it is read on for ``settle`` seconds (default
+    :data:`SETTLE_S`), and what comes meanwhile counts too: a login the server
+    logs again later (a retried write) is found doubled. A caller whose server
+    has stopped (nothing more can be written) passes ``settle=0``. The whole
+    wait ends by ``max_wait + settle`` seconds, one read's own time aside.
+
+    A source keeps its place, so one already read up to the run's start (see
     :func:`first_logged`) reads only the run's lines. A read that fails (a
-    database restarting) is tried again within ``max_wait``; if the last one
+    database restarting) is tried again within the wait; if the last one
     failed, its error is raised, since what was counted may be incomplete.
     If acknowledged logins are still missing because the log itself does not
     exist (a source whose ``missing`` says why), :class:`~.sources.LogMissing`
@@ -213,21 +236,34 @@ async def verify_log(
     source = open_source(log)
     tally = Tally(logins)
     started = time.monotonic()
-    deadline = started + max_wait
+    complete_by = started + max_wait
+    deadline = complete_by + settle  # the whole wait, however late the last login came
+    complete_at = None  # when every acknowledged login was in
     while True:
         failure = None
         try:
             tally.add(await source.read())
         except Exception as exc:  # anything a source raises: the next read may succeed
             failure = exc
-        if tally.complete or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if complete_at is None and tally.complete:
+            if not logins.acknowledged:
+                break  # a failed verdict whatever comes later: no wait for it
+            complete_at = now
+        if complete_at is None:
+            if now >= complete_by:
+                break
+        elif (failure is None and now >= complete_at + settle) or now >= deadline:
             break
         await asyncio.sleep(poll_interval)
+    ended = time.monotonic()
     if failure is not None:
         raise failure
     if not tally.complete and (missing := getattr(source, "missing", None)):
-        raise LogMissing(f"{missing} (waited {time.monotonic() - started:.1f} s)")
-    return tally.result(time.monotonic() - started)
+        raise LogMissing(f"{missing} (waited {ended - started:.1f} s)")
+    if complete_at is None:
+        return tally.result(ended - started)
+    return tally.result(complete_at - started, ended - complete_at)
 
 
 async def first_logged(source: LoginSource, prefix: str) -> str | None:
