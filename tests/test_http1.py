@@ -20,7 +20,7 @@ def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], str]:
             response += chunk
     head, _, body = response.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines)
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
     return int(status_line.split()[1]), headers, body.decode()
 
 
