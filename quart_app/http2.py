@@ -128,11 +128,13 @@ class AnsweringH2Protocol(H2Protocol):
             self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
 
     async def _goaway_when_done(self) -> None:
-        # On a stop hypercorn sends its own GOAWAY once the streams are done.
+        # On a stop hypercorn sends its own GOAWAY once the streams are done;
+        # a connection closed already has no one to tell.
         if (
             self.retiring
             and not self.goaway_sent
             and not self.streams
+            and not self.closed
             and not self.context.terminated.is_set()
         ):
             self.goaway_sent = True
