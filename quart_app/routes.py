@@ -19,7 +19,7 @@ from .state import KEY, login_log
 from .writer import LogFull, LogUnavailable
 
 LOGIN_PATH = "/login/"
-LOGIN_METHODS = ["GET", "POST"]
+LOGIN_METHODS = ("GET", "POST")
 
 blueprint = Blueprint("login", __name__)
 
