@@ -286,7 +286,7 @@ def send_logins_on_one_connection(
     unsent, open_streams, statuses = list(names), dict[int, str](), dict[int, int]()
     goaway: h2.events.ConnectionTerminated | None = None
     deadline = time.monotonic() + timeout
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         connection.initiate_connection()
         while True:
             while goaway is None and unsent and len(open_streams) < in_flight:
