@@ -14,7 +14,7 @@ from .metrics import Metrics
 from .proxy import ForwardedClientMiddleware
 from .receiver import connect_audit_receiver
 from .records import FORMATTERS
-from .routes import blueprint
+from .routes import LOGIN_PATH, blueprint
 from .state import KEY, LoginLog
 from .stores import RecordStore
 from .stores.file import FileStore
@@ -94,5 +94,5 @@ def create_app(
             app.asgi_app, mode=settings.proxy_mode, trusted_hops=settings.proxy_trusted_hops
         )
     # Outermost, so that what Quart cannot decode never reaches it (nor the test client's app).
-    app.asgi_app = RequestGuard(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = RequestGuard(app.asgi_app, metrics, LOGIN_PATH)  # type: ignore[method-assign]
     return app

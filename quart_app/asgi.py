@@ -20,10 +20,16 @@ use_shared_metrics_directory()
 
 from . import create_app  # noqa: E402
 from .http1 import accept_utf8_query_strings  # noqa: E402
+from .http1_errors import explain_http1_errors  # noqa: E402
+from .http2 import answer_every_http2_stream  # noqa: E402
 from .state import KEY  # noqa: E402
 
 # So that curl's raw UTF-8 query strings are answered, not refused by h11.
 accept_utf8_query_strings()
+# So that what h11 cannot parse is answered with the reason, not an empty body.
+explain_http1_errors()
+# So that every HTTP/2 request the app takes is answered, and every other refused.
+answer_every_http2_stream()
 
 app = create_app()
 """The app, configured from ``QUART_*`` environment variables."""

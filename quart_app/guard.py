@@ -5,7 +5,10 @@ start with ``/`` as a URL, on every route, before any view or error handler
 runs: raw invalid UTF-8 in the query (which HTTP/2 lets through, unlike h11),
 an empty path (``:path = ?x``) or an unparseable absolute URL (``http://[x/``)
 raise there, and the client gets a 500 and the log a traceback. This ASGI
-middleware answers such requests 400 with the reason instead.
+middleware answers such requests 400 with the reason instead. It counts an
+HTTP request it refuses as a refused login under ``bad_request`` when its path
+is the login route's, and under ``unreadable_target`` when it has no path to
+read: any of those may have been a login, so they are counted, apart.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hypercorn.typing import ASGIFramework
+
+from .metrics import Metrics
 
 _HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 
@@ -37,16 +42,33 @@ def refusal(scope: dict[str, Any]) -> str | None:
     return None
 
 
+def counted_as(path: str, login_path: str) -> str | None:
+    """The refusal reason a refused request for ``path`` is counted under; None: not a login."""
+    try:
+        # An absolute URL routes on its path, as Quart parses it.
+        routed = path if path[:1] == "/" else urlparse(path).path
+    except ValueError:
+        routed = ""
+    if not routed:
+        return "unreadable_target"
+    return "bad_request" if routed == login_path else None
+
+
 class RequestGuard:
     """ASGI middleware answering 400 to the requests :func:`refusal` names."""
 
-    def __init__(self, app: ASGIFramework) -> None:
+    def __init__(self, app: ASGIFramework, metrics: Metrics, login_path: str) -> None:
         self.app = app
+        self.metrics = metrics
+        self.login_path = login_path
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Pass the request on, or answer 400 with the reason."""
         kind = scope["type"]
         if kind in ("http", "websocket") and (reason := refusal(scope)) is not None:
+            counted = counted_as(scope["path"], self.login_path) if kind == "http" else None
+            if counted is not None:
+                self.metrics.logins_refused.labels(counted).inc()
             body = reason.encode()
             headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
             if kind == "http":

@@ -41,7 +41,17 @@ from .processes import alive
 
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RECORDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-REFUSAL_REASONS = ("bad_request", "too_large", "unsupported_type", "log_full", "log_unavailable")
+REFUSAL_REASONS = (
+    "bad_request",
+    "too_large",
+    "unsupported_type",
+    "method_not_allowed",
+    "timeout",
+    "unreadable_target",
+    "log_full",
+    "log_unavailable",
+)
+"""The labels of ``quart_app_logins_refused_total``: docs/probes.md says what each counts."""
 _LEDGER_FILE = re.compile(r"ledger_(\d+)\.json")
 
 

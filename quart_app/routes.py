@@ -11,12 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
-from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge, RequestTimeout
 
 from .inputs import BadLogin, read_username
 from .signals import send_login
 from .state import KEY, login_log
 from .writer import LogFull, LogUnavailable
+
+LOGIN_PATH = "/login/"
+LOGIN_METHODS = ("GET", "POST")
 
 blueprint = Blueprint("login", __name__)
 
@@ -27,13 +30,13 @@ async def index() -> str:
     return "Hello World!"
 
 
-@blueprint.route("/login/", methods=["GET", "POST"])
+@blueprint.route(LOGIN_PATH, methods=LOGIN_METHODS)
 async def login() -> str:
     """Take a login: read the username and send the ``login`` signal."""
     # The proxies resolved once each: every access through one costs a lookup.
     req = request._get_current_object()  # type: ignore[attr-defined]
     if req.method == "HEAD":  # werkzeug adds HEAD to every GET route; a HEAD logs nobody in
-        raise MethodNotAllowed(["GET", "POST"])
+        raise MethodNotAllowed(LOGIN_METHODS)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     username = await read_username(req, app.extensions[KEY].settings.username_max_length)
     await send_login(app, username)
@@ -104,6 +107,24 @@ async def too_large(error: RequestEntityTooLarge) -> Response:
     """A body over ``MAX_CONTENT_LENGTH``."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     return _refused("too_large", f"the body is larger than {limit} bytes", 413)
+
+
+@blueprint.app_errorhandler(MethodNotAllowed)
+async def method_not_allowed(error: MethodNotAllowed) -> Response | MethodNotAllowed:
+    """A method that logs nobody in (HEAD, PUT, ...): 405 and the methods that do."""
+    if request.path != LOGIN_PATH:
+        return error  # not a login: Quart's own answer
+    body = f"{request.method} does not log in: use {' or '.join(LOGIN_METHODS)}"
+    response = _refused("method_not_allowed", body, 405)
+    response.headers["Allow"] = ", ".join(LOGIN_METHODS)
+    return response
+
+
+@blueprint.app_errorhandler(RequestTimeout)
+async def timeout(error: RequestTimeout) -> Response:
+    """A body that did not all arrive within Quart's ``BODY_TIMEOUT``."""
+    limit = current_app.config["BODY_TIMEOUT"]
+    return _refused("timeout", f"the body did not arrive within {limit:g} s", 408)
 
 
 @blueprint.app_errorhandler(LogUnavailable)

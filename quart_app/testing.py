@@ -6,12 +6,14 @@ the ``test`` extra installed (psutil).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = "quart_app.asgi:app"
+CONFIG = ROOT / "hypercorn.toml"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -91,6 +94,14 @@ def _wait_until_listening(
     raise TimeoutError(f"hypercorn did not listen on {host}:{port} within {timeout} s")
 
 
+def _config_with(workdir: Path, port: int, settings: Mapping[str, object]) -> Path:
+    # JSON's strings, numbers, booleans and arrays are TOML's too.
+    merged = {**tomllib.loads(CONFIG.read_text()), **settings}
+    path = workdir / f"hypercorn-{port}.toml"
+    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in merged.items()))
+    return path
+
+
 @contextmanager
 def run_server(
     workdir: Path,
@@ -102,6 +113,7 @@ def run_server(
     startup_timeout: float = 20,
     wait: bool = True,
     cwd: Path = ROOT,
+    hypercorn_settings: Mapping[str, object] | None = None,
 ) -> Iterator[Server]:
     """Start ``hypercorn --config hypercorn.toml APP`` on a free port of ``host``.
 
@@ -110,13 +122,16 @@ def run_server(
     overrides the file's ``workers``. hypercorn's output goes to a file in
     ``workdir``; it runs in ``cwd`` (the repository, as ``make run`` does).
     With ``wait`` it returns once the server listens (or has exited), else at
-    once. Every process of the server is killed at the end
-    if still running; callers that care how it stops call :meth:`Server.stop`
-    first.
+    once. ``hypercorn_settings`` replace or add keys of the file (in a copy
+    written to ``workdir``), for those hypercorn has no option for, such as
+    ``keep_alive_max_requests``. Every process of the server is killed at the
+    end if still running; callers that care how it stops call
+    :meth:`Server.stop` first.
     """
     port = free_port(host)
     stderr_path = workdir / f"hypercorn-{host}-{port}.log"
-    command = [sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml")]
+    config = _config_with(workdir, port, hypercorn_settings) if hypercorn_settings else CONFIG
+    command = [sys.executable, "-m", "hypercorn", "--config", str(config)]
     command += ["-b", f"{host}:{port}", app]
     if workers is not None:
         command += ["-w", str(workers)]

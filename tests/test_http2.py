@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 from hypothesis import given, settings
@@ -38,22 +40,34 @@ from payloads import (
 from server import Server, run_server
 
 
-def h2_request(
-    port: int, target: bytes, *, method: bytes = b"GET", headers=(), body: bytes = b""
-) -> tuple[int | None, str]:
-    """Send one request on a new HTTP/2 connection; its status (None: no answer) and body."""
+def raw_client() -> h2.connection.H2Connection:
+    """An HTTP/2 client connection that sends headers exactly as given."""
     config = h2.config.H2Configuration(
         client_side=True,
         header_encoding=None,
         validate_outbound_headers=False,
         normalize_outbound_headers=False,
     )
-    connection = h2.connection.H2Connection(config=config)
+    return h2.connection.H2Connection(config=config)
+
+
+def pseudo_headers(target: bytes | None, method: bytes = b"GET") -> list[tuple[bytes, bytes]]:
+    """The pseudo-headers of a request; ``target`` None: CONNECT's form, no :scheme nor :path."""
+    if target is None:
+        return [(b":method", method), (b":authority", b"127.0.0.1:443")]
+    pseudo = [(b":method", method), (b":scheme", b"http"), (b":authority", b"127.0.0.1")]
+    return [*pseudo, (b":path", target)]
+
+
+def h2_request(
+    port: int, target: bytes | None, *, method: bytes = b"GET", headers=(), body: bytes = b""
+) -> tuple[int | None, str]:
+    """Send one request on a new HTTP/2 connection; its status (None: no answer) and body."""
+    connection = raw_client()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         connection.initiate_connection()
         stream = connection.get_next_available_stream_id()
-        pseudo = [(b":method", method), (b":scheme", b"http"), (b":authority", b"127.0.0.1")]
-        request_headers = [*pseudo, (b":path", target), *headers]
+        request_headers = [*pseudo_headers(target, method), *headers]
         connection.send_headers(stream, request_headers, end_stream=not body)
         if body:
             connection.send_data(stream, body, end_stream=True)
@@ -225,3 +239,197 @@ def test_property_any_bytes_over_http2_give_one_line_of_what_was_sent_or_a_4xx(
         assert record.username == sent_username(path, payload)
     else:
         assert records == []
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "body", "reason"),
+    [
+        (None, b"CONNECT", b"", "CONNECT is not supported: this server is not a proxy"),
+        (
+            None,
+            b"CONNECT",
+            b"tunnelled bytes",
+            "CONNECT is not supported: this server is not a proxy",
+        ),
+        ("/login/é?username=x".encode(), b"GET", b"", "the path is not ASCII: percent-encode it"),
+        (b"/\xff", b"GET", b"", "the path is not ASCII: percent-encode it"),
+        (b"/login/?username=m", "GÉT".encode(), b"", "the method is not ASCII"),
+    ],
+    ids=["connect", "connect-with-data", "utf8-path", "ff-path", "utf8-method"],
+)
+def test_what_hypercorn_cannot_take_is_400_over_http2_and_logs_nothing(
+    h2_server: H2Server, target: bytes | None, method: bytes, body: bytes, reason: str
+) -> None:
+    # hypercorn 0.18 raised UnboundLocalError (CONNECT has no :path) or
+    # UnicodeDecodeError (path, method) before the app ran: no answer, a traceback.
+    assert h2_server.request(target, method=method, body=body) == (400, reason)
+    assert h2_server.new_lines() == []
+    assert_no_traceback(h2_server)
+
+
+@dataclass
+class Streams:
+    """One HTTP/2 connection's logins, sent a few streams at a time, and what became of them."""
+
+    answered: dict[str, int] = field(default_factory=dict)
+    not_processed: list[str] = field(default_factory=list)
+    """Refused (REFUSED_STREAM), above GOAWAY's last stream, or never sent: safe to retry."""
+    lost: list[str] = field(default_factory=list)
+    """Neither answered nor known to be unprocessed: the client cannot tell."""
+
+
+def send_logins_on_one_connection(
+    port: int, names: list[str], in_flight: int, timeout: float = 20
+) -> Streams:
+    """GET /login/ for each name on one connection, ``in_flight`` at a time, until GOAWAY."""
+    connection, streams = raw_client(), Streams()
+    unsent, open_streams, statuses = list(names), dict[int, str](), dict[int, int]()
+    goaway: h2.events.ConnectionTerminated | None = None
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        connection.initiate_connection()
+        while True:
+            while goaway is None and unsent and len(open_streams) < in_flight:
+                stream, name = connection.get_next_available_stream_id(), unsent.pop(0)
+                target = f"/login/?username={name}".encode()
+                connection.send_headers(stream, pseudo_headers(target), end_stream=True)
+                open_streams[stream] = name
+            sock.sendall(connection.data_to_send())
+            if not open_streams and (goaway is not None or not unsent):
+                break
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))  # then socket.timeout
+            if not (chunk := sock.recv(65536)):
+                break
+            for event in connection.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.StreamEnded):
+                    streams.answered[open_streams.pop(event.stream_id)] = statuses[event.stream_id]
+                elif isinstance(event, h2.events.StreamReset):
+                    name = open_streams.pop(event.stream_id)
+                    refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                    (streams.not_processed if refused else streams.lost).append(name)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    goaway = event
+                    for stream in [s for s in open_streams if s > event.last_stream_id]:
+                        streams.not_processed.append(open_streams.pop(stream))
+    streams.lost += open_streams.values()
+    streams.not_processed += unsent
+    return streams
+
+
+def test_past_the_request_limit_each_login_is_answered_or_refused_unlogged(
+    tmp_path: Path,
+) -> None:
+    # hypercorn's keep_alive_max_requests closed the connection on the stream
+    # past the limit: it and those in flight were logged, and never answered.
+    log_path = tmp_path / "login_log.txt"
+    names = [f"limit-{i}" for i in range(70)]
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
+    with run_server(tmp_path, env, hypercorn_settings={"keep_alive_max_requests": 20}) as server:
+        h2_server = H2Server(server, log_path, int(server.url.rsplit(":", 1)[1]))
+        answered: dict[str, int] = {}
+        pending, connections = names, 0
+        while pending and connections < 10:
+            streams = send_logins_on_one_connection(h2_server.port, pending, in_flight=6)
+            assert streams.lost == [], streams
+            answered.update(streams.answered)
+            pending, connections = streams.not_processed, connections + 1
+        assert answered == dict.fromkeys(names, 200)
+        assert connections == 4  # 20 logins each
+        logged = [read_line(line, "text").username for line in h2_server.new_lines()]
+        assert sorted(logged) == sorted(names)  # each once: none refused was logged
+        assert_no_traceback(h2_server)
+
+
+def test_a_body_still_coming_after_its_answer_ends_no_other_stream(h2_server: H2Server) -> None:
+    # hypercorn raised KeyError on DATA for a stream already answered and
+    # closed the connection, with every other stream on it.
+    connection = raw_client()
+    with socket.create_connection(("127.0.0.1", h2_server.port), timeout=10) as sock:
+        connection.initiate_connection()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"100000")]
+        connection.send_headers(1, [*pseudo_headers(b"/login/", b"POST"), *headers])
+        connection.send_data(1, b" " * 10000)
+        sock.sendall(connection.data_to_send())
+        assert read_answer(sock, connection, 1) == (413, "the body is larger than 65536 bytes")
+        connection.send_data(1, b" " * 10000)
+        connection.send_headers(3, pseudo_headers(b"/login/?username=after-413"), end_stream=True)
+        sock.sendall(connection.data_to_send())
+        assert read_answer(sock, connection, 3) == (200, "登录成功")
+    assert [read_line(line, "text").username for line in h2_server.new_lines()] == ["after-413"]
+    assert_no_traceback(h2_server)
+
+
+def read_answer(
+    sock: socket.socket, connection: h2.connection.H2Connection, stream: int
+) -> tuple[int | None, str]:
+    """Read until ``stream`` ends: its status and body, or None and how it was reset."""
+    status, data = None, b""
+    while chunk := sock.recv(65536):
+        for event in connection.receive_data(chunk):
+            if getattr(event, "stream_id", None) != stream:
+                continue  # another stream's
+            if isinstance(event, h2.events.ResponseReceived):
+                status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                data += event.data
+                connection.acknowledge_received_data(event.flow_controlled_length, stream)
+            elif isinstance(event, h2.events.StreamEnded):
+                return status, data.decode()
+            elif isinstance(event, h2.events.StreamReset):
+                return None, f"reset {h2.errors.ErrorCodes(event.error_code).name}"
+        sock.sendall(connection.data_to_send())
+    raise AssertionError(f"the connection closed before stream {stream} ended")
+
+
+def test_a_stop_refuses_new_streams_as_not_processed_and_answers_the_others(
+    tmp_path: Path,
+) -> None:
+    # hypercorn reset them with NO_ERROR, which does not tell the client
+    # whether the request was processed, so whether it may send it again.
+    log_path = tmp_path / "login_log.txt"
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        connection = raw_client()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            connection.initiate_connection()
+            headers = [*pseudo_headers(b"/login/", b"POST"), (b"content-type", b"application/json")]
+            connection.send_headers(1, headers)
+            connection.send_data(1, b'{"username": "before-stop"')  # the app waits for the rest
+            sock.sendall(connection.data_to_send())
+            server.process.send_signal(signal.SIGTERM)
+            wait_until_refused(port)  # hypercorn is stopping: it stops listening
+            connection.send_headers(3, pseudo_headers(b"/login/?username=x"), end_stream=True)
+            sock.sendall(connection.data_to_send())
+            assert read_answer(sock, connection, 3) == (None, "reset REFUSED_STREAM")
+            connection.send_data(1, b"}", end_stream=True)
+            sock.sendall(connection.data_to_send())
+            assert read_answer(sock, connection, 1) == (200, "登录成功")
+        assert server.stop() == 0, server.stderr
+    assert [read_line(line, "text").username for line in log_path.read_text().splitlines()] == [
+        "before-stop"
+    ]
+
+
+def wait_until_refused(port: int, timeout: float = 10) -> None:
+    """Return once nothing listens on ``port`` any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, f"port {port} still listens"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("target", [b"/login/?username=a\x00b", b"/login/?username=a\rb"])
+def test_a_target_h2_finds_malformed_ends_the_connection_unanswered(
+    h2_server: H2Server, target: bytes
+) -> None:
+    # A known limit (docs/guarantees.md): h2 ends the whole connection, not the stream.
+    status, answer = h2_server.request(target)
+    assert status is None and answer.startswith("<ConnectionTerminated error_code:1,"), answer
+    assert h2_server.new_lines() == []
+    assert_no_traceback(h2_server)

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from test_http1 import exchange
+
+from quart_app.metrics import REFUSAL_REASONS
 
 from conftest import ControlledStore, store_of, wait_for_records, writer_of
 from server import run_server, send_logins
+from test_http2 import h2_request
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -173,3 +177,42 @@ async def test_two_workers_under_load_publish_figures_that_add_up_on_every_scrap
     assert [unaccounted(s) for s in scrapes if unaccounted(s) < 0] == []
     assert unaccounted(scrapes[-1]) == 0
     assert value(scrapes[-1], "quart_app_login_records_written_total") == len(names)
+
+
+async def test_every_refusal_of_a_login_the_app_answers_is_counted(tmp_path: Path) -> None:
+    # The guard's 400s, the 405s and Quart's 408 were answered and not counted.
+    env = {"QUART_LOGIN_LOG_PATH": str(tmp_path / "login_log.txt"), "QUART_BODY_TIMEOUT": "1"}
+    with run_server(tmp_path, env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        # Over HTTP/2, as h11 refuses these targets before the app sees them.
+        assert h2_request(port, b"/login/?username=\xff") == (
+            400,
+            "the query string is not valid UTF-8",
+        )
+        assert h2_request(port, b"?username=x") == (400, "the request target has no path")
+        assert h2_request(port, b"/healthz?\xff")[0] == 400  # not a login: not counted
+        assert h2_request(port, b"/login/?username=h", method=b"HEAD") == (405, "")
+        put = b"PUT /login/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        status, headers, body = exchange(port, put)
+        assert (status, headers["allow"], body) == (
+            405,
+            "GET, POST",
+            "PUT does not log in: use GET or POST",
+        )
+        assert exchange(port, b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")[0] == 405
+        slow = b"POST /login/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        slow += b'Content-Length: 30\r\n\r\n{"username": '
+        status, _, body = exchange(port, slow)
+        assert (status, body) == (408, "the body did not arrive within 1 s")
+        scrape = await scrape_server(server.url)
+    refused = {
+        reason: value(scrape, "quart_app_logins_refused_total", reason=reason)
+        for reason in REFUSAL_REASONS
+    }
+    assert refused == {
+        **dict.fromkeys(REFUSAL_REASONS, 0),
+        "bad_request": 1,
+        "unreadable_target": 1,
+        "method_not_allowed": 2,
+        "timeout": 1,
+    }

@@ -1,0 +1,85 @@
+"""HTTP/1.1 that h11 cannot parse, sent as raw bytes to a real hypercorn: refused with why."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from server import run_server
+from test_http2 import H2Server, assert_no_traceback
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], str]:
+    """Send ``request`` as it is on a new connection: the status, headers and body answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        response = b""
+        while chunk := sock.recv(65536):  # each of these answers closes the connection
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body.decode()
+
+
+@pytest.fixture(scope="module")
+def h1_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H2Server]:
+    # H2Server's helpers (the lines logged since, stderr since) serve HTTP/1.1 too.
+    tmp_path = tmp_path_factory.mktemp("h1")
+    log_path = tmp_path / "login_log.txt"
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
+        h1_server = H2Server(server, log_path, int(server.url.rsplit(":", 1)[1]))
+        h1_server.new_lines()
+        h1_server.new_stderr()
+        yield h1_server
+
+
+CHUNKED_ONLY = "Only Transfer-Encoding: chunked is supported"
+HOST = b"Host: x\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "reason"),
+    [
+        (
+            b"POST /login/ HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+            CHUNKED_ONLY,
+        ),
+        (
+            b"POST /login/ HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: identity\r\n\r\n",
+            501,
+            CHUNKED_ONLY,
+        ),
+        (b"POST /login/ HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: x\r\n\r\n", 501, CHUNKED_ONLY),
+        (
+            b"GET /login/?username=\xff\xfe HTTP/1.1\r\n" + HOST + b"\r\n",
+            400,
+            "illegal request line",
+        ),
+        (
+            b"GET /login/\x00?username=x HTTP/1.1\r\n" + HOST + b"\r\n",
+            400,
+            "illegal request line",
+        ),
+        (b"GET /login/?username=x HTTP/1.1\r\n\r\n", 400, "Missing mandatory Host: header"),
+        (
+            # A head still unfinished past h11_max_incomplete_size (16 KiB).
+            b"GET /login/?username=x HTTP/1.1\r\n" + HOST + b"X: " + b"y" * 20000,
+            431,
+            "Receive buffer too long",
+        ),
+    ],
+    ids=["gzip-chunked", "identity", "x", "not-utf8", "nul", "no-host", "too-long"],
+)
+def test_what_h11_cannot_parse_is_refused_with_the_reason_and_logs_nothing(
+    h1_server: H2Server, request_bytes: bytes, status: int, reason: str
+) -> None:
+    # hypercorn answered h11's status with an empty body.
+    answered_status, headers, body = exchange(h1_server.port, request_bytes)
+    assert (answered_status, body) == (status, reason)
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert h1_server.new_lines() == []
+    assert_no_traceback(h1_server)
