@@ -263,7 +263,7 @@ class Settings:
     login_log_full_timeout: float = _setting(
         5.0,
         seconds(0, 3600),
-        "seconds a login waits for room, or to be kept (durable, or the log lagging), before 503",
+        "seconds a login may wait for room or for its record, then 503",
     )
     login_log_drain_timeout: float = _setting(
         15.0,

@@ -253,3 +253,10 @@ class Proxy:
                 writer.write(data)
                 await writer.drain()
         writer.close()  # one side closed: close the other, as a network would
+
+
+async def proxied(url: str) -> tuple[Proxy, str]:
+    """A :class:`Proxy` to ``url``'s server, listening; and ``url`` through it."""
+    parts = urlsplit(url)
+    proxy = Proxy(parts.hostname or "", parts.port or 5432)
+    return proxy, changed_url(url, port=await proxy.start())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,7 +12,15 @@ from quart_app.loadtest import LoadConfig, Logins, Summary, main, run_load, veri
 from quart_app.loadtest.config import Method
 from quart_app.testing import ROOT, Server, run_server
 
-__all__ = ["ROOT", "Server", "assert_logged_once", "refused", "run_server", "send_logins"]
+__all__ = [
+    "ROOT",
+    "Server",
+    "assert_logged_once",
+    "raw_get",
+    "refused",
+    "run_server",
+    "send_logins",
+]
 
 
 async def send_logins(
@@ -67,3 +76,14 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         main(argv)
     assert exit_info.value.code == 2
     return capsys.readouterr().err
+
+
+async def raw_get(url: str, target: bytes) -> tuple[int, str]:
+    """GET ``target`` exactly as given, as curl sends it: raw UTF-8, no percent-encoding."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()

@@ -1,8 +1,9 @@
-"""A disk that fills: a batch it cuts short is cut back to whole lines, never left torn or glued.
+"""A disk that fills: no line torn or glued, and no login answered 200 that only waits in memory.
 
 On a real small tmpfs: one store (exact file contents), and real hypercorn with
 two workers, 200-character usernames, the disk full, then a rotation or a
-killed worker.
+killed worker; and real hypercorn without durable mode, SIGKILLed while the
+disk is full.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import resource
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from quart_app.records import TEXT_PREFIX, LoginRecord, parse_line, text_lines
 from quart_app.stores.file import FileStore
 
 from conftest import flock_pids, until
-from server import Server, run_server, send_logins
+from server import Server, raw_get, run_server, send_logins
 
 CUT_SHORT = " (cut short)"
 """What ends a line a write left torn: no login line ends so, and ``parse_line`` refuses it."""
@@ -247,3 +249,58 @@ async def test_two_workers_a_full_disk_and_a_killed_worker_glue_no_lines(
     assert len(refused) <= 1, refused
     for line in refused:
         assert line.endswith(CUT_SHORT) and line.count(TEXT_PREFIX) == 1, line
+
+
+# Without durable mode: logins wait for their line while writes fail.
+
+
+def logged_usernames(path: Path) -> set[str]:
+    """The usernames of the whole, readable lines of ``path``."""
+    *lines, _ = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    names = set()
+    for line in lines:
+        with suppress(ValueError):
+            names.add(parse_line(line).username)
+    return names
+
+
+async def test_a_full_disk_acknowledges_no_login_and_sigkill_loses_none(
+    small_disk: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # Without durable mode: while writes fail, a login waits for its line
+    # and gets 503, so a crash cannot lose what was answered 200.
+    log_path = small_disk("64k") / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_FULL_TIMEOUT": "0.5"}
+    with run_server(tmp_path, env) as server:
+        fill(log_path.parent)
+        # Taken before the writer tried: answered at once, the lag bound's allowance.
+        assert await raw_get(server.url, b"/login/?username=first") == (200, "登录成功")
+        async with asyncio.timeout(10):
+            while "writes are failing" not in (await raw_get(server.url, b"/readyz"))[1]:
+                await asyncio.sleep(0.02)
+        status, body = await raw_get(server.url, b"/login/?username=second")
+        assert (status, "may or may not be logged" in body) == (503, True)
+        names = [f"full-{i:04d}-" + "x" * 200 for i in range(200)]
+        burst = await send_logins(server.url, names, concurrency=50)
+        assert burst.statuses == {503: len(names)}
+        server.signal_group(signal.SIGKILL)
+        await asyncio.to_thread(server.process.wait, 10)
+    assert logged_usernames(log_path) == set()  # "first" alone was lost: within the bound
+
+
+async def test_two_workers_on_a_full_disk_lose_at_most_a_moment_of_logins_to_sigkill(
+    small_disk: Callable[[str], Path], tmp_path: Path
+) -> None:
+    log_path = small_disk("64k") / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_FULL_TIMEOUT": "0.5"}
+    names = [f"full-{i:04d}-" + "x" * 200 for i in range(300)]
+    with run_server(tmp_path, env, workers=2) as server:
+        fill(log_path.parent)
+        run = await send_logins(server.url, names, concurrency=20)
+        server.signal_group(signal.SIGKILL)
+        await asyncio.to_thread(server.process.wait, 10)
+    lost = set(run.acknowledged) - logged_usernames(log_path)
+    # Each worker answers at once only what it took before its first write
+    # failed: at most a wave of the client's 20 concurrent logins each.
+    assert len(lost) <= 2 * 20, f"{len(lost)} acknowledged logins lost"
+    assert run.statuses.get(503, 0) >= len(names) - 2 * 20

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from urllib.parse import urlsplit
 
 import pytest
 
 from quart_app import create_app
 
-from pg import CLIENT, Database, Proxy, changed_url, password_of, pause, resume
+from pg import CLIENT, Database, password_of, pause, proxied, resume
 
 
 async def statuses_of(client, names: list[str]) -> dict[str, int]:
@@ -145,9 +144,7 @@ async def test_a_hung_server_is_an_error_after_the_timeout_not_a_hang(
 async def test_a_commit_whose_answer_is_lost_is_not_doubled_by_the_resend(
     database: Database,
 ) -> None:
-    parts = urlsplit(database.url)
-    proxy = Proxy(parts.hostname or "", parts.port or 5432)
-    url = changed_url(database.url, port=await proxy.start())
+    proxy, url = await proxied(database.url)
     config = database.config(LOGIN_LOG_DATABASE_URL=url, LOGIN_LOG_DATABASE_TIMEOUT=0.3)
     try:
         async with create_app(config).test_app() as test_app:

@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections import Counter
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,7 +18,7 @@ from quart_app import create_app
 from quart_app.records import LoginRecord
 from quart_app.stores.postgres import DatabaseError, PostgresStore
 
-from pg import CLIENT, Database, Proxy, changed_url
+from pg import CLIENT, Database, proxied
 
 
 async def status_of(client, name: str) -> int:
@@ -218,9 +217,7 @@ async def test_a_durable_login_whose_commit_is_lost_is_stored_once_and_told_hone
     # meanwhile skips the row with a new id too can it not tell: "may or may not".
     await database.create_table()
     writer_url = await database.insert_only_role()
-    parts = urlsplit(writer_url)
-    proxy = Proxy(parts.hostname or "", parts.port or 5432)
-    url = changed_url(writer_url, port=await proxy.start())
+    proxy, url = await proxied(writer_url)
     config = database.config(
         LOGIN_LOG_DATABASE_URL=url,
         LOGIN_LOG_DURABLE=True,
@@ -257,9 +254,7 @@ async def test_a_batch_whose_commit_answer_is_lost_is_found_stored_though_a_row_
     # committed: nothing is set aside, nothing stored twice.
     await database.create_table()
     writer_url = await database.insert_only_role()
-    parts = urlsplit(writer_url)
-    proxy = Proxy(parts.hostname or "", parts.port or 5432)
-    url = changed_url(writer_url, port=await proxy.start())
+    proxy, url = await proxied(writer_url)
     store = PostgresStore(url, table=database.table, timeout=0.3)
     now = datetime.now(UTC)
     names = [f"user-{i}" for i in range(8)]

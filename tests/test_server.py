@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-from contextlib import suppress
 from pathlib import Path
 
 import aiohttp
@@ -16,18 +15,7 @@ import pytest
 from quart_app.records import parse_line
 
 from conftest import read_records
-from server import ROOT, assert_logged_once, run_server, send_logins
-
-
-async def raw_get(url: str, target: bytes) -> tuple[int, str]:
-    """GET ``target`` exactly as given, as curl sends it: raw UTF-8, no percent-encoding."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    response = await reader.read()
-    writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
+from server import ROOT, assert_logged_once, raw_get, run_server, send_logins
 
 
 async def test_real_server_takes_curls_raw_utf8_username(tmp_path: Path) -> None:
@@ -178,67 +166,3 @@ async def test_make_run_leaves_nothing_git_would_track(tmp_path: Path) -> None:
         check=True,
     )
     assert status.stdout.splitlines() == ["?? .gitignore"]
-
-
-def fill(directory: Path) -> None:
-    """Fill the file system of ``directory`` up to its last byte."""
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        for size in (4096, 1):
-            with suppress(OSError):
-                while os.write(fd, b"\0" * size):
-                    pass
-    finally:
-        os.close(fd)
-
-
-def logged_usernames(path: Path) -> set[str]:
-    """The usernames of the whole, readable lines of ``path``."""
-    *lines, _ = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    names = set()
-    for line in lines:
-        with suppress(ValueError):
-            names.add(parse_line(line).username)
-    return names
-
-
-async def test_a_full_disk_acknowledges_no_login_and_sigkill_loses_none(
-    small_disk, tmp_path: Path
-) -> None:
-    # Without durable mode: while writes fail, a login waits for its line
-    # and gets 503, so a crash cannot lose what was answered 200.
-    log_path = small_disk("64k") / "login_log.txt"
-    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_FULL_TIMEOUT": "0.5"}
-    with run_server(tmp_path, env) as server:
-        fill(log_path.parent)
-        # Taken before the writer tried: answered at once, the lag bound's allowance.
-        assert await raw_get(server.url, b"/login/?username=first") == (200, "登录成功")
-        async with asyncio.timeout(10):
-            while "writes are failing" not in (await raw_get(server.url, b"/readyz"))[1]:
-                await asyncio.sleep(0.02)
-        status, body = await raw_get(server.url, b"/login/?username=second")
-        assert (status, "may or may not be logged" in body) == (503, True)
-        names = [f"full-{i:04d}-" + "x" * 200 for i in range(200)]
-        burst = await send_logins(server.url, names, concurrency=50)
-        assert burst.statuses == {503: len(names)}
-        server.signal_group(signal.SIGKILL)
-        await asyncio.to_thread(server.process.wait, 10)
-    assert logged_usernames(log_path) == set()  # "first" alone was lost: within the bound
-
-
-async def test_two_workers_on_a_full_disk_lose_at_most_a_moment_of_logins_to_sigkill(
-    small_disk, tmp_path: Path
-) -> None:
-    log_path = small_disk("64k") / "login_log.txt"
-    env = {"QUART_LOGIN_LOG_PATH": str(log_path), "QUART_LOGIN_LOG_FULL_TIMEOUT": "0.5"}
-    names = [f"full-{i:04d}-" + "x" * 200 for i in range(300)]
-    with run_server(tmp_path, env, workers=2) as server:
-        fill(log_path.parent)
-        run = await send_logins(server.url, names, concurrency=20)
-        server.signal_group(signal.SIGKILL)
-        await asyncio.to_thread(server.process.wait, 10)
-    lost = set(run.acknowledged) - logged_usernames(log_path)
-    # Each worker answers at once only what it took before its first write
-    # failed: at most a wave of the client's 20 concurrent logins each.
-    assert len(lost) <= 2 * 20, f"{len(lost)} acknowledged logins lost"
-    assert run.statuses.get(503, 0) >= len(names) - 2 * 20
