@@ -39,6 +39,8 @@ ago than this, logins wait for their own record to be written. Twice the linger,
 oldest record of a batch waits one linger for its batch to start: no more than this much of
 answered logins is ever only in memory."""
 
+_monotonic = time.monotonic  # a global, not an attribute lookup per login
+
 LOG_LINES_PER_CALL = 1000
 """Records logged (abandoned or set aside) per call to the logger, one line each."""
 
@@ -134,6 +136,8 @@ class LogWriter:
         # written, were taken (inf: none): how far the store lags behind the logins.
         self._queue_since = math.inf
         self._in_flight_since = math.inf
+        # Past this monotonic time (-inf while writes fail) a login waits for its record.
+        self._lag_deadline = math.inf
         # Taken by the writer and not yet confirmed (written; durable: synced).
         self._in_flight: list[LoginRecord] = []
         self._in_flight_done: asyncio.Future[Sequence[LoginRecord]] | None = None
@@ -207,11 +211,12 @@ class LogWriter:
         """
         if self.durable or self.pending >= self.max_pending or self.state != "running":
             return False
-        now = time.monotonic()
-        if not self._keeps_up(now):
+        now = _monotonic()
+        if now > self._lag_deadline:
             return False
         if not self._queue:
             self._queue_since = now
+            self._track_lag()
         self._queue.append(record)
         self.pending += 1
         self.taken += 1
@@ -232,10 +237,11 @@ class LogWriter:
             raise LogUnavailable(f"the login log is {self.state}")
         if self.pending >= self.max_pending:
             await self._wait_for_room()
-        now = time.monotonic()
-        keeps_up = self._keeps_up(now)
+        now = _monotonic()
+        keeps_up = now <= self._lag_deadline
         if not self._queue:
             self._queue_since = now
+            self._track_lag()
         self._queue.append(record)
         self.pending += 1
         self.taken += 1
@@ -246,10 +252,11 @@ class LogWriter:
             self._hurry.set()  # no lingering: a login waits for this group
             await self._confirmed(record)
 
-    def _keeps_up(self, now: float) -> bool:
-        # Whether a login may be answered before its record is written.
+    def _track_lag(self) -> None:
+        # A deadline, recomputed when the oldest record or the failing state
+        # changes, so that the login path compares one number with the clock.
         oldest = min(self._in_flight_since, self._queue_since)
-        return not self.failing and now - oldest <= self.lag_bound
+        self._lag_deadline = -math.inf if self.failing else oldest + self.lag_bound
 
     async def _confirmed(self, record: LoginRecord) -> None:
         done = self._queue_done
@@ -390,9 +397,11 @@ class LogWriter:
             records, done = self._queue, self._queue_done
             self._queue, self._queue_done = [], None
             self._in_flight_since, self._queue_since = self._queue_since, math.inf
+            self._track_lag()
             last_size = len(records)
             await self._write_group(records, done)
             self._in_flight_since = math.inf
+            self._track_lag()
 
     async def _linger(self, seconds: float) -> None:
         # Cut short when a login starts waiting for room or the writer stops.
@@ -461,6 +470,7 @@ class LogWriter:
         self.last_error = describe_error(exc)
         self.last_error_at = datetime.now(UTC)
         self.failing = True
+        self._track_lag()
         # Once per streak and cause, not once per retry: a streak that starts
         # with a lost connection may go on for another reason.
         cause = _one_line(f"{type(exc).__name__}: {exc}")
@@ -477,6 +487,7 @@ class LogWriter:
     def _recovered(self) -> None:
         if self.failing:
             self.failing = False
+            self._track_lag()
             self._logged_cause = None
             self.logger.warning("login log: writing to %s works again", self.store.description)
 
@@ -493,6 +504,7 @@ class LogWriter:
         leftovers = self._in_flight + self._queue
         self._in_flight, self._queue = [], []
         self._in_flight_since = self._queue_since = math.inf
+        self._track_lag()
         for future in (self._in_flight_done, self._queue_done):
             if future is not None and not future.done():
                 future.set_exception(LogUnavailable("the login log stopped"))
