@@ -124,3 +124,29 @@ async def test_receivers_connected_or_gone_after_a_send_are_heard_or_not(app: Qu
     finally:
         login_signal.disconnect(first)
     assert sorted(heard) == ["first a", "first b", "first c", "second b"]  # blinker: any order
+
+
+def connect_readme_receiver(app: Quart, heard: list[str]) -> weakref.ref:
+    """The README's example receiver, connected in a function: nothing keeps it but the signal."""
+
+    @login_signal.connect_via(app)
+    async def notify(sender: Quart, *, username: str) -> None:
+        heard.append(f"{username} logged in to {sender.name}")
+
+    return weakref.ref(notify)
+
+
+async def test_the_readmes_receiver_hears_logins_after_its_function_returned(app: Quart) -> None:
+    # The README says connect_via holds the receiver strongly: were it held
+    # weakly, it would be collected here and hear nothing, without a word.
+    heard: list[str] = []
+    notify = connect_readme_receiver(app, heard)
+    gc.collect()
+    try:
+        async with app.test_app() as test_app:
+            response = await test_app.test_client().get("/login/?username=ann")
+            assert response.status_code == 200
+    finally:
+        if (receiver := notify()) is not None:
+            login_signal.disconnect(receiver)
+    assert heard == [f"ann logged in to {app.name}"]
