@@ -7,7 +7,9 @@ import threading
 import weakref
 from pathlib import Path
 
+import pytest
 from quart import Quart, request
+from werkzeug.exceptions import Forbidden
 
 from quart_app import create_app
 from quart_app.signals import login_signal
@@ -150,3 +152,26 @@ async def test_the_readmes_receiver_hears_logins_after_its_function_returned(app
         if (receiver := notify()) is not None:
             login_signal.disconnect(receiver)
     assert heard == [f"ann logged in to {app.name}"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(PermissionError("banned"), 500), (Forbidden("banned"), 403)],
+    ids=["exception", "http-exception"],
+)
+async def test_a_receiver_that_raises_gets_the_client_its_error_not_a_200(
+    app: Quart, error: Exception, status: int
+) -> None:
+    # Whether the login is logged all the same depends on the order blinker
+    # calls receivers in, which it does not set: the README says so.
+    async def veto(sender: object, *, username: str) -> None:
+        raise error
+
+    login_signal.connect(veto, sender=app)
+    try:
+        async with app.test_app() as test_app:
+            response = await test_app.test_client().get("/login/?username=vetoed")
+    finally:
+        login_signal.disconnect(veto)
+    assert response.status_code == status
+    assert "登录成功" not in await response.get_data(as_text=True)
