@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 from pathlib import Path
 
 import aiohttp
 
 from conftest import ControlledStore, store_of, wait_for_records, writer_of
-from server import run_server, send_logins
+from server import ROOT, run_server, send_logins
+
+
+def documented_health_fields() -> set[str]:
+    """The fields docs/probes.md says a ``/healthz`` body has: the names its bullet quotes."""
+    text = (ROOT / "docs" / "probes.md").read_text(encoding="utf-8")
+    bullet = text[text.index("- `GET /healthz`") :].split("\n- ", 1)[0]
+    return set(re.findall(r"`([a-z_]+)`", bullet))
 
 
 async def test_all_probes_are_green_when_all_is_well(client, log_path: Path) -> None:
@@ -20,6 +28,8 @@ async def test_all_probes_are_green_when_all_is_well(client, log_path: Path) -> 
     health = await client.get("/healthz")
     body = await health.get_json()
     assert health.status_code == 200
+    # A dashboard reads these by name: every one the docs list, and no other.
+    assert set(body) == documented_health_fields()
     assert body["status"] == "ok" and body["reasons"] == []
     assert body["state"] == "running" and body["store"] == "file"
     assert body["pending"] == 0 and body["oldest_pending_age_s"] == 0
