@@ -353,7 +353,14 @@ def multipart(*fields: tuple[str, bytes]) -> bytes:
             MULTIPART,
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="username"\r\n'
             f"Content-Transfer-Encoding: base64\r\n\r\nYWRtaW4=\r\n--{BOUNDARY}--\r\n".encode(),
-            "Content-Transfer-Encoding",
+            "unsupported Content-Transfer-Encoding 'base64'",
+        ),
+        (
+            MULTIPART,
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="username"\r\n'
+            f"Content-Transfer-Encoding: quoted-printable\r\n\r\n=61dmin\r\n"
+            f"--{BOUNDARY}--\r\n".encode(),
+            "unsupported Content-Transfer-Encoding 'quoted-printable'",
         ),
     ],
     ids=[
@@ -368,6 +375,7 @@ def multipart(*fields: tuple[str, bytes]) -> bytes:
         "json-lone-low-surrogate",
         "multipart-file-named-username",
         "multipart-base64",
+        "multipart-quoted-printable",
     ],
 )
 async def test_bodies_that_slipped_through_get_400_and_log_nothing(
