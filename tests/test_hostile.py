@@ -52,6 +52,7 @@ PLAIN = ["张三", "o'brien", "Zoë", "👩 dev", "a b", "a:b", "Ελένη", "�
 NOW = datetime.now(UTC)
 FORMATS = sorted(FORMATTERS)
 FORM = {"content-type": "application/x-www-form-urlencoded"}
+JSON_TYPE = {"content-type": "application/json"}
 
 
 @pytest.mark.parametrize("username", FORGERIES + PLAIN)
@@ -124,6 +125,17 @@ def test_parse_line_refuses_what_is_not_a_login_line(line: str) -> None:
         ),
         ({"data": b"username=%ff%fe", "headers": FORM}, 400, "not valid UTF-8"),
         ({"data": b"username=%zz", "headers": FORM}, 400, "invalid percent-encoding"),
+        # Parsers differ on which of two values a repeated key means.
+        (
+            {"data": b'{"a": 1, "a": 2, "username": "x"}', "headers": JSON_TYPE},
+            400,
+            "the JSON body repeats a key",
+        ),
+        (
+            {"data": b"username=x", "headers": {"content-type": "multipart/form-data"}},
+            400,
+            "the multipart content type has no boundary",
+        ),
         ({"data": b"<u>x</u>", "headers": {"content-type": "text/xml"}}, 415, "unsupported"),
         ({"json": {"username": "x" * 257}}, 400, "longer than 256 characters"),
     ],
