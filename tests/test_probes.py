@@ -93,6 +93,18 @@ async def test_a_draining_app_is_not_ready(make_app) -> None:
         assert await stopping
 
 
+async def test_an_app_before_its_start_and_after_its_stop_is_not_ready(app) -> None:
+    # docs/probes.md: not ready while starting or stopping, when the writer takes no record.
+    async def readiness() -> tuple[int, str]:
+        ready = await app.test_client().get("/readyz")
+        return ready.status_code, await ready.get_data(as_text=True)
+
+    assert await readiness() == (503, "the login log is stopped")
+    async with app.test_app() as test_app:
+        assert (await test_app.test_client().get("/readyz")).status_code == 200
+    assert await readiness() == (503, "the login log is stopped")
+
+
 async def test_a_real_server_on_a_hung_disk_says_it_is_not_ready(tmp_path: Path) -> None:
     # A FIFO nobody reads: writes hang once its 64 KiB are full.
     log_path = tmp_path / "login_log.txt"
