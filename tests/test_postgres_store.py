@@ -312,6 +312,21 @@ async def test_a_table_partitioned_by_time_with_a_key_on_id_and_time_is_used(
     assert row["username"] == "partitioned"
 
 
+async def test_a_table_with_nullable_columns_defaults_checks_and_plain_indexes_is_used(
+    database: Database,
+) -> None:
+    # What docs/postgres.md says a DBA may add: none of it can skip or double a login.
+    await database.execute(
+        f"CREATE TABLE {database.table} ({COLUMNS} ip inet, host text, note text, "
+        "tenant int NOT NULL DEFAULT 0, CHECK (username <> '')); "
+        f"CREATE INDEX ON {database.table} (host, logged_in_at)"
+    )
+    async with create_app(database.config()).test_app() as test_app:
+        assert await login(test_app.test_client(), "query", "extended") == 200
+        [row] = await database.wait_for_rows(1)
+    assert (row["username"], row["note"], row["tenant"]) == ("extended", None, 0)
+
+
 async def test_a_database_not_in_utf8_is_refused(throwaway_database: Database) -> None:
     # 张三 would be answered 200, then set aside: LATIN1 cannot hold it.
     database = throwaway_database
