@@ -6,7 +6,8 @@ import asyncio
 import logging
 import socket
 import traceback
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,7 @@ from quart_app.testing import free_port
 from payloads import TEXT_PATHS, text_login
 from pg import Database, changed_url, connected, password_of
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 UNICODE = [
     "张三",
     "o'brien",
@@ -69,6 +71,12 @@ async def test_every_input_path_writes_the_right_row(database: Database) -> None
     assert {row["host"] for row in rows} == {"web-1"}
     assert all(before <= row["logged_in_at"] <= after for row in rows)
     assert [row["logged_in_at"] for row in rows] == sorted(row["logged_in_at"] for row in rows)
+    # docs/postgres.md: each id a UUIDv7 (RFC 9562), made once the login was taken.
+    for row in rows:
+        assert (row["id"].version, row["id"].variant) == (7, uuid.RFC_4122)
+        made = EPOCH + timedelta(milliseconds=row["id"].int >> 80)
+        taken = row["logged_in_at"]
+        assert taken - timedelta(microseconds=taken.microsecond % 1000) <= made <= after
 
 
 async def test_an_unknown_address_is_null_and_the_host_defaults_to_the_host_name(
