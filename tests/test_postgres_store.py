@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import traceback
@@ -171,6 +172,23 @@ async def test_a_table_renamed_away_leaves_room_for_a_new_one(database: Database
         assert await login(test_app.test_client(), "query", "after the rename") == 200
         [row] = await database.wait_for_rows(1)
     assert row["username"] == "after the rename"
+
+
+async def test_a_table_named_with_its_schema_is_created_and_filled_there(
+    database: Database,
+) -> None:
+    # The README's LOGIN_LOG_TABLE takes schema.table too: beside a table of the
+    # same name in public, which must stay as it is.
+    schema = f"{database.table}_audit"
+    database.cleanup.append(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    await database.execute(f"CREATE SCHEMA {schema}")
+    await database.create_table()
+    in_schema = dataclasses.replace(database, table=f"{schema}.{database.table}")
+    async with create_app(in_schema.config()).test_app() as test_app:
+        assert await login(test_app.test_client(), "query", "in a schema") == 200
+        [row] = await in_schema.wait_for_rows(1)
+    assert row["username"] == "in a schema"
+    assert await database.rows() == []
 
 
 async def test_several_stores_opening_at_once_on_a_missing_table_all_open(
