@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
+
+from quart_app.config import Settings
+from quart_app.serving import DRAIN_MARGIN
 from quart_app.testing import ROOT
 from quart_app.writer import LAG_BOUND, LINGER
 
@@ -30,3 +34,25 @@ def test_the_readme_states_what_a_200_means_with_the_writers_own_figures() -> No
     assert f"written within one batching interval ({LINGER * 1000:g} ms)" in readme
     assert f"at most {LAG_BOUND:g} s of answered logins are ever only in memory" in readme
     assert f"loses at most {LAG_BOUND:g} s of acknowledged logins" in readme
+
+
+def test_the_stop_and_bind_figures_are_hypercorn_tomls_and_the_settings() -> None:
+    # test_stop checks that the bounds fit; this, that a change of them reaches the docs,
+    # whose sums people size grace periods by.
+    toml = tomllib.loads((ROOT / "hypercorn.toml").read_text(encoding="utf-8"))
+    grace, bound = toml["graceful_timeout"], toml["shutdown_timeout"]
+    drain = Settings().login_log_drain_timeout
+    readme, deploying = flat(ROOT / "README.md"), flat(ROOT / "docs" / "deploying.md")
+    assert f"serves it with hypercorn on {toml['bind'][0]}" in readme
+    assert (
+        f"`graceful_timeout` {grace:g} s + drain {drain:g} s + under 1 s to log what is left "
+        f"= about {grace + drain + 1:g} s"
+    ) in readme
+    assert f"(`shutdown_timeout` {bound:g} s > drain + {DRAIN_MARGIN:g} s)" in readme
+    assert f"`graceful_timeout` ({grace:g} s in `hypercorn.toml`)" in deploying
+    assert f"`LOGIN_LOG_DRAIN_TIMEOUT` ({drain:g} s)" in deploying
+    assert f"the {DRAIN_MARGIN:g} s that `shutdown_timeout` must leave after the drain" in deploying
+    assert f"its own `shutdown_timeout` ({bound:g} s)" in deploying
+    assert f"| requests in flight (`graceful_timeout`) | {grace:g} |" in deploying
+    assert f"| drain (`LOGIN_LOG_DRAIN_TIMEOUT`) | {drain:g} |" in deploying
+    assert f"| worst case | about {grace + drain + 1:g} |" in deploying

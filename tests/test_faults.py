@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from quart_app.records import LoginRecord, parse_line
 from quart_app.writer import LogWriter
@@ -90,10 +91,20 @@ async def test_while_the_disk_fails_logins_get_503_and_are_kept(make_app, log_pa
         assert all("may or may not be logged" in body for body in bodies)
         assert "could not confirm the record in time" in bodies[0]
         assert "5 records waiting" in bodies[-1]  # then the queue is full: not taken
+        metrics = await (await client.get("/metrics")).get_data(as_text=True)
         store.error = None
         await wait_for_records(log_path, 5)
     # The first four 503s were kept and written once the disk worked: "may or may not".
     assert [r.username for r in read_records(log_path)] == [f"q{i}" for i in range(5)]
+    # Each 503 is counted (docs/probes.md): those taken and not confirmed apart from
+    # those the full queue never took.
+    refused = {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "quart_app_logins_refused_total" and sample.value
+    }
+    assert refused == {"log_unavailable": 4, "log_full": 3}
 
 
 async def test_a_login_waits_for_its_line_while_writes_are_slow(make_app, log_path: Path) -> None:

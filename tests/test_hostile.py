@@ -52,6 +52,7 @@ PLAIN = ["张三", "o'brien", "Zoë", "👩 dev", "a b", "a:b", "Ελένη", "�
 NOW = datetime.now(UTC)
 FORMATS = sorted(FORMATTERS)
 FORM = {"content-type": "application/x-www-form-urlencoded"}
+JSON_TYPE = {"content-type": "application/json"}
 
 
 @pytest.mark.parametrize("username", FORGERIES + PLAIN)
@@ -124,6 +125,17 @@ def test_parse_line_refuses_what_is_not_a_login_line(line: str) -> None:
         ),
         ({"data": b"username=%ff%fe", "headers": FORM}, 400, "not valid UTF-8"),
         ({"data": b"username=%zz", "headers": FORM}, 400, "invalid percent-encoding"),
+        # Parsers differ on which of two values a repeated key means.
+        (
+            {"data": b'{"a": 1, "a": 2, "username": "x"}', "headers": JSON_TYPE},
+            400,
+            "the JSON body repeats a key",
+        ),
+        (
+            {"data": b"username=x", "headers": {"content-type": "multipart/form-data"}},
+            400,
+            "the multipart content type has no boundary",
+        ),
         ({"data": b"<u>x</u>", "headers": {"content-type": "text/xml"}}, 415, "unsupported"),
         ({"json": {"username": "x" * 257}}, 400, "longer than 256 characters"),
     ],
@@ -353,7 +365,14 @@ def multipart(*fields: tuple[str, bytes]) -> bytes:
             MULTIPART,
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="username"\r\n'
             f"Content-Transfer-Encoding: base64\r\n\r\nYWRtaW4=\r\n--{BOUNDARY}--\r\n".encode(),
-            "Content-Transfer-Encoding",
+            "unsupported Content-Transfer-Encoding 'base64'",
+        ),
+        (
+            MULTIPART,
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="username"\r\n'
+            f"Content-Transfer-Encoding: quoted-printable\r\n\r\n=61dmin\r\n"
+            f"--{BOUNDARY}--\r\n".encode(),
+            "unsupported Content-Transfer-Encoding 'quoted-printable'",
         ),
     ],
     ids=[
@@ -368,6 +387,7 @@ def multipart(*fields: tuple[str, bytes]) -> bytes:
         "json-lone-low-surrogate",
         "multipart-file-named-username",
         "multipart-base64",
+        "multipart-quoted-printable",
     ],
 )
 async def test_bodies_that_slipped_through_get_400_and_log_nothing(

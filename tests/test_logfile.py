@@ -161,6 +161,19 @@ async def test_a_created_log_gets_exactly_its_mode_whatever_the_umask(
     assert stat.S_IMODE(log_path.stat().st_mode) == mode
 
 
+async def test_the_lock_file_beside_the_log_is_the_owners_alone(make_app, log_path: Path) -> None:
+    # Whoever may read a 0644 log may not open its lock file, so no reader can
+    # take the lock and hold up the writers (docs/guarantees.md).
+    old_umask = os.umask(0)  # would leave any mode asked for as it is
+    try:
+        async with make_app(LOGIN_LOG_FILE_MODE="0644").test_app() as test_app:
+            assert (await test_app.test_client().get("/login/?username=l")).status_code == 200
+    finally:
+        os.umask(old_umask)
+    lock = log_path.with_name(f".{log_path.name}.lock")
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
 def test_the_file_mode_setting_is_checked(make_app) -> None:
     for bad in ["rw-r-----", "0999", 0o1777, "0400"]:
         with pytest.raises(ConfigError, match="LOGIN_LOG_FILE_MODE"):

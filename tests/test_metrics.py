@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from test_http1 import exchange
 from quart_app.metrics import REFUSAL_REASONS
 
 from conftest import ControlledStore, store_of, wait_for_records, writer_of
-from server import run_server, send_logins
+from server import ROOT, run_server, send_logins
 from test_http2 import h2_request
 
 
@@ -29,6 +30,43 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(scrape: dict, name: str, **labels: str) -> float:
     return scrape[(name, tuple(sorted(labels.items())))]
+
+
+def probes_table_rows() -> list[list[str]]:
+    """The cells of each row of docs/probes.md's tables, the header and rule rows left out."""
+    rows = []
+    for line in (ROOT / "docs" / "probes.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith("`"):
+            rows.append(cells)
+    return rows
+
+
+async def test_every_metric_and_refusal_reason_the_docs_list_is_scraped(client) -> None:
+    # Dashboards and alerts are written from the docs' tables: a name that differs
+    # would read as no data, never as an error.
+    documented: dict[str, str] = {}
+    reasons: set[str] = set()
+    for first, second, *_ in probes_table_rows():
+        names = re.findall(r"`([a-z_]+)", first)
+        if second in ("counter", "gauge", "histogram"):
+            [name] = names
+            # The text format's counter family is named without its samples' _total.
+            documented[name.removesuffix("_total") if second == "counter" else name] = second
+        else:
+            reasons.update(names)
+    scrape = await (await client.get("/metrics")).get_data(as_text=True)
+    families = {
+        family.name: family.type
+        for family in text_string_to_metric_families(scrape)
+        if family.name.startswith("quart_app_")
+    }
+    # prometheus_client's own series of when each counter and histogram was created.
+    created = {n for n in families if n.endswith("_created") and n[: -len("_created")] in families}
+    assert {name: kind for name, kind in families.items() if name not in created} == documented
+    assert reasons == set(REFUSAL_REASONS)
+    for reason in reasons:  # shown at 0 before the first refusal, so that a rate works
+        assert value(samples(scrape), "quart_app_logins_refused_total", reason=reason) == 0
 
 
 async def test_metrics_count_logins_writes_and_refusals(make_app, log_path: Path) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 
 import pytest
 
 from quart_app import create_app
+from quart_app.records import parse_line
 
+from conftest import writer_of
 from pg import CLIENT, Database, password_of, pause, proxied, resume
 
 
@@ -111,6 +114,41 @@ async def test_durable_logins_get_503_while_down_and_none_is_doubled(
     # The 20 taken while down were kept and stored once; the 5 beyond the bound never taken.
     assert counts["before"] == counts["after"] == 1 and len(rows) == 22
     assert sum(counts[name] for name in names) == 20 and max(counts.values()) == 1
+
+
+async def test_still_down_at_the_stop_each_record_is_logged_as_not_confirmed_written(
+    throwaway_database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A served process then exits with status 3, as for a file (tests/test_stop.py).
+    database, server = throwaway_database, throwaway_database.server
+    assert server is not None
+    config = database.config(
+        LOGIN_LOG_DRAIN_TIMEOUT=1, LOGIN_LOG_FULL_TIMEOUT=0.2, LOGIN_LOG_DATABASE_TIMEOUT=0.5
+    )
+    app = create_app(config)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await statuses_of(client, ["before"])) == {"before": 200}
+        await database.wait_for_rows(1)
+        server.stop()
+        names = [f"unwritten-{i}" for i in range(3)]
+        # The first answered 200 (taken before the writer knew), the others 503: all kept.
+        statuses = await statuses_of(client, names)
+    server.start()
+    rows = await database.rows()
+
+    assert statuses[names[0]] == 200
+    marker = "login log: NOT CONFIRMED WRITTEN (not written within the drain timeout of 1.0 s): "
+    lines = [
+        line
+        for record in caplog.records
+        if record.levelno == logging.ERROR
+        for line in record.getMessage().split("\n")
+        if line.startswith(marker)
+    ]
+    assert [parse_line(line.removeprefix(marker)).username for line in lines] == names
+    assert writer_of(app).unconfirmed == len(names)
+    assert [row["username"] for row in rows] == ["before"]
 
 
 async def test_a_hung_server_is_an_error_after_the_timeout_not_a_hang(

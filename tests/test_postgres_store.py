@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import traceback
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +24,7 @@ from quart_app.testing import free_port
 from payloads import TEXT_PATHS, text_login
 from pg import Database, changed_url, connected, password_of
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 UNICODE = [
     "张三",
     "o'brien",
@@ -69,6 +72,12 @@ async def test_every_input_path_writes_the_right_row(database: Database) -> None
     assert {row["host"] for row in rows} == {"web-1"}
     assert all(before <= row["logged_in_at"] <= after for row in rows)
     assert [row["logged_in_at"] for row in rows] == sorted(row["logged_in_at"] for row in rows)
+    # docs/postgres.md: each id a UUIDv7 (RFC 9562), made once the login was taken.
+    for row in rows:
+        assert (row["id"].version, row["id"].variant) == (7, uuid.RFC_4122)
+        made = EPOCH + timedelta(milliseconds=row["id"].int >> 80)
+        taken = row["logged_in_at"]
+        assert taken - timedelta(microseconds=taken.microsecond % 1000) <= made <= after
 
 
 async def test_an_unknown_address_is_null_and_the_host_defaults_to_the_host_name(
@@ -163,6 +172,23 @@ async def test_a_table_renamed_away_leaves_room_for_a_new_one(database: Database
         assert await login(test_app.test_client(), "query", "after the rename") == 200
         [row] = await database.wait_for_rows(1)
     assert row["username"] == "after the rename"
+
+
+async def test_a_table_named_with_its_schema_is_created_and_filled_there(
+    database: Database,
+) -> None:
+    # The README's LOGIN_LOG_TABLE takes schema.table too: beside a table of the
+    # same name in public, which must stay as it is.
+    schema = f"{database.table}_audit"
+    database.cleanup.append(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    await database.execute(f"CREATE SCHEMA {schema}")
+    await database.create_table()
+    in_schema = dataclasses.replace(database, table=f"{schema}.{database.table}")
+    async with create_app(in_schema.config()).test_app() as test_app:
+        assert await login(test_app.test_client(), "query", "in a schema") == 200
+        [row] = await in_schema.wait_for_rows(1)
+    assert row["username"] == "in a schema"
+    assert await database.rows() == []
 
 
 async def test_several_stores_opening_at_once_on_a_missing_table_all_open(
@@ -310,6 +336,21 @@ async def test_a_table_partitioned_by_time_with_a_key_on_id_and_time_is_used(
         assert await login(test_app.test_client(), "query", "partitioned") == 200
         [row] = await database.wait_for_rows(1)
     assert row["username"] == "partitioned"
+
+
+async def test_a_table_with_nullable_columns_defaults_checks_and_plain_indexes_is_used(
+    database: Database,
+) -> None:
+    # What docs/postgres.md says a DBA may add: none of it can skip or double a login.
+    await database.execute(
+        f"CREATE TABLE {database.table} ({COLUMNS} ip inet, host text, note text, "
+        "tenant int NOT NULL DEFAULT 0, CHECK (username <> '')); "
+        f"CREATE INDEX ON {database.table} (host, logged_in_at)"
+    )
+    async with create_app(database.config()).test_app() as test_app:
+        assert await login(test_app.test_client(), "query", "extended") == 200
+        [row] = await database.wait_for_rows(1)
+    assert (row["username"], row["note"], row["tenant"]) == ("extended", None, 0)
 
 
 async def test_a_database_not_in_utf8_is_refused(throwaway_database: Database) -> None:

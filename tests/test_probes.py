@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 from pathlib import Path
 
 import aiohttp
 
 from conftest import ControlledStore, store_of, wait_for_records, writer_of
-from server import run_server, send_logins
+from server import ROOT, run_server, send_logins
+
+
+def documented_health_fields() -> set[str]:
+    """The fields docs/probes.md says a ``/healthz`` body has: the names its bullet quotes."""
+    text = (ROOT / "docs" / "probes.md").read_text(encoding="utf-8")
+    bullet = text[text.index("- `GET /healthz`") :].split("\n- ", 1)[0]
+    return set(re.findall(r"`([a-z_]+)`", bullet))
 
 
 async def test_all_probes_are_green_when_all_is_well(client, log_path: Path) -> None:
@@ -20,6 +28,8 @@ async def test_all_probes_are_green_when_all_is_well(client, log_path: Path) -> 
     health = await client.get("/healthz")
     body = await health.get_json()
     assert health.status_code == 200
+    # A dashboard reads these by name: every one the docs list, and no other.
+    assert set(body) == documented_health_fields()
     assert body["status"] == "ok" and body["reasons"] == []
     assert body["state"] == "running" and body["store"] == "file"
     assert body["pending"] == 0 and body["oldest_pending_age_s"] == 0
@@ -81,6 +91,18 @@ async def test_a_draining_app_is_not_ready(make_app) -> None:
         assert (await client.get("/login/?username=late")).status_code == 503
         store.gate.set()
         assert await stopping
+
+
+async def test_an_app_before_its_start_and_after_its_stop_is_not_ready(app) -> None:
+    # docs/probes.md: not ready while starting or stopping, when the writer takes no record.
+    async def readiness() -> tuple[int, str]:
+        ready = await app.test_client().get("/readyz")
+        return ready.status_code, await ready.get_data(as_text=True)
+
+    assert await readiness() == (503, "the login log is stopped")
+    async with app.test_app() as test_app:
+        assert (await test_app.test_client().get("/readyz")).status_code == 200
+    assert await readiness() == (503, "the login log is stopped")
 
 
 async def test_a_real_server_on_a_hung_disk_says_it_is_not_ready(tmp_path: Path) -> None:

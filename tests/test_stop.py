@@ -141,6 +141,26 @@ async def test_signal_to_every_process_of_two_workers_loses_nothing(
     assert await assert_logged_once(log_path, *runs) >= len(names) // 3
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+async def test_a_signal_to_the_parent_alone_stops_every_worker_losing_nothing(
+    tmp_path: Path, sig: int
+) -> None:
+    # As `kill PID` or a supervisor that signals one process sends it (docs/deploying.md):
+    # hypercorn's parent tells its workers to stop, then terminates those left.
+    log_path = tmp_path / "login_log.txt"
+    names = [f"parent-{i}" for i in range(3000)]
+    with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
+        workers = server.workers()
+        run = await send_logins(
+            server.url, names, when_half_done=lambda: server.process.send_signal(sig)
+        )
+        status = await asyncio.to_thread(server.process.wait, 60)
+        assert status == 0, server.stderr
+        _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 30)
+        assert not alive, "workers outlived their parent's stop"
+    assert await assert_logged_once(log_path, run) >= len(names) // 3
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
 async def test_a_worker_signalled_alone_drains_and_is_replaced(tmp_path: Path, sig: int) -> None:
     log_path = tmp_path / "login_log.txt"
