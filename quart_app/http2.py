@@ -14,6 +14,14 @@ hypercorn 0.18's ``H2Protocol`` (``hypercorn/protocol/h2.py``) drops requests:
 * A CONNECT request (no ``:path``) raises ``UnboundLocalError``, a ``:path`` or
   ``:method`` that is not ASCII ``UnicodeDecodeError``, before the app runs: no
   answer, a traceback. Here they are answered 400 with the reason.
+* On a stop, at ``graceful_timeout``, hypercorn cancels the connection's
+  tasks, its sender first: an answer still waiting for it (for the client's
+  flow-control window) waited for ever, and the stop with it, before the drain
+  began. And once the last stream closed, hypercorn restarted the idle timer in
+  that task group being cancelled: ``RuntimeError``, a traceback per connection,
+  exit status 1. Here a sender that ends releases what waits for it, and the
+  last stream of a stopping connection closes the connection, as hypercorn's
+  HTTP/1.1 protocol does.
 * DATA for a stream already answered (a login refused 413 while its body still
   comes) raises ``KeyError``, which ends the connection and every other stream
   in flight on it. Here the data is acknowledged and the stream reset with
@@ -35,7 +43,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import hypercorn.protocol as protocol
-from hypercorn.events import Event, RawData
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h2 import H2Protocol
@@ -85,8 +93,24 @@ class AnsweringH2Protocol(H2Protocol):
         await self._flush()
         await self._goaway_when_done()
 
+    async def send_task(self) -> None:
+        """Send the streams' data, as hypercorn does; once it ends, no stream waits for it."""
+        try:
+            await super().send_task()
+        finally:
+            self.closed = True
+            for buffer in list(self.stream_buffers.values()):
+                await buffer.close()  # wakes a stream waiting for its data to go out
+
     async def stream_send(self, event: StreamEvent) -> None:
         """Send what a stream gives; GOAWAY once a retiring connection has answered all."""
+        if isinstance(event, StreamClosed) and self.context.terminated.is_set():
+            await self._close_stream(event.stream_id)
+            if all(stream.idle for stream in self.streams.values()):
+                self.connection.close_connection()
+                await self._flush()
+                await self.send(Closed())
+            return
         await super().stream_send(event)
         if isinstance(event, StreamClosed):
             await self._goaway_when_done()

@@ -1,9 +1,10 @@
-"""The hypercorn code quart_app.http1_errors and quart_app.http2 subclass and replace, pinned.
+"""The hypercorn code quart_app.http1_errors, quart_app.http2 and quart_app.serving rely on, pinned.
 
-Both put a subclass of a hypercorn protocol class in its place and rely on that
-class's private members. A hypercorn whose code differs fails here: check both
-modules against it (does the bug they work around remain? do the members they
-use still mean the same?), then pin its code.
+The first two put a subclass of a hypercorn protocol class in its place and
+rely on that class's private members; serving reads worker_serve's locals. A
+hypercorn whose code differs fails here: check these modules against it (does
+the bug they work around remain? do the members they use still mean the
+same?), then pin its code.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 
+import hypercorn.asyncio.run
+import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
@@ -32,10 +35,23 @@ PINNED = {
     hypercorn.protocol.h11.H11Protocol: (
         "b32a61e0a8ca2127c7e1cb133281521f6cc73fdefb94b188fb6944e80b175b43"
     ),
+    # Its close() wakes a stream waiting in drain().
+    hypercorn.protocol.h2.StreamBuffer: (
+        "bc347b7c78068613befe675f8fb3779ff3a4385312aa46c031e335b33d281be9"
+    ),
+    # Restarts the idle timer on Updated(idle=True), closes on Closed().
+    hypercorn.asyncio.tcp_server.TCPServer: (
+        "3bfa72b319509f2b02a757c59348721eb890e6db97fe21ccd7fd08541f2f4ee5"
+    ),
+    # Its locals context (terminate, terminated) and config; cancels at graceful_timeout.
+    hypercorn.asyncio.run.worker_serve: (
+        "ae30269c42b954423c2b8c9f1300be2663d269dccdde3e85fb785b328ea4b2ef"
+    ),
 }
 
 
-@pytest.mark.parametrize("cls", PINNED, ids=lambda cls: cls.__name__)
-def test_the_hypercorn_code_replaced_is_the_code_checked(cls: type) -> None:
-    digest = hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()
-    assert digest == PINNED[cls], f"hypercorn's {cls.__name__} changed: see this file's docstring"
+@pytest.mark.parametrize("code", PINNED, ids=lambda code: code.__name__)
+def test_the_hypercorn_code_relied_on_is_the_code_checked(code: object) -> None:
+    digest = hashlib.sha256(inspect.getsource(code).encode()).hexdigest()
+    name = code.__name__
+    assert digest == PINNED[code], f"hypercorn's {name} changed: see this file's docstring"
