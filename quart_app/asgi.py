@@ -11,6 +11,7 @@ from __future__ import annotations
 from .serving import (
     check_stop_bounds,
     finish,
+    refuse_waiting_logins_before_cancel,
     stop_gracefully_on_signals,
     use_shared_metrics_directory,
 )
@@ -39,6 +40,7 @@ app = create_app()
 async def _prepare_process() -> None:
     check_stop_bounds(app.extensions[KEY].settings.login_log_drain_timeout)
     stop_gracefully_on_signals()
+    refuse_waiting_logins_before_cancel(app.extensions[KEY].writer)
 
 
 @app.after_serving

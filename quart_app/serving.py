@@ -9,6 +9,9 @@ hypercorn has no hooks for any of this, hence this module:
   worker stops gracefully on SIGTERM and SIGHUP (the parent, if alive, starts
   a new one, as it does after ``max_requests``), and when its parent dies.
 * The metrics directory that ``prometheus_client`` needs with several workers.
+* Logins still waiting for their record when hypercorn, ``graceful_timeout``
+  into a stop, cancels the requests still running: it would answer them 500,
+  or not at all. They are refused (503) just before.
 * The exit: when a stop could not confirm every record, the process exits
   with :data:`EXIT_UNCONFIRMED` at once, because a thread stuck in ``write(2)``
   cannot be interrupted and Python would wait for it for ever.
@@ -26,7 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError
 from .processes import alive
@@ -36,8 +39,14 @@ EXIT_UNCONFIRMED = 3
 
 METRICS_DIR_PREFIX = "quart_app-metrics-"
 
+ANSWER_MARGIN = 0.5
+"""Seconds before hypercorn's graceful_timeout at which logins still waiting are refused."""
+
 DRAIN_MARGIN = 2.0
 """Seconds hypercorn's shutdown_timeout must leave after the drain: for logging what is left."""
+
+if TYPE_CHECKING:
+    from .writer import LogWriter
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +129,33 @@ def _stop_this_worker(attempt: int = 0) -> None:
     task = loop.create_task(context.terminate.set())
     _stopping.add(task)  # a reference, so the task is not collected before it runs
     task.add_done_callback(_stopping.discard)
+
+
+def refuse_waiting_logins_before_cancel(writer: LogWriter) -> None:
+    """On a stop, refuse (503) the logins still waiting just before hypercorn cancels them.
+
+    Call from the serving process's event loop, during start-up.
+    """
+    task = asyncio.get_running_loop().create_task(_refuse_at_graceful_timeout(writer))
+    _stopping.add(task)  # a reference, so the task is not collected while it waits
+    task.add_done_callback(_stopping.discard)
+
+
+async def _refuse_at_graceful_timeout(writer: LogWriter) -> None:
+    # The worker context, whose event tells that a stop began, exists once
+    # start-up is over.
+    for _ in range(200):  # 10 s, then say so: hypercorn may have changed
+        context = _worker_serve_local("context")
+        if hasattr(context, "terminated"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        logger.error("hypercorn's worker context is missing: a stop may answer logins 500")
+        return
+    await context.terminated.wait()
+    graceful = getattr(_worker_serve_local("config"), "graceful_timeout", 0.0)
+    await asyncio.sleep(max(0.0, graceful - ANSWER_MARGIN))
+    writer.refuse_waiting("the server is stopping")
 
 
 def _worker_serve_local(name: str) -> Any:

@@ -141,6 +141,8 @@ class LogWriter:
         # Taken by the writer and not yet confirmed (written; durable: synced).
         self._in_flight: list[LoginRecord] = []
         self._in_flight_done: asyncio.Future[Sequence[LoginRecord]] | None = None
+        # Set by refuse_waiting(): why a login that would wait is refused at once.
+        self._refusing: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._work = asyncio.Event()  # set when records are waiting
@@ -153,6 +155,7 @@ class LogWriter:
         # Fresh events: an event is bound to the loop that first waits on it.
         self._work, self._room, self._hurry = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.state = "running"
+        self._refusing = None
         self._task = asyncio.create_task(self._run(), name="login-log-writer")
         self._task.add_done_callback(self._ended)
         self._publisher = asyncio.create_task(self._publish_every(1.0))
@@ -199,6 +202,22 @@ class LogWriter:
             async with asyncio.timeout(1):
                 await self.store.close()
         return self.unconfirmed == 0
+
+    def refuse_waiting(self, reason: str) -> None:
+        """Refuse the logins waiting for their record or for room, and those that would wait.
+
+        They raise :class:`LogUnavailable` with ``reason`` (503). Their records
+        stay queued: the drain may still write them, as after any 503. A served
+        process calls this just before its server cancels the requests still
+        running, so that they are answered while they can be.
+        """
+        self._refusing = reason
+        for future in (self._in_flight_done, self._queue_done):
+            if future is not None and not future.done():
+                future.set_exception(LogUnavailable(reason))
+                future.exception()  # retrieved here: every waiter may have given up already
+        self._queue_done = None
+        self._room.set()
 
     def offer(self, record: LoginRecord) -> bool:
         """Queue ``record`` if that needs no waiting; return whether it was queued.
@@ -259,6 +278,8 @@ class LogWriter:
         self._lag_deadline = -math.inf if self.failing else oldest + self.lag_bound
 
     async def _confirmed(self, record: LoginRecord) -> None:
+        if self._refusing is not None:
+            raise LogUnavailable(self._refusing)
         done = self._queue_done
         if done is None:
             done = self._queue_done = self._group_future()
@@ -291,7 +312,7 @@ class LogWriter:
         self._hurry.set()
         try:
             async with asyncio.timeout(self.full_timeout):
-                while self.state == "running" and self.pending >= self.max_pending:
+                while self._waits_for_room():
                     self._room.clear()
                     await self._room.wait()
         except TimeoutError:
@@ -300,6 +321,12 @@ class LogWriter:
             ) from None
         if self.state != "running":
             raise LogUnavailable(f"the login log is {self.state}")
+        if self._refusing is not None:
+            raise LogUnavailable(self._refusing)
+
+    def _waits_for_room(self) -> bool:
+        running = self.state == "running" and self._refusing is None
+        return running and self.pending >= self.max_pending
 
     @property
     def alive(self) -> bool:
@@ -416,9 +443,13 @@ class LogWriter:
         set_aside: list[LoginRecord] = []
         for start in range(0, len(records), self.max_batch):
             batch = records[start : start + self.max_batch]
-            set_aside += await self._write_batch(batch)
+            refused = await self._write_batch(batch)
+            set_aside += refused
             if not self.durable:  # durable records are confirmed by the sync
                 self._in_flight = records[start + len(batch) :]
+            elif refused:  # accounted for already: never given up again
+                gone = {id(r) for r in refused}
+                self._in_flight = [r for r in self._in_flight if id(r) not in gone]
             self._release(len(batch))
         if self.durable and not await self._sync(len(records), done):
             return

@@ -16,7 +16,7 @@ from quart.testing.app import LifespanError
 
 from quart_app.records import LoginRecord
 from quart_app.stores.file import FileStore
-from quart_app.writer import LogWriter
+from quart_app.writer import LogUnavailable, LogWriter
 
 from conftest import ControlledStore, read_records, store_of, wait_for_records, writer_of
 
@@ -260,3 +260,76 @@ async def test_offer_queues_only_what_needs_no_waiting(tmp_path: Path) -> None:
     assert not durable.offer(record("durable"))  # durable logins wait for their sync
     assert await durable.stop()
     assert [r.username for r in read_records(tmp_path / "log.txt")] == ["queued"]
+
+
+async def test_refuse_waiting_answers_every_waiting_login_and_keeps_the_records(
+    tmp_path: Path,
+) -> None:
+    store = ControlledStore(str(tmp_path / "log.txt"))
+    store.gate.clear()
+    writer = LogWriter(store, max_pending=2, durable=True, logger=logging.getLogger("test"))
+    await writer.start()
+    in_flight = asyncio.create_task(writer.submit(record("in-flight")))
+    await asyncio.to_thread(store.entered.wait, 5)  # its write hangs
+    queued = asyncio.create_task(writer.submit(record("queued")))
+    no_room = asyncio.create_task(writer.submit(record("no-room")))
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in (in_flight, queued, no_room))
+
+    writer.refuse_waiting("the server is stopping")
+    results = await asyncio.wait_for(
+        asyncio.gather(in_flight, queued, no_room, return_exceptions=True), 5
+    )
+    assert [str(result) for result in results] == ["the server is stopping"] * 3
+    with pytest.raises(LogUnavailable, match="the server is stopping"):
+        await writer.submit(record("later"))  # would wait for room: refused at once, not taken
+    store.gate.set()
+    assert await writer.stop()  # what was taken is still written
+    assert [r.username for r in read_records(tmp_path / "log.txt")] == ["in-flight", "queued"]
+
+
+class RefusingStore:
+    """Sets aside every record named ``refused``; its syncs wait for ``synced``."""
+
+    kind = "test"
+    description = "a test store"
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+        self.synced = asyncio.Event()
+
+    async def open(self) -> None:
+        pass
+
+    def prepare(self, records: list[LoginRecord]) -> list[LoginRecord]:
+        return records
+
+    async def write(self, batch: list[LoginRecord]) -> list[LoginRecord]:
+        self.kept += [r.username for r in batch if r.username != "refused"]
+        return [r for r in batch if r.username == "refused"]
+
+    async def sync(self) -> None:
+        await self.synced.wait()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_record_set_aside_is_not_given_up_again_when_the_drain_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = RefusingStore()
+    writer = LogWriter(store, durable=True, drain_timeout=0.2, logger=logging.getLogger("t"))
+    await writer.start()
+    logins = [asyncio.create_task(writer.submit(record(n))) for n in ("kept", "refused")]
+    await asyncio.sleep(0.05)  # both written; the sync hangs
+    with caplog.at_level(logging.ERROR, "t"):
+        assert not await writer.stop()
+    assert (writer.set_aside_count, writer.unconfirmed) == (1, 1)
+    assert writer.ledger().taken == writer.ledger().written + 1 + 1  # set aside + unconfirmed
+    lines = caplog.text.splitlines()
+    assert sum("用户名:refused," in line for line in lines) == 1, caplog.text
+    assert sum("NOT CONFIRMED WRITTEN" in line and "用户名:kept," in line for line in lines) == 1
+    for login in logins:
+        with pytest.raises(LogUnavailable):
+            await login
