@@ -8,7 +8,9 @@ raise there, and the client gets a 500 and the log a traceback. This ASGI
 middleware answers such requests 400 with the reason instead. It counts an
 HTTP request it refuses as a refused login under ``bad_request`` when its path
 is the login route's, and under ``unreadable_target`` when it has no path to
-read: any of those may have been a login, so they are counted, apart.
+read: any of those may have been a login, so they are counted, apart. A
+WebSocket handshake to the login route is refused here too (``bad_request``),
+with the reason rather than Quart's HTML page.
 """
 
 from __future__ import annotations
@@ -65,20 +67,33 @@ class RequestGuard:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Pass the request on, or answer 400 with the reason."""
         kind = scope["type"]
-        if kind in ("http", "websocket") and (reason := refusal(scope)) is not None:
-            counted = counted_as(scope["path"], self.login_path) if kind == "http" else None
-            if counted is not None:
+        if kind == "http" and (reason := refusal(scope)) is not None:
+            if (counted := counted_as(scope["path"], self.login_path)) is not None:
                 self.metrics.logins_refused.labels(counted).inc()
-            body = reason.encode()
-            headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
-            if kind == "http":
-                await send({"type": "http.response.start", "status": 400, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-            elif "websocket.http.response" in scope.get("extensions", {}):
-                start = {"type": "websocket.http.response.start", "status": 400}
-                await send({**start, "headers": headers})
-                await send({"type": "websocket.http.response.body", "body": body})
-            else:  # closing before accepting: the server answers 403
-                await send({"type": "websocket.close", "code": 1008, "reason": reason})
-            return
-        await self.app(scope, receive, send)
+            await _answer_400(kind, scope, send, reason)
+        elif kind == "websocket" and (reason := self._websocket_refusal(scope)) is not None:
+            await _answer_400(kind, scope, send, reason)
+        else:
+            await self.app(scope, receive, send)
+
+    def _websocket_refusal(self, scope: dict[str, Any]) -> str | None:
+        if (reason := refusal(scope)) is not None:
+            return reason
+        if scope["path"] == self.login_path:  # else Quart's own 400, an HTML page
+            self.metrics.logins_refused.labels("bad_request").inc()
+            return "a WebSocket does not log in: use GET or POST"
+        return None
+
+
+async def _answer_400(kind: str, scope: dict[str, Any], send: Any, reason: str) -> None:
+    body = reason.encode()
+    headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
+    if kind == "http":
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        start = {"type": "websocket.http.response.start", "status": 400}
+        await send({**start, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:  # closing before accepting: the server answers 403
+        await send({"type": "websocket.close", "code": 1008, "reason": reason})

@@ -312,6 +312,23 @@ async def test_websocket_with_a_query_quart_cannot_decode_is_refused(app: Quart)
     assert sent[1]["body"] == b"the query string is not valid UTF-8"
 
 
+async def test_a_websocket_to_the_login_route_is_refused_with_the_reason(
+    app: Quart, log_path: Path
+) -> None:
+    # Quart answered with its HTML "Bad Request" page.
+    async with app.test_app() as test_app:
+        sent = await asgi_websocket(app, b"username=ws", {"websocket.http.response": {}})
+        metrics = await (await test_app.test_client().get("/metrics")).get_data(as_text=True)
+    assert [m["type"] for m in sent] == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b"a WebSocket does not log in: use GET or POST"
+    assert 'quart_app_logins_refused_total{reason="bad_request"} 1.0' in metrics
+    assert read_records(log_path) == []
+
+
 async def post(app: Quart, query: bytes, content_type: str | None, body: bytes) -> tuple[int, str]:
     """POST ``body`` to /login/?``query`` in process: the status and the answer."""
     headers = {"content-type": content_type} if content_type else {}
