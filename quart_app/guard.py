@@ -36,11 +36,15 @@ def refusal(scope: dict[str, Any]) -> str | None:
     path: str = scope["path"]
     if not path:
         return "the request target has no path"
-    if path[0] != "/":
+    if path[0] != "/" and path != "*":
         try:
-            urlparse(path)  # what Quart does with such a path
+            url = urlparse(path)  # what Quart does with such a path
         except ValueError:
             return "the request target is not a valid URL"
+        # RFC 9112's forms: "/path", an absolute URL, or "*". Quart routed
+        # "login/" to /login/: a login from a target no client sends.
+        if not (url.scheme and url.netloc):
+            return "the request target must start with / or be an absolute URL"
     return None
 
 

@@ -1,4 +1,4 @@
-"""Accept raw UTF-8 in the query string of an HTTP/1.1 request line.
+"""Accept raw UTF-8 in the query string of an HTTP/1.1 request line; refuse ``get``.
 
 ``curl 'http://127.0.0.1:8000/login/?username=张三'`` sends the name as raw
 UTF-8 bytes. Browsers and HTTP libraries percent-encode them, curl does not,
@@ -7,8 +7,12 @@ target: it answers 400 before the app sees the request. nginx accepts such
 bytes; so does this, in the query string only (hypercorn decodes the path as
 ASCII), and only as well-formed UTF-8.
 
+A method with lower-case letters is refused (400, ``illegal request line``):
+hypercorn upper-cases the method, so ``get`` would be served, and logged, as
+``GET``, a method the client did not send.
+
 Neither h11 nor hypercorn has a setting for this, hence the replacement of
-h11's two compiled patterns that check the target.
+h11's two compiled patterns that check the request line.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ _UTF8_MULTIBYTE = (
 # A path of visible ASCII without "?", then optionally "?" and a query of
 # visible ASCII and UTF-8 characters. Spaces and control bytes stay illegal.
 _TARGET = rb"[\x21-\x3e\x40-\x7e]+(?:\?(?:[\x21-\x7e]|" + _UTF8_MULTIBYTE + rb")*)?"
+# A token without lower-case letters: methods are case-sensitive (RFC 9110
+# §9.1), but hypercorn upper-cases them, so "get" would be taken as GET.
+_METHOD = rb"[-!#$%&'*+.^_`|~0-9A-Z]+"
 
 
 def accept_utf8_query_strings() -> None:
@@ -43,7 +50,7 @@ def accept_utf8_query_strings() -> None:
         return
     _events.request_target_re = re.compile(_TARGET)
     _readers.request_line_re = re.compile(
-        rb"(?P<method>" + _abnf.method.encode() + rb")"
+        rb"(?P<method>" + _METHOD + rb")"
         rb" (?P<target>" + _TARGET + rb")"
         rb" " + _abnf.http_version.encode()
     )

@@ -83,3 +83,41 @@ def test_what_h11_cannot_parse_is_refused_with_the_reason_and_logs_nothing(
     assert headers["content-type"] == "text/plain; charset=utf-8"
     assert h1_server.new_lines() == []
     assert_no_traceback(h1_server)
+
+
+CLOSE = b"Connection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "reason"),
+    [
+        (
+            b"GET login/?username=a HTTP/1.1\r\n" + HOST + CLOSE,
+            400,
+            "the request target must start with / or be an absolute URL",
+        ),
+        (b"get /login/?username=a HTTP/1.1\r\n" + HOST + CLOSE, 400, "illegal request line"),
+        (
+            b"Post /login/ HTTP/1.1\r\n" + HOST + b"Content-Type: application/x-www-form-urlencoded"
+            b"\r\nContent-Length: 10\r\n" + CLOSE + b"username=a",
+            400,
+            "illegal request line",
+        ),
+    ],
+    ids=["no-slash", "get", "Post"],
+)
+def test_a_target_or_method_no_client_sends_for_a_login_is_refused_unlogged(
+    h1_server: H2Server, request_bytes: bytes, status: int, reason: str
+) -> None:
+    # Quart took both as logins: "login/" routed to /login/, "get" upper-cased
+    # by hypercorn (methods are case-sensitive: RFC 9110 §9.1).
+    answered_status, _, body = exchange(h1_server.port, request_bytes)
+    assert (answered_status, body) == (status, reason)
+    assert h1_server.new_lines() == []
+    assert_no_traceback(h1_server)
+
+
+def test_an_absolute_url_target_still_logs_in(h1_server: H2Server) -> None:
+    request = b"GET http://x/login/?username=absolute HTTP/1.1\r\n" + HOST + CLOSE
+    assert exchange(h1_server.port, request)[::2] == (200, "登录成功")
+    assert ":absolute," in h1_server.new_lines()[0]  # then new_lines()'s own marker

@@ -241,6 +241,10 @@ def test_property_any_bytes_over_http2_give_one_line_of_what_was_sent_or_a_4xx(
         assert records == []
 
 
+LOWER_CASE_METHOD = "the method has lower-case letters: methods are case-sensitive"
+NO_SLASH = "the request target must start with / or be an absolute URL"
+
+
 @pytest.mark.parametrize(
     ("target", "method", "body", "reason"),
     [
@@ -254,8 +258,20 @@ def test_property_any_bytes_over_http2_give_one_line_of_what_was_sent_or_a_4xx(
         ("/login/é?username=x".encode(), b"GET", b"", "the path is not ASCII: percent-encode it"),
         (b"/\xff", b"GET", b"", "the path is not ASCII: percent-encode it"),
         (b"/login/?username=m", "GÉT".encode(), b"", "the method is not ASCII"),
+        (b"/login/?username=m", b"get", b"", LOWER_CASE_METHOD),
+        (b"/login/?username=m", b"Get", b"", LOWER_CASE_METHOD),
+        (b"login/?username=m", b"GET", b"", NO_SLASH),
     ],
-    ids=["connect", "connect-with-data", "utf8-path", "ff-path", "utf8-method"],
+    ids=[
+        "connect",
+        "connect-with-data",
+        "utf8-path",
+        "ff-path",
+        "utf8-method",
+        "get",
+        "Get",
+        "no-slash",
+    ],
 )
 def test_what_hypercorn_cannot_take_is_400_over_http2_and_logs_nothing(
     h2_server: H2Server, target: bytes | None, method: bytes, body: bytes, reason: str
