@@ -43,7 +43,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ..records import LoginRecord, escape, format_text
+from ..records import LoginRecord, escape
 from .pg_table import TableError, ensure_table, insert_sql
 
 logger = logging.getLogger(__name__)
@@ -334,8 +334,8 @@ class PostgresStore:
         """Find out whether the first part left, whose COMMIT went unanswered, was committed.
 
         Committed: it is stored. Not: it stays, to be sent as any other part.
-        Nothing tells: its records are set aside, logged as not confirmed
-        written (they may or may not be stored); unless the table takes no
+        Nothing tells: its records are set aside, with a log line saying they
+        may or may not be stored; unless the table takes no
         row now, which raises for the writer to try again later.
         """
         start, stop = batch.left[0]
@@ -349,14 +349,14 @@ class PostgresStore:
         if committed:
             self._last_stored = batch.records[stop - 1]
             return
-        for record in batch.records[start:stop]:
-            line = format_text(record).decode().removesuffix("\n")
-            logger.error(
-                "login log: NOT CONFIRMED WRITTEN (its COMMIT got no answer, and %s now skips "
-                "or refuses it, with a new id too: it may or may not be stored): %s",
-                self.description,
-                line,
-            )
+        # The records themselves are logged once, by the writer, as set aside.
+        logger.error(
+            "login log: %s cannot tell whether %d records were stored: their COMMIT got no "
+            "answer, and it now skips or refuses them, with new ids too; set aside, they may "
+            "or may not be stored",
+            self.description,
+            stop - start,
+        )
         batch.set_aside += batch.records[start:stop]
 
     async def _was_committed(self, batch: _Batch, start: int, stop: int) -> bool | None:
