@@ -20,6 +20,7 @@ from .serving import (
 use_shared_metrics_directory()
 
 from . import create_app  # noqa: E402
+from .connections import end_cancelled_connections_quietly  # noqa: E402
 from .http1 import accept_utf8_query_strings  # noqa: E402
 from .http1_errors import explain_http1_errors  # noqa: E402
 from .http2 import answer_every_http2_stream  # noqa: E402
@@ -31,6 +32,8 @@ accept_utf8_query_strings()
 explain_http1_errors()
 # So that every HTTP/2 request the app takes is answered, and every other refused.
 answer_every_http2_stream()
+# So that a stop cancelling connections at graceful_timeout logs no traceback for each.
+end_cancelled_connections_quietly()
 
 app = create_app()
 """The app, configured from ``QUART_*`` environment variables."""

@@ -13,15 +13,20 @@ hypercorn 0.18's ``H2Protocol`` (``hypercorn/protocol/h2.py``) drops requests:
   resets them with NO_ERROR, which tells the client nothing).
 * A CONNECT request (no ``:path``) raises ``UnboundLocalError``, a ``:path`` or
   ``:method`` that is not ASCII ``UnicodeDecodeError``, before the app runs: no
-  answer, a traceback. Here they are answered 400 with the reason.
+  answer, a traceback. Here they are answered 400 with the reason, and so is a
+  ``:method`` with lower-case letters, which hypercorn would upper-case.
 * On a stop, at ``graceful_timeout``, hypercorn cancels the connection's
   tasks, its sender first: an answer still waiting for it (for the client's
   flow-control window) waited for ever, and the stop with it, before the drain
   began. And once the last stream closed, hypercorn restarted the idle timer in
   that task group being cancelled: ``RuntimeError``, a traceback per connection,
-  exit status 1. Here a sender that ends releases what waits for it, and the
-  last stream of a stopping connection closes the connection, as hypercorn's
-  HTTP/1.1 protocol does.
+  exit status 1. A connection whose streams were all refused in the stop, or
+  that never opened one, stayed open until ``graceful_timeout``, the latter
+  past ``keep_alive_timeout`` too. Here a sender that ends releases what waits
+  for it; in a stop, a connection closes once its last stream closes or it
+  refuses streams with none running (GOAWAY naming the last stream taken), as
+  hypercorn's HTTP/1.1 protocol closes an idle one; and a connection that has
+  not opened a stream yet counts as idle.
 * DATA for a stream already answered (a login refused 413 while its body still
   comes) raises ``KeyError``, which ends the connection and every other stream
   in flight on it. Here the data is acknowledged and the stream reset with
@@ -43,7 +48,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import hypercorn.protocol as protocol
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h2 import H2Protocol
@@ -54,8 +59,11 @@ _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 def refusal(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Why hypercorn cannot take a request with these HTTP/2 headers, or None if it can."""
     pseudo = {name: value for name, value in headers if name[:1] == b":"}
-    if not pseudo[b":method"].isascii():
+    method = pseudo[b":method"]
+    if not method.isascii():
         return "the method is not ASCII"
+    if method.upper() != method:  # hypercorn upper-cases it: "get" would be taken as GET
+        return "the method has lower-case letters: methods are case-sensitive"
     if (path := pseudo.get(b":path")) is None:  # h2 lets only CONNECT through without one
         return "CONNECT is not supported: this server is not a proxy"
     if not path.partition(b"?")[0].isascii():  # the query is the app's to check
@@ -72,6 +80,17 @@ class AnsweringH2Protocol(H2Protocol):
         self.last_stream_taken = 0  # the highest stream id handed to the app
         self.retiring = False
         self.goaway_sent = False
+
+    async def initiate(
+        self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
+    ) -> None:
+        """Start the connection, as hypercorn does; one without a stream yet counts as idle."""
+        await super().initiate(headers, settings)
+        if self.idle:
+            # hypercorn's HTTP/1.1 side stopped the idle timer when it met the
+            # HTTP/2 preface, and nothing restarted it: a connection that never
+            # opened a stream was held past keep_alive_timeout and a stop's start.
+            await self.send(Updated(idle=True))
 
     async def handle(self, event: Event) -> None:
         """Take what the connection brings, as hypercorn does, until this connection's GOAWAY."""
@@ -92,6 +111,7 @@ class AnsweringH2Protocol(H2Protocol):
             await super()._handle_events([event])
         await self._flush()
         await self._goaway_when_done()
+        await self._close_when_stopped_and_idle()
 
     async def send_task(self) -> None:
         """Send the streams' data, as hypercorn does; once it ends, no stream waits for it."""
@@ -106,14 +126,21 @@ class AnsweringH2Protocol(H2Protocol):
         """Send what a stream gives; GOAWAY once a retiring connection has answered all."""
         if isinstance(event, StreamClosed) and self.context.terminated.is_set():
             await self._close_stream(event.stream_id)
-            if all(stream.idle for stream in self.streams.values()):
-                self.connection.close_connection()
-                await self._flush()
-                await self.send(Closed())
+            await self._close_when_stopped_and_idle()
             return
         await super().stream_send(event)
         if isinstance(event, StreamClosed):
             await self._goaway_when_done()
+
+    async def _close_when_stopped_and_idle(self) -> None:
+        # In a stop, the last stream closed, or streams refused on a connection
+        # with none running: close it, as hypercorn's HTTP/1.1 protocol closes
+        # an idle connection, not at graceful_timeout.
+        if self.context.terminated.is_set() and self.idle and not self.closed:
+            self.closed = True
+            self.connection.close_connection(last_stream_id=self.last_stream_taken)
+            await self._flush()
+            await self.send(Closed())
 
     def _take(self, event: h2.events.RequestReceived) -> bool:
         # True: hypercorn may create the stream; False: refused or answered here.

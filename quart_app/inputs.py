@@ -172,24 +172,33 @@ def _check(username: str, max_length: int) -> str:
     return username
 
 
-async def read_username(request: Request, max_length: int) -> str:
-    """The stripped username of a GET (query string) or POST (form or JSON body).
+def needs_body(request: Request) -> bool:
+    """Whether the login's body must be read: a POST, or a GET that says it has one.
 
-    A POST with an empty body, whatever its content type, falls back to the
-    query string, as GET does; a POST with a body takes the username from the
-    body only, and refuses one in the query string too.
+    A body beside a GET's query string would be a second, unread name, so it
+    is read to be refused. The ASGI scope's own header names, lower-case bytes,
+    are the cheapest to look through: werkzeug's Headers lower-cases every name
+    per lookup, and this runs for every login.
+    """
+    if request.method == "POST":
+        return True
+    return any(name in _BODY_HEADERS for name, _ in request.scope["headers"])
+
+
+def username_of(request: Request, body: bytes, max_length: int) -> str:
+    """The stripped username of a GET (query string) or POST (form or JSON ``body``).
+
+    ``body`` is the request's whole body (empty when :func:`needs_body` said
+    there was none to read). A POST with an empty body, whatever its content
+    type, falls back to the query string, as GET does; a POST with a body
+    takes the username from the body only, and refuses one in the query
+    string too.
     """
     in_query = _urlencoded_usernames(request.query_string, "query string")
     if request.method != "POST":
-        # A body beside a GET's query string would be a second, unread name.
-        # Only when the request says it has one: reading a body costs ~15 µs.
-        # The ASGI scope's own header names, lower-case bytes, are the cheapest
-        # to look through: werkzeug's Headers lower-cases every name per lookup.
-        for name, _ in request.scope["headers"]:
-            if name in _BODY_HEADERS and await request.get_data(as_text=False):
-                raise BadLogin("a GET login has no body: send the username in the query string")
+        if body:
+            raise BadLogin("a GET login has no body: send the username in the query string")
         return _check(_single(in_query, "query string") or "", max_length)
-    body = await request.get_data(as_text=False)
     if body:
         if in_query:
             raise BadLogin(

@@ -13,7 +13,7 @@ from typing import Any
 from quart import Blueprint, Response, current_app, request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge, RequestTimeout
 
-from .inputs import BadLogin, read_username
+from .inputs import BadLogin, needs_body, username_of
 from .signals import send_login
 from .state import KEY, login_log
 from .writer import LogFull, LogUnavailable
@@ -39,7 +39,10 @@ async def login() -> str:
     if req.method == "HEAD":  # werkzeug adds HEAD to every GET route; a HEAD logs nobody in
         raise MethodNotAllowed(LOGIN_METHODS)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    username = await read_username(req, app.extensions[KEY].settings.username_max_length)
+    log = app.extensions[KEY]
+    # A body still arriving when a stop refuses waiting logins is refused too (503).
+    body = await log.writer.unless_refused(req.get_data(as_text=False)) if needs_body(req) else b""
+    username = username_of(req, body, log.settings.username_max_length)
     await send_login(app, username)
     return "登录成功"
 

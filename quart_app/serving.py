@@ -167,13 +167,22 @@ def _worker_serve_local(name: str) -> Any:
 
 
 def check_stop_bounds(drain_timeout: float) -> None:
-    """Refuse to serve when hypercorn would cancel the drain before it may end.
+    """Refuse to serve when hypercorn's stop bounds leave no time to answer or to drain.
 
-    hypercorn cancels the app's shutdown after its own ``shutdown_timeout``;
-    a drain still running then is cut short and its records are lost to the
-    log. Call from the serving process's event loop, during start-up.
+    hypercorn cancels the requests still running after ``graceful_timeout``,
+    which must leave time to refuse waiting logins first, and the app's
+    shutdown after ``shutdown_timeout``: a drain still running then is cut
+    short and its records are lost to the log. Call from the serving
+    process's event loop, during start-up.
     """
     config = _worker_serve_local("config")
+    graceful = getattr(config, "graceful_timeout", None)
+    if isinstance(graceful, int | float) and graceful < 2 * ANSWER_MARGIN:
+        raise ConfigError(
+            f"hypercorn's graceful_timeout ({graceful:g} s) must be at least "
+            f"{2 * ANSWER_MARGIN:g} s: logins still waiting at a stop are answered 503 "
+            f"{ANSWER_MARGIN:g} s before it ends, or hypercorn cancels them unanswered"
+        )
     bound = getattr(config, "shutdown_timeout", None)
     if isinstance(bound, int | float) and drain_timeout + DRAIN_MARGIN > bound:
         raise ConfigError(

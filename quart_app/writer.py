@@ -19,9 +19,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from .metrics import Ledger, Metrics
 from .records import LoginRecord, text_lines
@@ -38,6 +38,8 @@ LAG_BOUND = 2 * LINGER
 ago than this, logins wait for their own record to be written. Twice the linger, as the
 oldest record of a batch waits one linger for its batch to start: no more than this much of
 answered logins is ever only in memory."""
+
+T = TypeVar("T")
 
 _monotonic = time.monotonic  # a global, not an attribute lookup per login
 
@@ -148,12 +150,14 @@ class LogWriter:
         self._work = asyncio.Event()  # set when records are waiting
         self._room = asyncio.Event()  # set when records were stored
         self._hurry = asyncio.Event()  # set when lingering would keep a login waiting
+        self._refused = asyncio.Event()  # set by refuse_waiting()
 
     async def start(self) -> None:
         """Open the store (raising if it cannot be opened) and start writing."""
         await self.store.open()
         # Fresh events: an event is bound to the loop that first waits on it.
         self._work, self._room, self._hurry = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._refused = asyncio.Event()
         self.state = "running"
         self._refusing = None
         self._task = asyncio.create_task(self._run(), name="login-log-writer")
@@ -212,12 +216,38 @@ class LogWriter:
         running, so that they are answered while they can be.
         """
         self._refusing = reason
+        self._refused.set()
         for future in (self._in_flight_done, self._queue_done):
             if future is not None and not future.done():
                 future.set_exception(LogUnavailable(reason))
                 future.exception()  # retrieved here: every waiter may have given up already
         self._queue_done = None
         self._room.set()
+
+    async def unless_refused(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` (a login's body, say) unless :meth:`refuse_waiting` comes first.
+
+        Then ``awaitable`` is cancelled and :class:`LogUnavailable` raised, so
+        that a login still waiting for its body at a stop is answered 503 as
+        well, before its server cancels it.
+        """
+        if self._refusing is not None:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # never to run: no "never awaited" warning
+            raise LogUnavailable(self._refusing)
+        work = asyncio.ensure_future(awaitable)
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait((work, refused), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled itself: the work goes too
+            work.cancel()
+            raise
+        finally:
+            refused.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        raise LogUnavailable(self._refusing or "the login log is stopping")
 
     def offer(self, record: LoginRecord) -> bool:
         """Queue ``record`` if that needs no waiting; return whether it was queued.
@@ -389,11 +419,12 @@ class LogWriter:
         self._log_each(f"login log: NOT CONFIRMED WRITTEN ({reason}): ", records)
 
     def set_aside(self, records: Sequence[LoginRecord]) -> None:
-        """Records the store can never take (it said so): each logged as one ERROR line.
+        """Records the store set aside: each logged as one ERROR line.
 
-        Override to send them elsewhere.
+        The store refused them for good, or cannot tell whether it took them;
+        it logged why just before. Override to send them elsewhere.
         """
-        self._log_each("login log: record set aside, the store refused it: ", records)
+        self._log_each("login log: record set aside by the store (why: logged above): ", records)
 
     def _log_each(self, prefix: str, records: Sequence[LoginRecord]) -> None:
         # Each record is a line of its own that starts with ``prefix``, but one

@@ -1,7 +1,7 @@
-"""The hypercorn code quart_app.http1_errors, quart_app.http2 and quart_app.serving rely on, pinned.
+"""The hypercorn code quart_app's http1_errors, http2, connections and serving rely on, pinned.
 
-The first two put a subclass of a hypercorn protocol class in its place and
-rely on that class's private members; serving reads worker_serve's locals. A
+The first three put a subclass of a hypercorn class in its place and rely on
+that class's private members; serving reads worker_serve's locals. A
 hypercorn whose code differs fails here: check these modules against it (does
 the bug they work around remain? do the members they use still mean the
 same?), then pin its code.
@@ -39,11 +39,13 @@ PINNED = {
     hypercorn.protocol.h2.StreamBuffer: (
         "bc347b7c78068613befe675f8fb3779ff3a4385312aa46c031e335b33d281be9"
     ),
-    # Restarts the idle timer on Updated(idle=True), closes on Closed().
+    # Restarts the idle timer on Updated(idle=True), closes on Closed(); its
+    # run() closes the connection in a finally clause, cancelled or not.
     hypercorn.asyncio.tcp_server.TCPServer: (
         "3bfa72b319509f2b02a757c59348721eb890e6db97fe21ccd7fd08541f2f4ee5"
     ),
-    # Its locals context (terminate, terminated) and config; cancels at graceful_timeout.
+    # Its locals context (terminate, terminated) and config; cancels at graceful_timeout
+    # the connections' tasks, which build the module's TCPServer.
     hypercorn.asyncio.run.worker_serve: (
         "ae30269c42b954423c2b8c9f1300be2663d269dccdde3e85fb785b328ea4b2ef"
     ),

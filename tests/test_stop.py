@@ -226,3 +226,14 @@ def test_a_drain_longer_than_hypercorns_bound_is_refused_at_start(tmp_path: Path
     assert (
         "LOGIN_LOG_DRAIN_TIMEOUT (30 s) must stay at least 2 s below hypercorn's" in server.stderr
     )
+
+
+def test_a_graceful_timeout_too_short_to_answer_waiting_logins_is_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    # With 0, logins waiting at a stop were cancelled unanswered: 500.
+    env = {"QUART_LOGIN_LOG_PATH": str(tmp_path / "log.txt")}
+    with run_server(tmp_path, env, hypercorn_settings={"graceful_timeout": 0}) as server:
+        status = server.process.wait(timeout=30)
+    assert status != 0
+    assert "hypercorn's graceful_timeout (0 s) must be at least 1 s" in server.stderr

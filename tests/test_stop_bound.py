@@ -23,7 +23,7 @@ from test_full_disk import fill
 
 from payloads import read_line
 from server import Server, run_server
-from test_http2 import pseudo_headers, raw_client
+from test_http2 import pseudo_headers, raw_client, read_answer
 
 GRACEFUL_S = 1
 SETTINGS = {"graceful_timeout": GRACEFUL_S}
@@ -65,10 +65,17 @@ def usernames(log_path: Path) -> list[str]:
     return sorted(read_line(line, "text").username for line in log_path.read_text().splitlines())
 
 
+STOPPING_503 = (
+    "登录失败, 请稍后再试 "
+    "(login not confirmed: the server is stopping; it may or may not be logged)"
+)
+
+
 @pytest.mark.parametrize("workers", [None, 2])
-def test_a_request_whose_body_never_ends_does_not_hold_up_the_stop(
+def test_a_login_whose_body_never_ends_is_answered_503_and_holds_up_no_stop(
     tmp_path: Path, workers: int | None
 ) -> None:
+    # hypercorn cancelled it at graceful_timeout: a 500 and a traceback.
     log_path = tmp_path / "login_log.txt"
     env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
     with run_server(tmp_path, env, workers=workers, hypercorn_settings=SETTINGS) as server:
@@ -80,9 +87,35 @@ def test_a_request_whose_body_never_ends_does_not_hold_up_the_stop(
             connection.send_data(3, b'{"username": "never-ends"')  # and never the rest
             sock.sendall(connection.data_to_send())
             wait_for_lines(log_path, 1)
+            server.signal_group(signal.SIGTERM)
+            assert read_answer(sock, connection, 3) == (503, STOPPING_503)
             assert stop_in_time(server) == 0, server.stderr
+    assert "Traceback" not in server.stderr
     assert "is shutting down" not in server.stderr
     assert usernames(log_path) == ["done"]
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_an_http1_login_whose_body_never_ends_is_answered_503_at_the_stop(
+    tmp_path: Path, workers: int | None
+) -> None:
+    log_path = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
+    with run_server(tmp_path, env, workers=workers, hypercorn_settings=SETTINGS) as server:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /login/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n\r\nusername="
+            )
+            time.sleep(0.5)  # the request is in the route, reading its body
+            server.signal_group(signal.SIGTERM)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert (response.status, response.read().decode()) == (503, STOPPING_503)
+            assert response.getheader("Retry-After") == "1"
+        assert stop_in_time(server) == 0, server.stderr
+    assert "Traceback" not in server.stderr
+    assert not log_path.exists() or log_path.read_bytes() == b""
 
 
 @pytest.mark.parametrize("workers", [None, 2])
@@ -107,6 +140,7 @@ def test_clients_that_never_take_their_answers_do_not_hold_up_the_stop(
         # hypercorn restarted an idle timer in a task group being cancelled: exit 1.
         assert status == 0, server.stderr
     assert "is shutting down" not in server.stderr
+    assert "Traceback" not in server.stderr  # one per connection cancelled at graceful_timeout
     assert usernames(log_path) == ["u0", "u1", "u2", "u3"]
 
 
@@ -148,3 +182,24 @@ def test_a_login_still_waiting_when_the_stop_cancels_requests_is_answered_503(
     given_up = "NOT CONFIRMED WRITTEN (not written within the drain timeout of 1.0 s): "
     for username in ("first", "waits"):
         assert f"{given_up}登录日志:用户名:{username}," in server.stderr
+
+
+def test_an_http2_connection_that_never_opened_a_stream_is_closed_when_the_stop_begins(
+    tmp_path: Path,
+) -> None:
+    # hypercorn held it until graceful_timeout, then cancelled it: the stop
+    # took the whole graceful_timeout, with a traceback.
+    log_path = tmp_path / "login_log.txt"
+    settings = {"graceful_timeout": 20}
+    with run_server(
+        tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, hypercorn_settings=settings
+    ) as server:
+        sock, connection = h2_client(port_of(server))
+        with sock:
+            sock.sendall(connection.data_to_send())
+            assert sock.recv(65536)  # the server's SETTINGS: the connection is up
+            assert stop_in_time(server, bound=5) == 0, server.stderr
+            sock.settimeout(1)
+            while sock.recv(65536):  # closed by now, not left to the client
+                pass
+    assert "Traceback" not in server.stderr

@@ -288,6 +288,24 @@ async def test_refuse_waiting_answers_every_waiting_login_and_keeps_the_records(
     assert [r.username for r in read_records(tmp_path / "log.txt")] == ["in-flight", "queued"]
 
 
+async def test_unless_refused_gives_the_result_or_refuses_and_cancels_the_wait(
+    tmp_path: Path,
+) -> None:
+    writer = LogWriter(FileStore(str(tmp_path / "log.txt")), logger=logging.getLogger("test"))
+    await writer.start()
+    assert await writer.unless_refused(asyncio.sleep(0, b"body")) == b"body"
+    body = asyncio.get_running_loop().create_future()  # a body that never arrives
+    waiting = asyncio.create_task(writer.unless_refused(body))
+    await asyncio.sleep(0.05)
+    writer.refuse_waiting("the server is stopping")
+    with pytest.raises(LogUnavailable, match="the server is stopping"):
+        await asyncio.wait_for(waiting, 5)
+    assert body.cancelled()
+    with pytest.raises(LogUnavailable, match="the server is stopping"):
+        await writer.unless_refused(asyncio.sleep(0))  # refused before it starts
+    assert await writer.stop()
+
+
 class RefusingStore:
     """Sets aside every record named ``refused``; its syncs wait for ``synced``."""
 

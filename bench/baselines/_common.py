@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart, current_app, request
 
 from quart_app.http1 import accept_utf8_query_strings
-from quart_app.inputs import BadLogin, read_username
+from quart_app.inputs import BadLogin, needs_body, username_of
 from quart_app.records import LoginRecord, format_text
 from quart_app.signals import login_signal, send_login
 
@@ -40,7 +40,8 @@ def create_app(name: str, sink: LineSink) -> Quart:
     @app.get("/login/")
     async def login() -> str:
         # The project's own parsing and signal, so only the receiver differs.
-        username = await read_username(request, 256)
+        body = await request.get_data(as_text=False) if needs_body(request) else b""
+        username = username_of(request, body, 256)
         await send_login(current_app._get_current_object(), username)  # type: ignore[attr-defined]
         return "登录成功"
 
