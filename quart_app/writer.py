@@ -77,6 +77,13 @@ def _one_line(text: str) -> str:
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
+def _refuse(future: asyncio.Future[Any] | None, reason: str) -> None:
+    """Fail the logins waiting on ``future`` (503), if it is still open."""
+    if future is not None and not future.done():
+        future.set_exception(LogUnavailable(reason))
+        future.exception()  # retrieved here: every waiter may have given up already
+
+
 class LogWriter:
     """Queue login records for one store and write them from a single task.
 
@@ -218,9 +225,7 @@ class LogWriter:
         self._refusing = reason
         self._refused.set()
         for future in (self._in_flight_done, self._queue_done):
-            if future is not None and not future.done():
-                future.set_exception(LogUnavailable(reason))
-                future.exception()  # retrieved here: every waiter may have given up already
+            _refuse(future, reason)
         self._queue_done = None
         self._room.set()
 
@@ -333,8 +338,7 @@ class LogWriter:
             return
         if done is self._queue_done:
             self._queue_done = None  # logins from now on start a group of their own
-        done.set_exception(LogUnavailable("the login log could not confirm the record in time"))
-        done.exception()  # retrieved here: every waiter may have given up already
+        _refuse(done, "the login log could not confirm the record in time")
 
     async def _wait_for_room(self) -> None:
         # Every waiter wakes when records are stored and the first to run take
@@ -518,9 +522,7 @@ class LogWriter:
             # disk is unknown, and a later sync can succeed without it.
             self._failed(exc, f"{count} logins refused (503); their lines may be in the log")
             self._in_flight = []
-            if done is not None and not done.done():
-                done.set_exception(LogUnavailable("the login log could not confirm the record"))
-                done.exception()  # retrieved here: every waiter may have given up already
+            _refuse(done, "the login log could not confirm the record")
             return False
         self.metrics.sync_seconds.observe(time.perf_counter() - started)
         self._recovered()
@@ -568,9 +570,7 @@ class LogWriter:
         self._in_flight_since = self._queue_since = math.inf
         self._track_lag()
         for future in (self._in_flight_done, self._queue_done):
-            if future is not None and not future.done():
-                future.set_exception(LogUnavailable("the login log stopped"))
-                future.exception()
+            _refuse(future, "the login log stopped")
         self._in_flight_done = self._queue_done = None
         if leftovers:
             self.pending = 0
