@@ -8,12 +8,14 @@ stop with it, before the drain began.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import h2.connection
@@ -27,6 +29,18 @@ from test_http2 import pseudo_headers, raw_client, read_answer
 
 GRACEFUL_S = 1
 SETTINGS = {"graceful_timeout": GRACEFUL_S}
+
+
+@contextlib.contextmanager
+def serve(
+    tmp_path: Path, workers: int | None = None, graceful_timeout: float = GRACEFUL_S
+) -> Iterator[tuple[Server, Path]]:
+    """A server logging to a file in ``tmp_path``, and that file's path."""
+    log_path = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
+    settings = {"graceful_timeout": graceful_timeout}
+    with run_server(tmp_path, env, workers=workers, hypercorn_settings=settings) as server:
+        yield server, log_path
 
 
 def port_of(server: Server) -> int:
@@ -76,9 +90,7 @@ def test_a_login_whose_body_never_ends_is_answered_503_and_holds_up_no_stop(
     tmp_path: Path, workers: int | None
 ) -> None:
     # hypercorn cancelled it at graceful_timeout: a 500 and a traceback.
-    log_path = tmp_path / "login_log.txt"
-    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
-    with run_server(tmp_path, env, workers=workers, hypercorn_settings=SETTINGS) as server:
+    with serve(tmp_path, workers) as (server, log_path):
         sock, connection = h2_client(port_of(server))
         with sock:
             connection.send_headers(1, pseudo_headers(b"/login/?username=done"), end_stream=True)
@@ -99,9 +111,7 @@ def test_a_login_whose_body_never_ends_is_answered_503_and_holds_up_no_stop(
 def test_an_http1_login_whose_body_never_ends_is_answered_503_at_the_stop(
     tmp_path: Path, workers: int | None
 ) -> None:
-    log_path = tmp_path / "login_log.txt"
-    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
-    with run_server(tmp_path, env, workers=workers, hypercorn_settings=SETTINGS) as server:
+    with serve(tmp_path, workers) as (server, log_path):
         with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
             sock.sendall(
                 b"POST /login/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
@@ -122,9 +132,7 @@ def test_an_http1_login_whose_body_never_ends_is_answered_503_at_the_stop(
 def test_clients_that_never_take_their_answers_do_not_hold_up_the_stop(
     tmp_path: Path, workers: int | None
 ) -> None:
-    log_path = tmp_path / "login_log.txt"
-    env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
-    with run_server(tmp_path, env, workers=workers, hypercorn_settings=SETTINGS) as server:
+    with serve(tmp_path, workers) as (server, log_path):
         clients = []
         for i in range(4):  # each answer's body waits for a window never opened
             sock, connection = h2_client(port_of(server), window=0)
@@ -189,11 +197,7 @@ def test_an_http2_connection_that_never_opened_a_stream_is_closed_when_the_stop_
 ) -> None:
     # hypercorn held it until graceful_timeout, then cancelled it: the stop
     # took the whole graceful_timeout, with a traceback.
-    log_path = tmp_path / "login_log.txt"
-    settings = {"graceful_timeout": 20}
-    with run_server(
-        tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, hypercorn_settings=settings
-    ) as server:
+    with serve(tmp_path, graceful_timeout=20) as (server, _):
         sock, connection = h2_client(port_of(server))
         with sock:
             sock.sendall(connection.data_to_send())
