@@ -35,7 +35,7 @@ bench: $(VENV)/.test-installed
 
 # Three hosts, one PostgreSQL table, one host stopped mid-load (docs/postgres.md).
 demo-hosts: $(VENV)/.test-installed
-	$(BIN)/python -m quart_app.demo
+	$(BIN)/python -m quart_app.tools.demo
 
 format: $(VENV)/.test-installed
 	$(BIN)/ruff check --fix .

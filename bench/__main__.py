@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from quart_app.testing import ROOT
-from quart_app.throwaway_postgres import throwaway_postgres
+from quart_app.tools.server import ROOT
+from quart_app.tools.throwaway_postgres import throwaway_postgres
 
 from .load import Wrk, run_rounds
 from .plan import SERVERS, TARGETS

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from quart_app.testing import ENTRY, ROOT, free_port
+from quart_app.tools.server import ENTRY, ROOT, free_port
 
 PATHS = {"/": "`/?username=…`", "/login/": "`/login/?username=…`"}
 

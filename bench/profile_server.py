@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from quart_app.testing import ROOT
+from quart_app.tools.server import ROOT
 
 from .load import Wrk, measure
 from .plan import SERVERS, TARGETS

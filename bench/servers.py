@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 
-from quart_app.loadtest import LogFile, LoginSource
-from quart_app.loadtest.sources import PostgresTable
-from quart_app.testing import Server, run_server
-from quart_app.throwaway_postgres import Postgres
+from quart_app.tools.loadtest import LogFile, LoginSource
+from quart_app.tools.loadtest.sources import PostgresTable
+from quart_app.tools.server import Server, run_server
+from quart_app.tools.throwaway_postgres import Postgres
 
 from .plan import ServerSpec
 

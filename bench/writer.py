@@ -11,11 +11,11 @@ from pathlib import Path
 
 import aiofiles
 
-from quart_app.loadtest import run_uvloop
 from quart_app.records import LoginRecord, format_text
 from quart_app.stores.file import FileStore
 from quart_app.stores.pg_table import create_table_sql, insert_sql
 from quart_app.stores.postgres import PostgresStore, new_ids
+from quart_app.tools.loadtest import run_uvloop
 from quart_app.writer import MAX_BATCH, LogWriter
 
 

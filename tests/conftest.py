@@ -22,7 +22,7 @@ from quart_app.config import Settings
 from quart_app.records import FORMATTERS, LoginRecord, parse_line
 from quart_app.state import KEY
 from quart_app.stores.file import FileStore
-from quart_app.throwaway_postgres import Postgres, throwaway_postgres
+from quart_app.tools.throwaway_postgres import Postgres, throwaway_postgres
 from quart_app.writer import LogWriter
 
 from pg import DATABASES, EXTERNAL_URL, Database

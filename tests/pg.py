@@ -21,10 +21,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import psutil
 
-from quart_app.loadtest import Logins, Summary, verify_log
-from quart_app.loadtest.sources import PostgresTable
 from quart_app.stores.pg_table import create_table_sql, quoted
-from quart_app.throwaway_postgres import Postgres
+from quart_app.tools.loadtest import Logins, Summary, verify_log
+from quart_app.tools.loadtest.sources import PostgresTable
+from quart_app.tools.throwaway_postgres import Postgres
 
 EXTERNAL_URL = os.environ.get("TEST_DATABASE_URL", "")
 CLIENT = {"client": ("192.0.2.10", 50000)}

@@ -1,4 +1,4 @@
-"""The real server (quart_app.testing), and sending it logins with the load-test tool."""
+"""The real server (quart_app.tools.server), and sending it logins with the load-test tool."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, Logins, Summary, main, run_load, verify_log
-from quart_app.loadtest.config import Method
-from quart_app.testing import ROOT, Server, run_server
+from quart_app.tools.loadtest import LoadConfig, Logins, Summary, main, run_load, verify_log
+from quart_app.tools.loadtest.config import Method
+from quart_app.tools.server import ROOT, Server, run_server
 
 __all__ = [
     "ROOT",

@@ -198,7 +198,7 @@ def test_importing_the_package_builds_nothing_and_patches_nothing() -> None:
     # load-test tool imports it), and h11 stays as it is for other users.
     code = (
         "import h11._readers as r; before = r.request_line_re; "
-        "import quart_app, quart_app.loadtest, sys; "
+        "import quart_app, quart_app.tools.loadtest, sys; "
         "assert r.request_line_re is before; "
         "assert 'quart_app.app' not in sys.modules and 'prometheus_client' not in sys.modules"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quart_app.demo import main
+from quart_app.tools.demo import main
 
 
 def test_the_demo_passes_its_checks(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import tomllib
 
 from quart_app.config import Settings
 from quart_app.serving import DRAIN_MARGIN
-from quart_app.testing import ROOT
+from quart_app.tools.server import ROOT
 from quart_app.writer import LAG_BOUND, LINGER
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

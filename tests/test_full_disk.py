@@ -25,9 +25,9 @@ import aiohttp
 import psutil
 import pytest
 
-from quart_app.loadtest import Summary
 from quart_app.records import TEXT_PREFIX, LoginRecord, parse_line, text_lines
 from quart_app.stores.file import FileStore
+from quart_app.tools.loadtest import Summary
 
 from conftest import flock_pids, until
 from server import Server, raw_get, run_server, send_logins

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
-from quart_app.loadtest.report import summary_dict, summary_text
-from quart_app.loadtest.stats import Timeline
 from quart_app.records import LoginRecord, format_jsonl, format_text
-from quart_app.testing import ROOT, Server, free_port, run_server
+from quart_app.tools.loadtest import LoadConfig, Logins, main, run_load, verify_log
+from quart_app.tools.loadtest.report import summary_dict, summary_text
+from quart_app.tools.loadtest.stats import Timeline
+from quart_app.tools.server import ROOT, Server, free_port, run_server
 
 from server import refused
 
@@ -44,7 +44,7 @@ def test_cli_run_is_counted_verified_and_plotted(
     server, log = server_log
     plot = tmp_path / "run.png"
     command = [
-        sys.executable, "-m", "quart_app.loadtest", server.url,
+        sys.executable, "-m", "quart_app.tools.loadtest", server.url,
         "--requests", "300", "--concurrency", "20",
         "--json", "--verify", str(log), "--plot", str(plot),
     ]  # fmt: skip

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, main
-from quart_app.testing import ROOT
+from quart_app.tools.loadtest import LoadConfig, main
+from quart_app.tools.server import ROOT
 
 from server import refused
 
@@ -209,7 +209,7 @@ def test_no_usernames_with_a_username_option_exits_2(
 
 def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     # As `quart-app-loadtest ... | head -3`: the summary's reader closes its end.
-    command = [sys.executable, "-m", "quart_app.loadtest", URL, "-n", "3", "-q"]
+    command = [sys.executable, "-m", "quart_app.tools.loadtest", URL, "-n", "3", "-q"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     ) as done:

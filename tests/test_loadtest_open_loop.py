@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, main, run_load
-from quart_app.loadtest.schedule import LATE_TOLERANCE_NS, ClosedSchedule, OpenSchedule
-from quart_app.testing import ROOT
+from quart_app.tools.loadtest import LoadConfig, main, run_load
+from quart_app.tools.loadtest.schedule import LATE_TOLERANCE_NS, ClosedSchedule, OpenSchedule
+from quart_app.tools.server import ROOT
 
 from server import Server, run_server
 
@@ -151,7 +151,7 @@ def test_a_client_stall_marks_the_run_invalid(server_log: tuple[Server, Path]) -
     # The client, not the server, stopped for a second: every request due
     # meanwhile starts late, and the figures measure the client.
     server, _ = server_log
-    command = [sys.executable, "-m", "quart_app.loadtest", server.url, "-d", "3"]
+    command = [sys.executable, "-m", "quart_app.tools.loadtest", server.url, "-d", "3"]
     command += ["-c", str(CONCURRENCY), "--rate", "200", "--json"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as client:
         time.sleep(2)  # the import, then a second of the run
@@ -173,7 +173,7 @@ def test_a_client_stall_marks_the_run_invalid(server_log: tuple[Server, Path]) -
 @pytest.mark.parametrize("drop_late", [[], ["--drop-late"]], ids=["late", "drop-late"])
 def test_sending_stops_at_the_duration_however_far_behind(drop_late: list[str]) -> None:
     # Nobody listens on port 1: every request fails at once, far slower than 1,000,000/s.
-    command = [sys.executable, "-m", "quart_app.loadtest", "http://127.0.0.1:1", "-d", "0.5"]
+    command = [sys.executable, "-m", "quart_app.tools.loadtest", "http://127.0.0.1:1", "-d", "0.5"]
     command += ["-c", "2", "--rate", "1000000", "--json", *drop_late]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert done.returncode == 0, done.stderr

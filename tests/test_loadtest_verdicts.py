@@ -21,10 +21,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from quart_app.loadtest import LoadConfig, main, run_load, verify_log
-from quart_app.loadtest.verify import SETTLE_S
 from quart_app.records import LoginRecord, format_text
-from quart_app.testing import free_port
+from quart_app.tools.loadtest import LoadConfig, main, run_load, verify_log
+from quart_app.tools.loadtest.verify import SETTLE_S
+from quart_app.tools.server import free_port
 
 from liar import lying_server, to_file
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from quart_app.loadtest import LogFile, Logged, Logins, Tally, first_logged, verify_log
-from quart_app.loadtest.summary import SentByStem
-from quart_app.loadtest.verify import SETTLE_S
 from quart_app.records import LoginRecord, format_text
+from quart_app.tools.loadtest import LogFile, Logged, Logins, Tally, first_logged, verify_log
+from quart_app.tools.loadtest.summary import SentByStem
+from quart_app.tools.loadtest.verify import SETTLE_S
 from quart_app.writer import LogWriter
 
 

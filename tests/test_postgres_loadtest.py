@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from quart_app.loadtest import LoadConfig, Logins, main, run_load, verify_log
-from quart_app.loadtest.sources import PostgresTable
-from quart_app.testing import free_port
+from quart_app.tools.loadtest import LoadConfig, Logins, main, run_load, verify_log
+from quart_app.tools.loadtest.sources import PostgresTable
+from quart_app.tools.server import free_port
 
 from liar import lying_server, to_table
 from pg import Database, Proxy, changed_url, password_of

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from quart_app.loadtest import Summary
-from quart_app.testing import free_port
+from quart_app.tools.loadtest import Summary
+from quart_app.tools.server import free_port
 
 from pg import Database, assert_stored_once, changed_url, password_of, terminate_app_connections
 from server import Server, run_server, send_logins

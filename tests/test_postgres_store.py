@@ -19,7 +19,7 @@ from quart_app import create_app
 from quart_app.config import ConfigError
 from quart_app.records import LoginRecord
 from quart_app.stores.postgres import DatabaseError, PostgresStore
-from quart_app.testing import free_port
+from quart_app.tools.server import free_port
 
 from payloads import TEXT_PATHS, text_login
 from pg import Database, changed_url, connected, password_of

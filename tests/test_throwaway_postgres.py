@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from quart_app import throwaway_postgres
-from quart_app.throwaway_postgres import PostgresUnavailable, start_postgres
+from quart_app.tools import throwaway_postgres
+from quart_app.tools.throwaway_postgres import PostgresUnavailable, start_postgres
 
 
 def test_as_root_without_user_namespaces_it_fails_saying_what_to_do(

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .testing import free_port
+from .server import free_port
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"

@@ -1,6 +1,6 @@
 """Several hosts, one audit trail, in one command: ``make demo-hosts``.
 
-Starts a throwaway PostgreSQL (:mod:`quart_app.throwaway_postgres`), creates
+Starts a throwaway PostgreSQL (:mod:`quart_app.tools.throwaway_postgres`), creates
 the table and a role that may only insert into it, starts three hypercorn
 hosts on 127.0.0.2, 127.0.0.3 and 127.0.0.4 writing as that role, loads them
 at once with the load-test tool, stops one host (SIGTERM) half-way, then
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import asyncpg
 
+from ..stores.pg_table import create_table_sql
 from .loadtest import LoadConfig, Summary, run_load, run_uvloop, verify_log
 from .loadtest.sources import PostgresTable
 from .loadtest.verify import VerifyResult
-from .stores.pg_table import create_table_sql
-from .testing import Server, run_server
+from .server import Server, run_server
 from .throwaway_postgres import Postgres, start_postgres
 
 TABLE = "login_log"
@@ -154,7 +154,7 @@ def host_env(name: str, database_url: str) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; exit status 0 when every check passed."""
-    parser = argparse.ArgumentParser(prog="python -m quart_app.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m quart_app.tools.demo", description=__doc__)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds of load")
     parser.add_argument("--rate", type=float, default=150.0, help="logins per second per host")
     args = parser.parse_args(argv)

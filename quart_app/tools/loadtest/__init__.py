@@ -11,7 +11,7 @@ In-process use (tests and the benchmark)::
 owns; ``LoadConfig(url, duration=5, rate=300)`` is an open-loop run.
 ``verify_log`` reads a path or any :class:`LoginSource`.
 
-From the shell: ``quart-app-loadtest URL ...`` or ``python -m quart_app.loadtest URL ...``
+From the shell: ``quart-app-loadtest URL ...`` or ``python -m quart_app.tools.loadtest URL ...``
 (``--help`` lists the options).
 """
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY = "quart_app.asgi:app"
 CONFIG = ROOT / "hypercorn.toml"
 
