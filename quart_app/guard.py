@@ -48,7 +48,7 @@ def refusal(scope: dict[str, Any]) -> str | None:
     return None
 
 
-def counted_as(path: str, login_path: str) -> str | None:
+def counted_as(path: str, login_path: str | None) -> str | None:
     """The refusal reason a refused request for ``path`` is counted under; None: not a login."""
     try:
         # An absolute URL routes on its path, as Quart parses it.
@@ -61,9 +61,15 @@ def counted_as(path: str, login_path: str) -> str | None:
 
 
 class RequestGuard:
-    """ASGI middleware answering 400 to the requests :func:`refusal` names."""
+    """ASGI middleware answering 400 to the requests :func:`refusal` names.
 
-    def __init__(self, app: ASGIFramework, metrics: Metrics, login_path: str) -> None:
+    In your own app: ``app.asgi_app = RequestGuard(app.asgi_app)``; given the
+    app's ``metrics`` and its login route's path, refusals of logins are counted.
+    """
+
+    def __init__(
+        self, app: ASGIFramework, metrics: Metrics | None = None, login_path: str | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.login_path = login_path
@@ -72,7 +78,7 @@ class RequestGuard:
         """Pass the request on, or answer 400 with the reason."""
         kind = scope["type"]
         if kind == "http" and (reason := refusal(scope)) is not None:
-            if (counted := counted_as(scope["path"], self.login_path)) is not None:
+            if self.metrics and (counted := counted_as(scope["path"], self.login_path)):
                 self.metrics.logins_refused.labels(counted).inc()
             await _answer_400(kind, scope, send, reason)
         elif kind == "websocket" and (reason := self._websocket_refusal(scope)) is not None:
@@ -84,7 +90,8 @@ class RequestGuard:
         if (reason := refusal(scope)) is not None:
             return reason
         if scope["path"] == self.login_path:  # else Quart's own 400, an HTML page
-            self.metrics.logins_refused.labels("bad_request").inc()
+            if self.metrics:
+                self.metrics.logins_refused.labels("bad_request").inc()
             return "a WebSocket does not log in: use GET or POST"
         return None
 

@@ -1,7 +1,8 @@
-"""Reading the username from a login request, refusing anything doubtful.
+"""Reading the username from a login request, and checking it, refusing anything doubtful.
 
 Every refusal is a :class:`BadLogin` with a 4xx status and a message for the
-client; nothing refused reaches the signal, so nothing refused is logged.
+client. The route reads the name (:func:`username_of`); the signal checks it
+(:func:`check_username`) before any receiver runs, so nothing refused is logged.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from .records import INVISIBLE_CHARACTER
 
 MISSING = "请输入用户名"
+DEFAULT_MAX_LENGTH = 256
+"""The longest username taken when ``USERNAME_MAX_LENGTH`` is not set."""
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _PLAIN_FIELD = re.compile(rb"username=([^&%+]*)")
 _FORM = "application/x-www-form-urlencoded"
@@ -36,6 +39,10 @@ class BadLogin(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+class BadUsername(BadLogin):
+    """A username the audit refuses (empty, too long, NUL, ...): answer 400 with the message."""
 
 
 def _urlencoded_usernames(raw: bytes, where: str) -> list[str]:
@@ -149,12 +156,21 @@ def _from_body(request: Request, body: bytes) -> str | None:
     )
 
 
-def _check(username: str, max_length: int) -> str:
+def check_username(username: str | None, max_length: int = DEFAULT_MAX_LENGTH) -> str:
+    """``username`` stripped, or :class:`BadUsername` saying why it cannot be logged.
+
+    Refused: nothing visible (``None`` included), more than ``max_length``
+    characters, a lone surrogate, a NUL.
+    """
+    if username is None:
+        raise BadUsername(MISSING)
+    if not isinstance(username, str):
+        raise TypeError(f"a username is a str, not {type(username).__name__}")
     username = username.strip()
     if not username:
-        raise BadLogin(MISSING)
+        raise BadUsername(MISSING)
     if len(username) > max_length:
-        raise BadLogin(f"username is longer than {max_length} characters")
+        raise BadUsername(f"username is longer than {max_length} characters")
     # A stripped, printable name without invisible characters is fine: its
     # first character is visible. Only names with a control, format,
     # private-use, unassigned, separator or invisible character (or a lone
@@ -164,11 +180,11 @@ def _check(username: str, max_length: int) -> str:
     try:
         username.encode()
     except UnicodeEncodeError:  # strict JSON parsers refuse a logged lone surrogate
-        raise BadLogin("username is not valid Unicode text (a lone surrogate)") from None
+        raise BadUsername("username is not valid Unicode text (a lone surrogate)") from None
     if "\x00" in username:  # no PostgreSQL text value can hold it
-        raise BadLogin("username must not contain U+0000 (NUL)")
+        raise BadUsername("username must not contain U+0000 (NUL)")
     if not any(map(str.isprintable, INVISIBLE_CHARACTER.sub("", username.replace(" ", "")))):
-        raise BadLogin(MISSING)  # nothing visible: only spaces and invisible characters
+        raise BadUsername(MISSING)  # nothing visible: only spaces and invisible characters
     return username
 
 
@@ -185,8 +201,10 @@ def needs_body(request: Request) -> bool:
     return any(name in _BODY_HEADERS for name, _ in request.scope["headers"])
 
 
-def username_of(request: Request, body: bytes, max_length: int) -> str:
-    """The stripped username of a GET (query string) or POST (form or JSON ``body``).
+def username_of(request: Request, body: bytes) -> str:
+    """The username of a GET (query string) or POST (form or JSON ``body``), as sent.
+
+    Empty when none is given; :func:`check_username` decides whether it can be logged.
 
     ``body`` is the request's whole body (empty when :func:`needs_body` said
     there was none to read). A POST with an empty body, whatever its content
@@ -198,7 +216,7 @@ def username_of(request: Request, body: bytes, max_length: int) -> str:
     if request.method != "POST":
         if body:
             raise BadLogin("a GET login has no body: send the username in the query string")
-        return _check(_single(in_query, "query string") or "", max_length)
+        return _single(in_query, "query string") or ""
     if body:
         if in_query:
             raise BadLogin(
@@ -207,4 +225,4 @@ def username_of(request: Request, body: bytes, max_length: int) -> str:
         username = _from_body(request, body)
     else:
         username = _single(in_query, "query string")
-    return _check(username or "", max_length)
+    return username or ""

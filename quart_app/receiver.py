@@ -1,4 +1,4 @@
-"""The audit receiver: turns a ``login`` signal into a record for the writer."""
+"""The audit receiver: turns an app's ``login`` signal into a record for its writer."""
 
 from __future__ import annotations
 
@@ -19,25 +19,36 @@ Receiver = Callable[..., Coroutine[Any, Any, None]]
 _ADDRESS_START = frozenset("0123456789abcdefABCDEF:")
 
 
+class OutsideRequest(RuntimeError):
+    """A login was sent outside the request that logs in: no address or time to log."""
+
+
 def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
     """Connect a receiver that logs ``app``'s logins (and only its own) to ``writer``.
 
     The signal holds the receiver strongly and is its only owner: blinker's
     default weak reference would let it be garbage collected at once, and
-    logins would stop being logged without a word. It is disconnected, by its
-    id, when ``app`` is collected (blinker alone would forget the sender but
-    keep the receiver, and with it the writer); nothing it holds refers to
-    ``app``, so that can happen.
+    logins would stop being logged without a word. It is disconnected when
+    ``app`` is collected (blinker alone would forget the sender but keep the
+    receiver, and with it the writer); nothing it holds refers to ``app``, so
+    that can happen.
     """
 
     unknown_address = writer.metrics.client_address_unknown
     offer = writer.offer
-    new_record = tuple.__new__
 
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
         # Everything is captured now, in the request: the request is gone by
         # the time the record is written, and the time is that of the login.
-        ip = request._get_current_object().remote_addr  # type: ignore[attr-defined]
+        try:
+            # The proxy resolved once: each access through it costs a lookup.
+            req = request._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:
+            raise OutsideRequest(
+                "a login is recorded from inside the request that logs in "
+                "(its client address and time are the login's)"
+            ) from None
+        ip = req.remote_addr
         if not ip or ip[0] not in _ADDRESS_START:
             # None (a Unix socket), "-" (a trusted header gave no address), or
             # a test client's "<local>": no address to log.
@@ -45,11 +56,10 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
             unknown_address.inc()
         elif ip.startswith("::ffff:"):
             ip = unmapped(ip)
-        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python call.
-        record = new_record(LoginRecord, (username, datetime.now(UTC), ip))
+        record = LoginRecord(username, datetime.now(UTC), ip)
         if not offer(record):  # the queue is full, or durable: wait for it
             await writer.submit(record)
 
     login_signal.connect(audit_login, sender=app, weak=False)
-    weakref.finalize(app, login_signal.disconnect, id(audit_login))
+    weakref.finalize(app, login_signal.disconnect, audit_login)
     return audit_login

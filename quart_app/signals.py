@@ -1,109 +1,148 @@
-"""The ``login`` signal, as in the Flask original, plus how it is sent.
+"""The ``login`` signal, as in the Flask original: sent once per login, the app as sender.
 
-Receivers are called with the app as sender and ``username`` as a keyword::
+Send it with blinker's own API, from the request that logs someone in::
 
-    from quart_app.signals import login_signal
+    await login_signal.send_async(app, username="张三")
 
-    @login_signal.connect_via(app)
-    async def on_login(sender, *, username: str) -> None: ...
+and connect receivers the same way (``login_signal.connect(receiver, sender=app)``).
+Two things set it apart from a plain blinker signal, both in :meth:`LoginSignal.send_async`:
 
-Both async and plain functions may be connected; plain functions run inline on
-the event loop (see :func:`send_login`).
+* the username is checked before any receiver runs (:func:`~quart_app.inputs.check_username`):
+  a name the audit would refuse raises :class:`~quart_app.inputs.BadUsername` (a 400) and
+  no receiver ever sees it;
+* a proxy such as ``current_app`` is sent as the app it stands for: blinker files a
+  sender under its identity, and would call no receiver of the app for the proxy.
+
+Plain (not async) receivers are called inline on the event loop unless a
+``_sync_wrapper`` is given: a receiver doing microseconds of work should not pay a
+thread hop, and keeps the request context.
 """
 
 from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
+from werkzeug.local import LocalProxy
+
+from .inputs import DEFAULT_MAX_LENGTH, check_username
+from .state import KEY
 
 namespace = Namespace()
 
+SyncWrapper = Callable[[Callable[..., Any]], Callable[..., Coroutine[Any, Any, Any]]]
+
 
 class LoginSignal(NamedSignal):
-    """blinker's signal, keeping each sender's receivers from one send to the next.
+    """blinker's signal, remembering each sender's receivers from one send to the next.
 
-    blinker works out the receivers of a sender on every send (ids, a set
-    union, weak references, which are coroutine functions): on the login
-    route that was a third of what logging costs. They are kept here until a
-    receiver connects or disconnects, a weakly held one is collected, or the
-    sender is; blinker's behaviour is otherwise unchanged.
+    Working out a sender's receivers on every send is most of what sending
+    costs on the login route (bench/README.md). They are kept until a receiver
+    connects or disconnects, a weakly held receiver is collected or the sender
+    is: blinker's documented ``receiver_connected`` and ``receiver_disconnected``
+    signals and weak-reference callbacks say when.
     """
 
     def __init__(self, name: str, doc: str | None = None) -> None:
         super().__init__(name, doc)
-        # id(sender) -> (a weak reference to the sender, [(receiver or weak
-        # reference to it, whether it is one, whether it is a coroutine function)])
-        self._kept: dict[int, tuple[Any, list[tuple[Any, bool, bool]]]] = {}
+        # id(sender) -> (a weak reference to it, [(receiver or a weak reference
+        # to it, whether it is one, whether it is a coroutine function)])
+        self._kept: dict[int, tuple[weakref.ref[Any], list[tuple[Any, bool, bool]]]] = {}
+        # Weak references to weakly connected receivers, by receiver id.
+        self._weak: dict[Hashable, weakref.ref[Any]] = {}
+        self.receiver_connected.connect(self._on_connected, weak=False)
+        self.receiver_disconnected.connect(self._on_disconnected, weak=False)
 
-    def connect(self, receiver: Callable[..., Any], sender: Any = ANY, weak: bool = True) -> Any:
-        """As blinker's :meth:`~blinker.Signal.connect`."""
+    def _on_connected(self, _: Any, *, receiver: Any, weak: bool, **__: Any) -> None:
         self._kept.clear()
-        return super().connect(receiver, sender, weak)
+        if weak:
+            key = _receiver_id(receiver)
+            make_ref = weakref.WeakMethod if inspect.ismethod(receiver) else weakref.ref
+            self._weak[key] = make_ref(receiver, lambda _: self._forget(key))
 
-    def _disconnect(self, receiver_id: Hashable, sender_id: Hashable) -> None:
-        # Every way a receiver leaves comes through here, collected ones too.
+    def _on_disconnected(self, _: Any, *, receiver: Any, sender: Any, **__: Any) -> None:
         self._kept.clear()
-        super()._disconnect(receiver_id, sender_id)
+        if sender is ANY:  # gone for every sender
+            self._weak.pop(_receiver_id(receiver), None)
+
+    def _forget(self, key: Hashable) -> None:
+        self._weak.pop(key, None)
+        self._kept.clear()
+
+    async def send_async(
+        self,
+        sender: Any | None = None,
+        /,
+        *,
+        _sync_wrapper: SyncWrapper | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """Check ``username=``, then await every receiver of ``sender`` (and of ANY).
+
+        As blinker's :meth:`~blinker.Signal.send_async`, with the differences the
+        module says. Raises :class:`~quart_app.inputs.BadUsername` for a refused
+        username; exceptions from receivers propagate (the audit receiver raises
+        :class:`~quart_app.writer.LogUnavailable` when the log cannot confirm).
+        """
+        if type(sender) is LocalProxy:
+            sender = sender._get_current_object()
+        if "username" not in kwargs:
+            raise TypeError("login_signal is sent with username=")
+        audit = getattr(sender, "extensions", {}).get(KEY)
+        max_length = audit.settings.username_max_length if audit else DEFAULT_MAX_LENGTH
+        kwargs["username"] = check_username(kwargs["username"], max_length)
+        if self.is_muted:
+            return []
+        results = []
+        for receiver, is_coroutine in self.receivers_of(sender):
+            if is_coroutine:
+                result = await receiver(sender, **kwargs)
+            elif _sync_wrapper is not None:
+                result = await _sync_wrapper(receiver)(sender, **kwargs)
+            else:
+                result = receiver(sender, **kwargs)
+            results.append((receiver, result))
+        return results
 
     def receivers_of(self, sender: Any) -> list[tuple[Callable[..., Any], bool]]:
-        """``sender``'s receivers (and ANY's), each with whether it is a coroutine function."""
+        """``sender``'s live receivers (and ANY's), each with whether it is a coroutine function."""
         kept = self._kept.get(id(sender))
         if kept is not None and kept[0]() is sender:
             receivers = []
             for stored, is_ref, is_coroutine in kept[1]:
                 receiver = stored() if is_ref else stored
-                if receiver is None:  # collected since: blinker cleans up below
-                    break
+                if receiver is None:  # collected; its callback has not run yet
+                    return self._keep(sender)
                 receivers.append((receiver, is_coroutine))
-            else:
-                return receivers
+            return receivers
         return self._keep(sender)
 
     def _keep(self, sender: Any) -> list[tuple[Callable[..., Any], bool]]:
         receivers = [(r, inspect.iscoroutinefunction(r)) for r in self.receivers_for(sender)]
+        sender_id = id(sender)
         try:
-            sender_ref = weakref.ref(sender)
+            sender_ref = weakref.ref(sender, lambda _: self._kept.pop(sender_id, None))
         except TypeError:  # cannot tell when it goes: not kept
             return receivers
         stored = []
         for receiver, is_coroutine in receivers:
-            held = self.receivers.get(_receiver_id(receiver))
-            is_ref = isinstance(held, weakref.ref)
-            stored.append((held if is_ref else receiver, is_ref, is_coroutine))
+            weak = self._weak.get(_receiver_id(receiver))
+            # Weakly connected receivers stay weakly held here too.
+            stored.append((weak, True, is_coroutine) if weak else (receiver, False, is_coroutine))
         self._kept[id(sender)] = (sender_ref, stored)
         return receivers
 
 
 def _receiver_id(receiver: Callable[..., Any]) -> Hashable:
-    # As blinker's make_id.
+    # A bound method is made anew at each access: its function and instance name it.
     if inspect.ismethod(receiver):
         return id(receiver.__func__), id(receiver.__self__)
     return id(receiver)
 
 
-login_signal = LoginSignal("login", "Sent once per accepted login, with the app as sender.")
-"""Sent once per accepted login, with the app as sender and ``username=``."""
+login_signal = LoginSignal("login", "Sent once per login, with the app as sender and username=.")
+"""Sent once per login, with the app as sender and ``username=``."""
 namespace["login"] = login_signal
-
-
-async def send_login(app: object, username: str) -> None:
-    """Send :data:`login_signal` for ``username`` with ``app`` as the sender.
-
-    Coroutine functions are awaited; plain functions are called inline on the
-    event loop, not in a thread per call as Quart's own signals do: for a
-    receiver doing microseconds of work the thread hop costs far more than
-    the work, and the request context would be lost. Exceptions from
-    receivers propagate, so a receiver can refuse a login (the audit receiver
-    does so when the log cannot take the record).
-    """
-    if login_signal.is_muted:
-        return
-    for receiver, is_coroutine in login_signal.receivers_of(app):
-        if is_coroutine:
-            await receiver(app, username=username)
-        else:
-            receiver(app, username=username)

@@ -130,11 +130,19 @@ def read_records(path: Path) -> list[LoginRecord]:
 
 
 async def wait_for_records(path: Path, count: int, timeout: float = 10) -> list[LoginRecord]:
-    """The log's records once it holds at least ``count`` of them."""
+    """The log's records once it holds at least ``count`` of them.
+
+    A batch being written may be read half-way (a reader is not atomic with
+    ``write(2)``): until then only whole lines count, and the last read must be whole.
+    """
     async with asyncio.timeout(timeout):
-        while len(records := read_records(path)) < count:
+        while _whole_lines(path) < count:
             await asyncio.sleep(0.01)
-    return records
+    return read_records(path)
+
+
+def _whole_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def flock_pids(path: Path) -> tuple[set[int], set[int]]:
