@@ -12,7 +12,7 @@ from quart import Quart, current_app, request
 from quart_app.http1 import accept_utf8_query_strings
 from quart_app.inputs import BadLogin, needs_body, username_of
 from quart_app.records import LoginRecord, format_text
-from quart_app.signals import login_signal, send_login
+from quart_app.signals import login_signal
 
 # What a receiver does with a finished line: (app, path, line) -> awaitable.
 LineSink = Callable[[Quart, str, bytes], Coroutine[Any, Any, None]]
@@ -41,8 +41,8 @@ def create_app(name: str, sink: LineSink) -> Quart:
     async def login() -> str:
         # The project's own parsing and signal, so only the receiver differs.
         body = await request.get_data(as_text=False) if needs_body(request) else b""
-        username = username_of(request, body, 256)
-        await send_login(current_app._get_current_object(), username)  # type: ignore[attr-defined]
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        await login_signal.send_async(app, username=username_of(request, body))
         return "登录成功"
 
     @app.errorhandler(BadLogin)
