@@ -16,14 +16,7 @@ Everything else, ``张三`` or ``o'brien`` included, is written as it is, and
 :func:`unescape` (or :func:`parse_line`) reads a field back exactly. JSON Lines
 escape the same characters the JSON way (``\\uHHHH``, a surrogate pair above
 U+FFFF), so that no raw U+2028/U+2029 reaches a JavaScript-based reader.
-
-Format change, for existing readers: before it only the comma,
-controls, U+2028/U+2029, bidi controls and lone surrogates were escaped, and
-``\\U`` never appeared. Older lines read back the same with this
-:func:`parse_line`; a reader that knows only ``\\xHH`` and ``\\uHHHH`` shows a
-new ``\\UHHHHHHHH`` as it is written (it cannot take it for anything else,
-since a backslash of the username is always doubled), and must learn it to read
-names with characters above U+FFFF, such as tag characters, back.
+Readers of older lines: docs/log-format.md.
 """
 
 from __future__ import annotations
