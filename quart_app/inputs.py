@@ -174,8 +174,8 @@ def check_username(username: str | None, max_length: int = DEFAULT_MAX_LENGTH) -
     # A stripped, printable name without invisible characters is fine: its
     # first character is visible. Only names with a control, format,
     # private-use, unassigned, separator or invisible character (or a lone
-    # surrogate) pay for the checks below.
-    if username.isprintable() and not INVISIBLE_CHARACTER.search(username):
+    # surrogate) pay for the checks below; no invisible character is ASCII.
+    if username.isprintable() and (username.isascii() or not INVISIBLE_CHARACTER.search(username)):
         return username
     try:
         username.encode()

@@ -36,6 +36,7 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
 
     unknown_address = writer.metrics.client_address_unknown
     offer = writer.offer
+    new_record = tuple.__new__
 
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
         # Everything is captured now, in the request: the request is gone by
@@ -56,7 +57,8 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
             unknown_address.inc()
         elif ip.startswith("::ffff:"):
             ip = unmapped(ip)
-        record = LoginRecord(username, datetime.now(UTC), ip)
+        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python call.
+        record = new_record(LoginRecord, (username, datetime.now(UTC), ip))
         if not offer(record):  # the queue is full, or durable: wait for it
             await writer.submit(record)
 

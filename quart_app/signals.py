@@ -49,8 +49,9 @@ class LoginSignal(NamedSignal):
     def __init__(self, name: str, doc: str | None = None) -> None:
         super().__init__(name, doc)
         # id(sender) -> (a weak reference to it, [(receiver or a weak reference
-        # to it, whether it is one, whether it is a coroutine function)])
-        self._kept: dict[int, tuple[weakref.ref[Any], list[tuple[Any, bool, bool]]]] = {}
+        # to it, whether it is one, whether it is a coroutine function)], the
+        # longest username its audit takes)
+        self._kept: dict[int, tuple[weakref.ref[Any], list[tuple[Any, bool, bool]], int]] = {}
         # Weak references to weakly connected receivers, by receiver id.
         self._weak: dict[Hashable, weakref.ref[Any]] = {}
         self.receiver_connected.connect(self._on_connected, weak=False)
@@ -89,15 +90,15 @@ class LoginSignal(NamedSignal):
         """
         if type(sender) is LocalProxy:
             sender = sender._get_current_object()
-        if "username" not in kwargs:
-            raise TypeError("login_signal is sent with username=")
-        audit = getattr(sender, "extensions", {}).get(KEY)
-        max_length = audit.settings.username_max_length if audit else DEFAULT_MAX_LENGTH
-        kwargs["username"] = check_username(kwargs["username"], max_length)
+        receivers, max_length = self._kept_for(sender)
+        try:
+            kwargs["username"] = check_username(kwargs["username"], max_length)
+        except KeyError:
+            raise TypeError("login_signal is sent with username=") from None
         if self.is_muted:
             return []
         results = []
-        for receiver, is_coroutine in self.receivers_of(sender):
+        for receiver, is_coroutine in receivers:
             if is_coroutine:
                 result = await receiver(sender, **kwargs)
             elif _sync_wrapper is not None:
@@ -109,6 +110,10 @@ class LoginSignal(NamedSignal):
 
     def receivers_of(self, sender: Any) -> list[tuple[Callable[..., Any], bool]]:
         """``sender``'s live receivers (and ANY's), each with whether it is a coroutine function."""
+        return self._kept_for(sender)[0]
+
+    def _kept_for(self, sender: Any) -> tuple[list[tuple[Callable[..., Any], bool]], int]:
+        # The receivers, and the longest username the sender's audit takes.
         kept = self._kept.get(id(sender))
         if kept is not None and kept[0]() is sender:
             receivers = []
@@ -117,23 +122,26 @@ class LoginSignal(NamedSignal):
                 if receiver is None:  # collected; its callback has not run yet
                     return self._keep(sender)
                 receivers.append((receiver, is_coroutine))
-            return receivers
+            return receivers, kept[2]
         return self._keep(sender)
 
-    def _keep(self, sender: Any) -> list[tuple[Callable[..., Any], bool]]:
+    def _keep(self, sender: Any) -> tuple[list[tuple[Callable[..., Any], bool]], int]:
         receivers = [(r, inspect.iscoroutinefunction(r)) for r in self.receivers_for(sender)]
+        # LoginAudit connects its receiver when it sets an app up: nothing kept survives that.
+        audit = getattr(sender, "extensions", {}).get(KEY)
+        max_length = audit.settings.username_max_length if audit else DEFAULT_MAX_LENGTH
         sender_id = id(sender)
         try:
             sender_ref = weakref.ref(sender, lambda _: self._kept.pop(sender_id, None))
         except TypeError:  # cannot tell when it goes: not kept
-            return receivers
+            return receivers, max_length
         stored = []
         for receiver, is_coroutine in receivers:
             weak = self._weak.get(_receiver_id(receiver))
             # Weakly connected receivers stay weakly held here too.
             stored.append((weak, True, is_coroutine) if weak else (receiver, False, is_coroutine))
-        self._kept[id(sender)] = (sender_ref, stored)
-        return receivers
+        self._kept[sender_id] = (sender_ref, stored, max_length)
+        return receivers, max_length
 
 
 def _receiver_id(receiver: Callable[..., Any]) -> Hashable:
