@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from quart import Quart
@@ -13,50 +13,20 @@ from .guard import RequestGuard
 from .metrics import Metrics
 from .proxy import ForwardedClientMiddleware
 from .receiver import connect_audit_receiver
-from .records import FORMATTERS
 from .routes import LOGIN_PATH, blueprint
 from .state import KEY, LoginLog
-from .stores import RecordStore
-from .stores.file import FileStore
+from .stores import StoreFactory, store_from_settings
 from .writer import LogWriter
-
-StoreFactory = Callable[[Settings], RecordStore]
-
-
-def file_store(settings: Settings) -> RecordStore:
-    """The file at ``LOGIN_LOG_PATH``."""
-    return FileStore(
-        settings.login_log_path,
-        formatter=FORMATTERS[settings.login_log_format],
-        mode=settings.login_log_file_mode,
-        durable=settings.login_log_durable,
-    )
-
-
-def postgres_store(settings: Settings) -> RecordStore:
-    """The table ``LOGIN_LOG_TABLE`` of the database at ``LOGIN_LOG_DATABASE_URL``."""
-    from .stores.postgres import PostgresStore  # asyncpg is loaded only when used
-
-    return PostgresStore(
-        settings.login_log_database_url,
-        table=settings.login_log_table,
-        host=settings.login_log_host,
-        timeout=settings.login_log_database_timeout,
-    )
-
-
-def default_store(settings: Settings) -> RecordStore:
-    """PostgreSQL when ``LOGIN_LOG_DATABASE_URL`` is set, else the file."""
-    return postgres_store(settings) if settings.login_log_database_url else file_store(settings)
 
 
 def create_app(
-    config: Mapping[str, Any] | None = None, *, store_factory: StoreFactory = default_store
+    config: Mapping[str, Any] | None = None, *, store_factory: StoreFactory = store_from_settings
 ) -> Quart:
     """Build the app: defaults, then ``QUART_*`` environment variables, then ``config``.
 
-    ``store_factory`` chooses where records are kept (by default a PostgreSQL
-    table when ``LOGIN_LOG_DATABASE_URL`` is set, else the file).
+    ``store_factory`` chooses where records are kept (by default
+    :func:`~quart_app.stores.store_from_settings`: a PostgreSQL table when
+    ``LOGIN_LOG_DATABASE_URL`` is set, else the file).
     Raises :class:`~quart_app.config.ConfigError` for a value that cannot work;
     a store that cannot be opened makes the app refuse to start serving.
     """

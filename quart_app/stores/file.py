@@ -44,7 +44,8 @@ from dataclasses import dataclass
 
 from aiofiles.os import wrap as _in_thread
 
-from ..records import LoginRecord, text_lines
+from ..config import Settings
+from ..records import FORMATTERS, LoginRecord, text_lines
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 # fdatasync writes the data and the size, all a reader needs; where there is
@@ -388,3 +389,13 @@ def _names(path: str, identity: tuple[int, int]) -> bool:
     except FileNotFoundError:
         return False
     return (at_path.st_dev, at_path.st_ino) == identity
+
+
+def from_settings(settings: Settings) -> FileStore:
+    """The file at ``LOGIN_LOG_PATH``, in ``LOGIN_LOG_FORMAT``."""
+    return FileStore(
+        settings.login_log_path,
+        formatter=FORMATTERS[settings.login_log_format],
+        mode=settings.login_log_file_mode,
+        durable=settings.login_log_durable,
+    )

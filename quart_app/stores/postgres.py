@@ -42,7 +42,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ..config import ConfigError, DatabaseURL
+from ..config import ConfigError, DatabaseURL, Settings
 from ..records import LoginRecord, escape
 from .pg_table import TableError, ensure_table, insert_sql
 
@@ -483,3 +483,13 @@ class PostgresStore:
     def _error(self, exc: BaseException) -> DatabaseError:
         public, detail = _reasons(exc, self.timeout)
         return DatabaseError(self.where, public, detail)
+
+
+def from_settings(settings: Settings) -> PostgresStore:
+    """The table ``LOGIN_LOG_TABLE`` of the database at ``LOGIN_LOG_DATABASE_URL``."""
+    return PostgresStore(
+        settings.login_log_database_url,
+        table=settings.login_log_table,
+        host=settings.login_log_host,
+        timeout=settings.login_log_database_timeout,
+    )
