@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .records import FORMATTERS
 
@@ -144,53 +144,94 @@ def file_mode(key: str, value: Any) -> int:
     return mode
 
 
-def database_url(key: str, value: Any) -> str:
-    """Empty (no database), or a ``postgresql://`` URL with one host that reads one way only.
+class DatabaseURL(str):
+    """A checked ``LOGIN_LOG_DATABASE_URL``: empty (no database), or a ``postgresql://`` URL
+    with one host that reads one way only.
+
+    It is the URL's text (a ``str``: the setting keeps its value, and asyncpg
+    connects with it), read once into what it names: :attr:`where` is
+    ``user@host:port/database`` without the password, for messages, and
+    :attr:`query_names` the parameters its query sets. Its ``repr`` shows
+    :attr:`where` only. Immutable, like the settings that hold it.
 
     Python's ``urlsplit`` (which names the database in messages) ends the user
     name and password at the last '@', asyncpg (which connects) at the first,
     and ``urlsplit`` takes a '[' anywhere before the host for an IPv6 address:
     a URL whose user name or password holds an unencoded '@', '[' or ']' would
     be read two ways, and asyncpg's error would quote the password. Those are
-    refused, as is anything else the two would read differently (several
-    hosts, a query asyncpg cannot parse). The value is never quoted back: it
-    may hold a password.
+    refused with :class:`ConfigError`, as is anything else the two would read
+    differently (several hosts, a query asyncpg cannot parse). Its messages
+    start with ``key`` and never quote the value: it may hold a password.
     """
-    if value is None or value == "":
-        return ""
-    example = "postgresql://user:password@host:port/database"
-    if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{key} must be a URL like {example}")
-    # The authority ends at the first / ? or #, for urlsplit and asyncpg alike.
-    authority = re.split(r"[/?#]", value.partition("://")[2], maxsplit=1)[0]
-    userinfo = authority.rpartition("@")[0]
-    if any(character in userinfo for character in "@[]"):
-        raise ConfigError(
-            f"{key} has an '@', '[' or ']' in its user name or password: percent-encode "
-            "them (%40 for @, %5B for [, %5D for ])"
-        )
-    one_host = f"{key} must name one host, with a numeric port if any, like {example}"
-    try:
-        parts = urlsplit(value)
-    except ValueError:  # a bracket in the host; the message may quote the URL
-        raise ConfigError(one_host) from None
-    if "@" in parts.path + parts.query + parts.fragment:
-        # A password holding / ? # cut the URL short before its "@".
-        raise ConfigError(
-            f"{key} has an '@' after its host: percent-encode the user name and password "
-            "(%40 for @, %2F for /, %3F for ?, %23 for #)"
-        )
-    try:
-        parts.port  # noqa: B018 -- reading it raises for a port that is not a number
-    except ValueError:
-        raise ConfigError(one_host) from None
-    if "," in (parts.hostname or ""):  # asyncpg would take a list of hosts
-        raise ConfigError(one_host)
-    try:
-        parse_qs(parts.query, strict_parsing=True)  # as asyncpg parses it
-    except ValueError:
-        raise ConfigError(f"{key} has a query that is not name=value pairs joined by &") from None
-    return value
+
+    where: str
+    query_names: frozenset[str]
+
+    def __new__(cls, value: object = "", *, key: str = "the database URL") -> DatabaseURL:
+        if value is None or value == "":
+            return cls._made("", "", frozenset())
+        example = "postgresql://user:password@host:port/database"
+        if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{key} must be a URL like {example}")
+        # The authority ends at the first / ? or #, for urlsplit and asyncpg alike.
+        authority = re.split(r"[/?#]", value.partition("://")[2], maxsplit=1)[0]
+        userinfo = authority.rpartition("@")[0]
+        if any(character in userinfo for character in "@[]"):
+            raise ConfigError(
+                f"{key} has an '@', '[' or ']' in its user name or password: percent-encode "
+                "them (%40 for @, %5B for [, %5D for ])"
+            )
+        one_host = f"{key} must name one host, with a numeric port if any, like {example}"
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # a bracket in the host; the message may quote the URL
+            raise ConfigError(one_host) from None
+        if "@" in parts.path + parts.query + parts.fragment:
+            # A password holding / ? # cut the URL short before its "@".
+            raise ConfigError(
+                f"{key} has an '@' after its host: percent-encode the user name and password "
+                "(%40 for @, %2F for /, %3F for ?, %23 for #)"
+            )
+        try:
+            port = parts.port or 5432
+        except ValueError:  # not a number
+            raise ConfigError(one_host) from None
+        if "," in (parts.hostname or ""):  # asyncpg would take a list of hosts
+            raise ConfigError(one_host)
+        try:
+            query = parse_qs(parts.query, strict_parsing=True)  # as asyncpg parses it
+        except ValueError:
+            raise ConfigError(
+                f"{key} has a query that is not name=value pairs joined by &"
+            ) from None
+        # Unquoted, as asyncpg reads it: %2Ftmp is the socket directory /tmp.
+        host = unquote(parts.hostname or "") or query.get("host", ["(default host)"])[0]
+        if ":" in host:
+            host = f"[{host}]"
+        user = unquote(parts.username or "") or query.get("user", ["(default user)"])[0]
+        database = unquote(parts.path.lstrip("/")) or query.get("dbname", [user])[0]
+        return cls._made(value, f"{user}@{host}:{port}/{database}", frozenset(query))
+
+    @classmethod
+    def _made(cls, text: str, where: str, query_names: frozenset[str]) -> DatabaseURL:
+        url = super().__new__(cls, text)
+        object.__setattr__(url, "where", where)
+        object.__setattr__(url, "query_names", query_names)
+        return url
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __repr__(self) -> str:
+        return f"<DatabaseURL {self.where or '(empty)'}>"
+
+
+def database_url(key: str, value: Any) -> DatabaseURL:
+    """Empty (no database), or a ``postgresql://`` URL: see :class:`DatabaseURL`."""
+    return value if isinstance(value, DatabaseURL) else DatabaseURL(value, key=key)
 
 
 TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,47}")
@@ -239,8 +280,8 @@ class Settings:
     login_log_file_mode: int = _setting(
         0o640, file_mode, "mode of a log file the app creates (octal, owner read-write)"
     )
-    login_log_database_url: str = _setting(
-        "",
+    login_log_database_url: DatabaseURL = _setting(  # noqa: RUF009 -- DatabaseURL is immutable
+        DatabaseURL(),
         database_url,
         "a `postgresql://` URL: records go to a table, not the file",
     )

@@ -11,8 +11,6 @@ may replace.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from quart import Quart, Response, current_app
 
 from .config import Settings
@@ -20,42 +18,10 @@ from .inputs import BadLogin
 from .metrics import Metrics
 from .proxy import ForwardedClientMiddleware
 from .receiver import connect_audit_receiver
-from .records import FORMATTERS
 from .signals import login_signal
 from .state import KEY, LoginLog, login_log
-from .stores import RecordStore
-from .stores.file import FileStore
+from .stores import StoreFactory, store_from_settings
 from .writer import LogFull, LogUnavailable, LogWriter
-
-StoreFactory = Callable[[Settings], RecordStore]
-
-
-def file_store(settings: Settings) -> RecordStore:
-    """The file at ``LOGIN_LOG_PATH``."""
-    return FileStore(
-        settings.login_log_path,
-        formatter=FORMATTERS[settings.login_log_format],
-        mode=settings.login_log_file_mode,
-        durable=settings.login_log_durable,
-    )
-
-
-def postgres_store(settings: Settings) -> RecordStore:
-    """The table ``LOGIN_LOG_TABLE`` of the database at ``LOGIN_LOG_DATABASE_URL``."""
-    from .stores.postgres import PostgresStore  # asyncpg is loaded only when used
-
-    return PostgresStore(
-        settings.login_log_database_url,
-        table=settings.login_log_table,
-        host=settings.login_log_host,
-        timeout=settings.login_log_database_timeout,
-    )
-
-
-def store_from_settings(settings: Settings) -> RecordStore:
-    """PostgreSQL when ``LOGIN_LOG_DATABASE_URL`` is set, else the file."""
-    return postgres_store(settings) if settings.login_log_database_url else file_store(settings)
-
 
 NOT_CONFIRMED = "登录失败, 请稍后再试 (login not confirmed: {}; it may or may not be logged)"
 

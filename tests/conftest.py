@@ -8,7 +8,7 @@ import secrets
 import shutil
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,25 +19,27 @@ from quart.typing import TestClientProtocol
 
 from quart_app import create_app
 from quart_app.config import Settings
-from quart_app.records import FORMATTERS, LoginRecord, parse_line
+from quart_app.records import LoginRecord, parse_line
 from quart_app.state import KEY
-from quart_app.stores.file import FileStore
+from quart_app.stores import RecordStore, WrappingStore, store_from_settings
 from quart_app.tools.throwaway_postgres import Postgres, throwaway_postgres
 from quart_app.writer import LogWriter
 
 from pg import DATABASES, EXTERNAL_URL, Database
 
 
-class ControlledStore(FileStore):
-    """A file store a test can stall, slow down or make fail.
+class ControlledStore(WrappingStore):
+    """A store (a file store, in tests) that a test can stall, slow down or make fail.
 
-    ``gate``: while clear, writes block in the writer's thread, like a stalled
-    disk (the thread is stuck, the event loop is not); ``delay``: seconds each
-    write takes there; ``error``: raised by every write while set.
+    ``gate``: while clear, writes block in a thread of the writer's, like a
+    stalled disk (the thread is stuck, the event loop is not); ``delay``:
+    seconds each write takes there; ``error``: raised by every write while
+    set. ``entered`` is set once a write reached the thread; ``writes``
+    counts the writes that went past the gate, ``failures`` those that raised.
     """
 
-    def __init__(self, path: str, **options: Any) -> None:
-        super().__init__(path, **options)
+    def __init__(self, inner: RecordStore) -> None:
+        super().__init__(inner)
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -46,19 +48,19 @@ class ControlledStore(FileStore):
         self.failures = 0
         self.writes = 0
 
-    async def write(self, batch: Any) -> Any:
+    async def write(self, batch: Any) -> Sequence[LoginRecord]:
         if self.error is not None:
             self.failures += 1
             raise self.error
+        await asyncio.to_thread(self._pass_the_gate)
         return await super().write(batch)
 
-    def _write(self, batch: Any) -> None:
+    def _pass_the_gate(self) -> None:
         self.entered.set()
         self.gate.wait(timeout=30)
         if self.delay:
             threading.Event().wait(self.delay)
         self.writes += 1
-        super()._write(batch)
 
 
 @pytest.fixture(autouse=True)
@@ -78,20 +80,17 @@ def log_path(tmp_path: Path) -> Path:
 def make_app(log_path: Path) -> Callable[..., Quart]:
     """Build an app logging to the test's file; keyword args are config keys.
 
-    ``store=ControlledStore`` gives it a store the test can control (see
-    :func:`store_of`).
+    ``store=ControlledStore`` wraps the app's store in one the test can
+    control (see :func:`store_of`).
     """
 
-    def make(store: type[FileStore] = FileStore, **config: Any) -> Quart:
+    def make(store: Callable[[RecordStore], RecordStore] | None = None, **config: Any) -> Quart:
         config.setdefault("LOGIN_LOG_PATH", str(log_path))
+        if store is None:
+            return create_app(config)
 
-        def factory(settings: Settings) -> FileStore:
-            return store(
-                settings.login_log_path,
-                formatter=FORMATTERS[settings.login_log_format],
-                mode=settings.login_log_file_mode,
-                durable=settings.login_log_durable,
-            )
+        def factory(settings: Settings) -> RecordStore:
+            return store(store_from_settings(settings))
 
         return create_app(config, store_factory=factory)
 

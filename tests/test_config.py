@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from quart_app import create_app
-from quart_app.config import ConfigError, Key, Settings, table
+from quart_app.config import ConfigError, DatabaseURL, Key, Settings, table
 from quart_app.state import KEY
 
 from conftest import read_records
@@ -158,6 +158,22 @@ def test_database_settings_are_taken() -> None:
     assert settings.login_log_table == "audit.login_log"
     assert settings.login_log_host == "web-1"
     assert settings.login_log_database_timeout == 2.5
+
+
+def test_the_database_url_is_read_once_into_what_it_names() -> None:
+    url = "postgresql://app:p%40ss@db.example:6432/audit?sslmode=require&application_name=web"
+    settings = Settings.from_config({"LOGIN_LOG_DATABASE_URL": url})
+    checked = settings.login_log_database_url
+    assert isinstance(checked, DatabaseURL) and checked == url
+    assert checked.where == "app@db.example:6432/audit"
+    assert checked.query_names == {"sslmode", "application_name"}
+    assert "p%40ss" not in repr(settings) and "app@db.example:6432/audit" in repr(settings)
+    with pytest.raises(AttributeError):
+        checked.where = "elsewhere"
+    socket = DatabaseURL("postgresql:///audit?host=%2Fvar%2Frun&user=app")
+    assert socket.where == "app@/var/run:5432/audit"
+    empty = Settings.from_config({"LOGIN_LOG_DATABASE_URL": ""}).login_log_database_url
+    assert isinstance(empty, DatabaseURL) and not empty
 
 
 @pytest.mark.parametrize(

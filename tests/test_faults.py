@@ -8,11 +8,13 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from quart_app.records import LoginRecord, parse_line
+from quart_app.stores.file import FileStore
 from quart_app.writer import LogWriter
 
 from conftest import ControlledStore, read_records, store_of, wait_for_records
@@ -186,15 +188,18 @@ async def test_a_failed_fsync_refuses_its_batch_at_once_and_reopens_the_file(
         if failures:
             raise failures.pop()
 
-    class CountingStore(ControlledStore):
-        opens = 0
+    opened: list[int] = []  # the log's descriptors opened for appending
+    real_open = os.open
 
-        def _open(self) -> None:
-            self.opens += 1
-            super()._open()
+    def counting_open(path: str, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if path == str(log_path) and flags & os.O_APPEND:
+            opened.append(fd)
+        return fd
 
     monkeypatch.setattr("quart_app.stores.file._datasync", sync)
-    app = make_app(store=CountingStore, LOGIN_LOG_DURABLE=True, LOGIN_LOG_FULL_TIMEOUT=30)
+    monkeypatch.setattr(os, "open", counting_open)
+    app = make_app(LOGIN_LOG_DURABLE=True, LOGIN_LOG_FULL_TIMEOUT=30)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         loop = asyncio.get_running_loop()
@@ -204,7 +209,7 @@ async def test_a_failed_fsync_refuses_its_batch_at_once_and_reopens_the_file(
         assert loop.time() - started < 10, "waited for the full timeout instead"
         assert "not confirmed" in await refused.get_data(as_text=True)
         assert (await client.get("/login/?username=confirmed")).status_code == 200
-        assert store_of(app).opens == 2
+        assert len(opened) == 2
     assert [r.username for r in read_records(log_path)][-1] == "confirmed"
 
 
@@ -235,7 +240,7 @@ async def test_stop_drains_everything_accepted(app, log_path: Path) -> None:
 async def test_records_unwritable_at_stop_are_logged_one_line_each(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = ControlledStore(str(tmp_path / "log.txt"))
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
     writer = LogWriter(store, drain_timeout=0.3, logger=logging.getLogger("t"))
     await writer.start()
     store.error = OSError(errno.ENOSPC, "No space left on device")

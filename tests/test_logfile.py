@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import hashlib
 import os
+import re
 import stat
 import threading
 import time
@@ -17,7 +19,7 @@ from quart.testing.app import LifespanError
 
 from quart_app.config import ConfigError
 from quart_app.records import LoginRecord, format_jsonl, format_text, parse_line, text_lines
-from quart_app.stores.file import FileStore
+from quart_app.stores.file import FileState, FileStore, LogPathError
 
 from conftest import flock_pids, read_records, store_of, until, wait_for_records
 from server import run_server, send_logins
@@ -457,3 +459,132 @@ async def test_two_workers_writing_to_a_slow_pipe_never_interleave_lines(tmp_pat
     usernames = [parse_line(line).username for line in lines]
     assert sorted(usernames) == sorted(set(names) & set(usernames))
     assert set(run.acknowledged) <= set(usernames)
+
+
+async def test_a_framer_appends_what_it_returns_from_the_writing_thread_with_the_lock_held(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.txt"
+    path.write_bytes(FRAGMENT.encode())  # a torn line: ended before the framer sees the file
+    ended = (FRAGMENT + CUT_SHORT + "\n").encode()
+    seen: list[tuple[bytes, FileState, bytes, bool, bool, bool]] = []
+
+    def framer(lines: bytes, state: FileState) -> bytes:
+        probe = os.open(store.lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = False
+        except BlockingIOError:
+            locked = True
+        finally:
+            os.close(probe)
+        ours = os.getpid() in flock_pids(Path(store.lock_path))[0]
+        in_thread = threading.current_thread() is not threading.main_thread()
+        seen.append((lines, state, state.read(0, state.size), locked, ours, in_thread))
+        return b"# begin\n" + lines + b"# end\n"
+
+    store = FileStore(str(path), framer=framer)
+    batch = records("framed", 2)
+    await store.open()
+    await store.write(store.prepare(batch))
+    await store.close()
+    [(lines, state, before, locked, ours, in_thread)] = seen
+    assert lines == text_lines(batch)  # the exact bytes the store would have appended
+    assert state.size == len(ended) and before == ended
+    assert state.identity == (path.stat().st_dev, path.stat().st_ino)
+    assert locked and ours, "the framer ran without this process holding the lock"
+    assert in_thread, "the framer ran on the event loop"
+    assert path.read_bytes() == ended + b"# begin\n" + text_lines(batch) + b"# end\n"
+
+
+async def test_two_workers_framers_each_see_the_file_as_their_bytes_find_it(
+    tmp_path: Path,
+) -> None:
+    # Each batch is sealed with a hash of the whole file before its seal, as
+    # read under the lock: with two stores on one file, as two workers have,
+    # every seal still holds only if nothing came between the read and the append.
+    def seal(lines: bytes, state: FileState) -> bytes:
+        digest = hashlib.sha256(state.read(0, state.size) + lines).hexdigest()
+        return lines + f"# sealed {digest}\n".encode()
+
+    path = tmp_path / "log.txt"
+    first, second = FileStore(str(path), framer=seal), FileStore(str(path), framer=seal)
+    await first.open()
+    await second.open()
+
+    async def write(store: FileStore, tag: str) -> None:
+        for i in range(20):
+            await store.write(store.prepare(records(f"{tag}{i}", 3)))
+
+    await asyncio.wait_for(asyncio.gather(write(first, "a"), write(second, "b")), 10)
+    await first.close()
+    await second.close()
+    content = path.read_bytes()
+    seals = [match.start() for match in re.finditer(rb"^# sealed ", content, re.MULTILINE)]
+    assert len(seals) == 40
+    for start in seals:
+        digest = content[start:].split(b"\n", 1)[0].removeprefix(b"# sealed ").decode()
+        assert hashlib.sha256(content[:start]).hexdigest() == digest
+    logins = [line for line in content.decode().splitlines() if not line.startswith("# sealed")]
+    assert sorted(parse_line(line).username for line in logins) == sorted(
+        record.username for tag in "ab" for i in range(20) for record in records(f"{tag}{i}", 3)
+    )
+
+
+async def test_a_batch_that_failed_before_any_line_stayed_is_framed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+
+    def framer(lines: bytes, state: FileState) -> bytes:
+        sizes.append(state.size)
+        return lines
+
+    path = tmp_path / "log.txt"
+    store, other = FileStore(str(path), framer=framer), FileStore(str(path))
+    await store.open()
+    await other.open()
+    full = [OSError(errno.ENOSPC, "No space left on device")]
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if fd == store._fd and full:
+            raise full.pop()
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    ours, theirs = records("ours", 2), records("theirs", 1)
+    batch = store.prepare(ours)
+    with pytest.raises(OSError):
+        await store.write(batch)
+    await other.write(other.prepare(theirs))  # another worker appends meanwhile
+    await store.write(batch)
+    await store.close()
+    await other.close()
+    assert sizes == [0, len(text_lines(theirs))]
+    assert path.read_bytes() == text_lines(theirs + ours)
+
+
+async def test_a_framer_returning_part_of_a_line_fails_the_batch_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.txt"
+    store = FileStore(str(path), framer=lambda lines, state: lines + b"# no newline")
+    await store.open()
+    with pytest.raises(ValueError, match="framer must return whole lines"):
+        await store.write(store.prepare(records("torn", 1)))
+    assert_lock_free(store)
+    await store.close()
+    assert path.read_bytes() == b""
+
+
+async def test_a_framed_log_refuses_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        store = FileStore(str(fifo), framer=lambda lines, state: lines)
+        with pytest.raises(LogPathError, match="a framed log needs a regular file"):
+            await store.open()
+    finally:
+        os.close(reader)

@@ -218,7 +218,7 @@ async def test_logins_one_at_a_time_are_written_at_once(tmp_path: Path) -> None:
 
 async def test_a_group_larger_than_a_batch_is_written_whole_and_in_order(tmp_path: Path) -> None:
     path = tmp_path / "log.txt"
-    store = ControlledStore(str(path))
+    store = ControlledStore(FileStore(str(path)))
     store.gate.clear()  # everything queues up behind the first write
     writer = LogWriter(store, max_batch=100)
     await writer.start()
@@ -234,7 +234,7 @@ async def test_a_group_larger_than_a_batch_is_written_whole_and_in_order(tmp_pat
 
 
 async def test_the_oldest_pending_age_grows_while_a_write_hangs(tmp_path: Path) -> None:
-    store = ControlledStore(str(tmp_path / "log.txt"))
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
     store.gate.clear()
     writer = LogWriter(store, logger=logging.getLogger("test"))
     await writer.start()
@@ -265,7 +265,7 @@ async def test_offer_queues_only_what_needs_no_waiting(tmp_path: Path) -> None:
 async def test_refuse_waiting_answers_every_waiting_login_and_keeps_the_records(
     tmp_path: Path,
 ) -> None:
-    store = ControlledStore(str(tmp_path / "log.txt"))
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
     store.gate.clear()
     writer = LogWriter(store, max_pending=2, durable=True, logger=logging.getLogger("test"))
     await writer.start()

@@ -29,6 +29,12 @@ the next batch of any process, or at the next start.
 
 To a FIFO or other device, writes are cut at line ends into pieces of at most
 ``PIPE_BUF`` bytes, which a pipe never interleaves; no lock is taken.
+
+A :data:`Framer` given to the store (``framer=``) may change what a batch
+appends, to frame or seal the exact bytes written: it is called in the
+writing thread with the lock held, once the checks above are done, with the
+batch's lines and the file's :class:`FileState`, and what it returns is
+appended instead. Without one, the lines are appended as they are.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ import select
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiofiles.os import wrap as _in_thread
 
-from ..records import LoginRecord, text_lines
+from ..config import Settings
+from ..records import FORMATTERS, LoginRecord, text_lines
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 # fdatasync writes the data and the size, all a reader needs; where there is
@@ -67,11 +74,50 @@ class LogPathError(OSError):
         return f"cannot open the login log {self.filename!r} for appending: {self.strerror}"
 
 
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """The log file as an append finds it, with the lock held: what a :data:`Framer` is given.
+
+    ``size`` is where the bytes the framer returns will start: the file's
+    length, a torn line already ended. ``identity`` is the file's
+    ``(st_dev, st_ino)``, which changes when the log was rotated and a new
+    file begun. Other processes may have appended since this one last did:
+    :meth:`read` reads what is there.
+    """
+
+    path: str
+    identity: tuple[int, int]
+    size: int
+    _reader: int = field(repr=False)
+
+    def read(self, offset: int, count: int) -> bytes:
+        """Up to ``count`` bytes of the file from ``offset``; only during the framer's call."""
+        return os.pread(self._reader, count, offset)
+
+
+Framer = Callable[[bytes, FileState], bytes]
+"""What a batch appends: ``framer(lines, state)`` returns the bytes written in place of ``lines``.
+
+``lines`` are the batch's records formatted, exactly as they would be
+appended; the result must be whole lines too (empty, or ending in a
+newline), or the batch fails with ``ValueError``. It runs in the writing
+thread with the lock held, so no process that takes the lock appends between
+what the framer saw and what it returns. It is called whenever the batch is
+about to be appended with nothing of it in the file: once, usually, and
+again after an append that failed before any whole line of it stayed
+(``state`` then tells what the file holds now). After a failure part-way,
+the retry appends the rest of what it returned, as it returned it, though
+other processes may have appended in between. A framed log must be a
+regular file.
+"""
+
+
 @dataclass(slots=True)
 class _Batch:
     records: list[LoginRecord]
-    data: bytes | None = None  # formatted by the first attempt
+    data: bytes | None = None  # what is appended: the lines, or what the framer made of them
     offset: int = 0  # bytes already written, up to a line's end: a retry goes on from here
+    lines: bytes | None = None  # formatted by the first attempt
 
 
 class FileStore:
@@ -80,7 +126,8 @@ class FileStore:
     Only the writer task calls :meth:`write` and :meth:`sync`, one call at a
     time, so the descriptors need no lock of their own. With ``durable`` the
     log must be a regular file, and a file rotated away with lines not yet
-    synced is synced by the next :meth:`sync` before it is closed.
+    synced is synced by the next :meth:`sync` before it is closed. With a
+    ``framer``, each batch appends what it returns (see :data:`Framer`).
     """
 
     kind = "file"
@@ -92,12 +139,14 @@ class FileStore:
         formatter: Callable[[Iterable[LoginRecord]], bytes] = text_lines,
         mode: int = 0o640,
         durable: bool = False,
+        framer: Framer | None = None,
     ) -> None:
         self.path = path
         self.description = f"file {path!r}"
         self.formatter = formatter
         self.mode = mode
         self.durable = durable
+        self.framer = framer
         directory, name = os.path.split(os.path.abspath(path))
         self.lock_path = os.path.join(directory, f".{name}.lock")
         self._fd: int | None = None
@@ -158,8 +207,8 @@ class FileStore:
                 raise
 
     def _write(self, batch: _Batch) -> None:
-        if batch.data is None:
-            batch.data = self.formatter(batch.records)
+        if batch.lines is None:
+            batch.lines = batch.data = self.formatter(batch.records)
         if self._fd is None or not (self._regular or self._names_open_file()):
             self._reopen(batch)
         if self._regular:
@@ -186,12 +235,23 @@ class FileStore:
     def _append(self, batch: _Batch) -> None:
         # With the lock held, to the regular file the path names.
         size = self._end_torn_line()
+        if self.framer is not None and batch.offset == 0:
+            # Nothing of the batch is in the file: framed for the file as it is now.
+            batch.data = self._framed(batch, size)
         begin = batch.offset
         try:
             self._write_all(batch)
         except OSError:
             self._cut_back(batch, begin, size)
             raise
+
+    def _framed(self, batch: _Batch, size: int) -> bytes:
+        assert self.framer is not None and self._reader is not None and batch.lines is not None
+        data = self.framer(batch.lines, FileState(self.path, self._identity, size, self._reader))
+        if data and not data.endswith(b"\n"):
+            # A torn line would be ended as cut short, and cut back on a failure.
+            raise ValueError("the login log's framer must return whole lines, ending in a newline")
+        return data
 
     def _cut_back(self, batch: _Batch, begin: int, size: int) -> None:
         # The write failed part-way through a line: cut the file back to the
@@ -244,6 +304,13 @@ class FileStore:
                     raise LogPathError(
                         errno.EINVAL,
                         "durable mode needs a regular file, and this one cannot be fsynced",
+                        self.path,
+                    )
+                if self.framer is not None and not regular:
+                    raise LogPathError(
+                        errno.EINVAL,
+                        "a framed log needs a regular file: this one is appended to "
+                        "without the lock and cannot be read back",
                         self.path,
                     )
                 if created:
@@ -388,3 +455,13 @@ def _names(path: str, identity: tuple[int, int]) -> bool:
     except FileNotFoundError:
         return False
     return (at_path.st_dev, at_path.st_ino) == identity
+
+
+def from_settings(settings: Settings) -> FileStore:
+    """The file at ``LOGIN_LOG_PATH``, in ``LOGIN_LOG_FORMAT``."""
+    return FileStore(
+        settings.login_log_path,
+        formatter=FORMATTERS[settings.login_log_format],
+        mode=settings.login_log_file_mode,
+        durable=settings.login_log_durable,
+    )

@@ -38,11 +38,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 import asyncpg
 
+from ..config import ConfigError, DatabaseURL, Settings
 from ..records import LoginRecord, escape
 from .pg_table import TableError, ensure_table, insert_sql
 
@@ -117,26 +117,6 @@ class DatabaseError(OSError):
         return f"cannot use the login log database {self.where}: {self.detail}"
 
 
-def describe_url(url: str) -> str:
-    """``user@host:port/database`` from a ``postgresql://`` URL, without the password.
-
-    A URL ``urlsplit`` cannot read gives a placeholder: its error may quote the URL.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port or 5432
-    except ValueError:
-        return "(a URL that cannot be read)"
-    query = parse_qs(parts.query)
-    # Unquoted, as asyncpg reads it: %2Ftmp is the socket directory /tmp.
-    host = unquote(parts.hostname or "") or query.get("host", ["(default host)"])[0]
-    if ":" in host:
-        host = f"[{host}]"
-    user = unquote(parts.username or "") or query.get("user", ["(default user)"])[0]
-    database = unquote(parts.path.lstrip("/")) or query.get("dbname", [user])[0]
-    return f"{user}@{host}:{port}/{database}"
-
-
 def new_ids(count: int) -> list[UUID]:
     """``count`` UUIDv7 (RFC 9562): the time in milliseconds, then 74 random bits.
 
@@ -208,12 +188,22 @@ class PostgresStore:
     def __init__(
         self, url: str, *, table: str = "login_log", host: str = "", timeout: float = 5.0
     ) -> None:
-        """``host`` fills the ``host`` column (default: this machine's host name)."""
-        self.url = url
+        """``url``: a :class:`~quart_app.config.DatabaseURL`, or a URL's text, checked here.
+
+        A URL that fails the check, or none, makes :meth:`open` raise
+        :class:`DatabaseError`, as any database that cannot be used does.
+        ``host`` fills the ``host`` column (default: this machine's host name).
+        """
+        try:
+            self.url = url if isinstance(url, DatabaseURL) else DatabaseURL(url)
+        except ConfigError as exc:  # its message never quotes the URL
+            self.url, self._unusable = DatabaseURL(), str(exc)
+        else:
+            self._unusable = "" if self.url else "no database URL was given"
         self.table = table
         self.host = host or socket.gethostname()
         self.timeout = timeout
-        self.where = describe_url(url)
+        self.where = self.url.where or "(a URL that cannot be used)"
         self.description = f"PostgreSQL table {table} at {self.where}"
         self._sql = insert_sql(table)
         # Defaults the URL may override: a name for pg_stat_activity, and the
@@ -222,11 +212,7 @@ class PostgresStore:
             "application_name": "quart_app",
             "statement_timeout": str(max(1, round(timeout * 1000))),
         }
-        try:
-            given = parse_qs(urlsplit(url).query)
-        except ValueError:  # open() says so
-            given = {}
-        self._server_settings = {k: v for k, v in settings.items() if k not in given}
+        self._server_settings = {k: v for k, v in settings.items() if k not in self.url.query_names}
         self._connection: Any = None
         # The last row stored: what _takes_rows tries again.
         self._last_stored: LoginRecord | None = None
@@ -472,6 +458,8 @@ class PostgresStore:
             raise
 
     async def _connect(self) -> Any:
+        if self._unusable:
+            raise DatabaseError(self.where, self._unusable, self._unusable)
         try:
             async with asyncio.timeout(self.timeout):
                 self._connection = await asyncpg.connect(
@@ -495,3 +483,13 @@ class PostgresStore:
     def _error(self, exc: BaseException) -> DatabaseError:
         public, detail = _reasons(exc, self.timeout)
         return DatabaseError(self.where, public, detail)
+
+
+def from_settings(settings: Settings) -> PostgresStore:
+    """The table ``LOGIN_LOG_TABLE`` of the database at ``LOGIN_LOG_DATABASE_URL``."""
+    return PostgresStore(
+        settings.login_log_database_url,
+        table=settings.login_log_table,
+        host=settings.login_log_host,
+        timeout=settings.login_log_database_timeout,
+    )
