@@ -198,7 +198,11 @@ def needs_body(request: Request) -> bool:
     """
     if request.method == "POST":
         return True
-    return any(name in _BODY_HEADERS for name, _ in request.scope["headers"])
+    # A plain loop: any() over a generator costs a resumption per header.
+    for name, _ in request.scope["headers"]:  # noqa: SIM110
+        if name in _BODY_HEADERS:
+            return True
+    return False
 
 
 def username_of(request: Request, body: bytes) -> str:
