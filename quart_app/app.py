@@ -69,7 +69,7 @@ def create_app(
     # Quart reads this key itself: it must hold the checked value.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
 
-    metrics = Metrics()
+    metrics = Metrics(app.name)  # the label that keeps apps apart in one process or directory
     writer = LogWriter(
         store_factory(settings),
         max_pending=settings.login_log_max_pending,

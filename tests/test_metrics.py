@@ -28,8 +28,13 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+APP = "quart_app.app"
+"""create_app()'s app label: Quart names an app after the module that builds it."""
+
+
 def value(scrape: dict, name: str, **labels: str) -> float:
-    return scrape[(name, tuple(sorted(labels.items())))]
+    """The sample of ``name`` with ``labels``, of the app ``APP`` unless ``app`` is given."""
+    return scrape[(name, tuple(sorted({"app": APP, **labels}.items())))]
 
 
 def probes_table_rows() -> list[list[str]]:
