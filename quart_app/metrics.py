@@ -94,6 +94,14 @@ def ledger_file_name(app: str, pid: int) -> str:
     return f"ledger_{pid}_{encoded}.json"
 
 
+def write_ledger(directory: str, app: str, pid: int, ledger: Ledger) -> None:
+    """Replace the file of ``app``'s ledger in process ``pid`` with ``ledger``, atomically."""
+    path = os.path.join(directory, ledger_file_name(app, pid))
+    with open(f"{path}.tmp", "w", encoding="utf-8") as file:
+        json.dump({"app": app, **ledger._asdict()}, file)
+    os.replace(f"{path}.tmp", path)  # atomic: a scrape reads the old ledger or the new
+
+
 def _families(app: str, counters: Ledger, live: Ledger) -> Iterator[Metric]:
     # Counters from every worker that ever ran; gauges from the live ones only.
     for kind, name, documentation, figure in (
@@ -305,7 +313,4 @@ class Metrics:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not directory:
             return
-        path = os.path.join(directory, ledger_file_name(self.app, os.getpid()))
-        with open(f"{path}.tmp", "w", encoding="utf-8") as file:
-            json.dump({"app": self.app, **self.ledger()._asdict()}, file)
-        os.replace(f"{path}.tmp", path)  # atomic: a scrape reads the old ledger or the new
+        write_ledger(directory, self.app, os.getpid(), self.ledger())
