@@ -55,6 +55,11 @@ def value(scrape: dict, name: str, **labels: str) -> float:
     return scrape[(name, tuple(sorted({"app": APP, **labels}.items())))]
 
 
+def apps_of(scrape: dict) -> set[str]:
+    """The app labels of a scrape's series (every series has one)."""
+    return {dict(labels)["app"] for _, labels in scrape}
+
+
 def probes_table_rows() -> list[list[str]]:
     """The cells of each row of docs/probes.md's tables, the header and rule rows left out."""
     rows = []
@@ -65,7 +70,7 @@ def probes_table_rows() -> list[list[str]]:
     return rows
 
 
-async def test_every_metric_and_refusal_reason_the_docs_list_is_scraped(client) -> None:
+async def test_every_metric_and_refusal_reason_the_docs_list_is_scraped(app, client) -> None:
     # Dashboards and alerts are written from the docs' tables: a name that differs
     # would read as no data, never as an error.
     documented: dict[str, str] = {}
@@ -90,6 +95,7 @@ async def test_every_metric_and_refusal_reason_the_docs_list_is_scraped(client) 
     assert reasons == set(REFUSAL_REASONS)
     for reason in reasons:  # shown at 0 before the first refusal, so that a rate works
         assert value(samples(scrape), "quart_app_logins_refused_total", reason=reason) == 0
+    assert apps_of(samples(scrape)) == {app.name}  # every series, under its app's name
 
 
 async def test_metrics_count_logins_writes_and_refusals(make_app, log_path: Path) -> None:
@@ -277,11 +283,6 @@ async def test_every_refusal_of_a_login_the_app_answers_is_counted(tmp_path: Pat
         "method_not_allowed": 2,
         "timeout": 1,
     }
-
-
-def apps_of(scrape: dict) -> set[str]:
-    """The app labels of a scrape's series (every series has one)."""
-    return {dict(labels)["app"] for _, labels in scrape}
 
 
 async def test_two_apps_in_one_process_each_scrape_their_own_figures(tmp_path: Path) -> None:
