@@ -51,7 +51,7 @@ class LoginAudit:
         if KEY in app.extensions:
             raise RuntimeError(f"LoginAudit is already set up for the app {app.name!r}")
         settings = Settings.from_config(app.config)
-        metrics = Metrics()
+        metrics = Metrics(app.name)
         writer = LogWriter(
             self.store_factory(settings),
             max_pending=settings.login_log_max_pending,

@@ -325,7 +325,7 @@ async def test_a_websocket_to_the_login_route_is_refused_with_the_reason(
     ]
     assert sent[0]["status"] == 400
     assert sent[1]["body"] == b"a WebSocket does not log in: use GET or POST"
-    assert 'quart_app_logins_refused_total{reason="bad_request"} 1.0' in metrics
+    assert 'quart_app_logins_refused_total{app="quart_app.app",reason="bad_request"} 1.0' in metrics
     assert read_records(log_path) == []
 
 

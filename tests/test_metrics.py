@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
 import re
 import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
+from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 from test_http1 import exchange
 
-from quart_app.metrics import REFUSAL_REASONS
+from quart_app.metrics import (
+    DEFAULT_APP,
+    REFUSAL_REASONS,
+    Ledger,
+    Metrics,
+    ledger_file_name,
+    write_ledger,
+)
+from quart_app.processes import alive
+from quart_app.records import LoginRecord
+from quart_app.stores.file import FileStore
+from quart_app.writer import LogWriter
 
 from conftest import ControlledStore, store_of, wait_for_records, writer_of
 from server import ROOT, run_server, send_logins
@@ -28,8 +46,18 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+APP = "quart_app.app"
+"""create_app()'s app label: Quart names an app after the module that builds it."""
+
+
 def value(scrape: dict, name: str, **labels: str) -> float:
-    return scrape[(name, tuple(sorted(labels.items())))]
+    """The sample of ``name`` with ``labels``, of the app ``APP`` unless ``app`` is given."""
+    return scrape[(name, tuple(sorted({"app": APP, **labels}.items())))]
+
+
+def apps_of(scrape: dict) -> set[str]:
+    """The app labels of a scrape's series (every series has one)."""
+    return {dict(labels)["app"] for _, labels in scrape}
 
 
 def probes_table_rows() -> list[list[str]]:
@@ -42,7 +70,7 @@ def probes_table_rows() -> list[list[str]]:
     return rows
 
 
-async def test_every_metric_and_refusal_reason_the_docs_list_is_scraped(client) -> None:
+async def test_every_metric_and_refusal_reason_the_docs_list_is_scraped(app, client) -> None:
     # Dashboards and alerts are written from the docs' tables: a name that differs
     # would read as no data, never as an error.
     documented: dict[str, str] = {}
@@ -67,6 +95,7 @@ async def test_every_metric_and_refusal_reason_the_docs_list_is_scraped(client) 
     assert reasons == set(REFUSAL_REASONS)
     for reason in reasons:  # shown at 0 before the first refusal, so that a rate works
         assert value(samples(scrape), "quart_app_logins_refused_total", reason=reason) == 0
+    assert apps_of(samples(scrape)) == {app.name}  # every series, under its app's name
 
 
 async def test_metrics_count_logins_writes_and_refusals(make_app, log_path: Path) -> None:
@@ -182,15 +211,15 @@ async def test_a_trusted_header_without_a_valid_address_is_counted(
     assert value(scrape, "quart_app_login_client_address_unknown_total") == 1
 
 
-def unaccounted(scrape: dict) -> float:
+def unaccounted(scrape: dict, app: str = APP) -> float:
     """What an alert subtracts: logins taken and neither written, pending, set aside nor
     given up. Never negative: otherwise more was written than taken."""
     return (
-        value(scrape, "quart_app_logins_taken_total")
-        - value(scrape, "quart_app_login_records_written_total")
-        - value(scrape, "quart_app_login_records_pending")
-        - value(scrape, "quart_app_login_records_set_aside_total")
-        - value(scrape, "quart_app_login_records_unconfirmed_total")
+        value(scrape, "quart_app_logins_taken_total", app=app)
+        - value(scrape, "quart_app_login_records_written_total", app=app)
+        - value(scrape, "quart_app_login_records_pending", app=app)
+        - value(scrape, "quart_app_login_records_set_aside_total", app=app)
+        - value(scrape, "quart_app_login_records_unconfirmed_total", app=app)
     )
 
 
@@ -254,3 +283,117 @@ async def test_every_refusal_of_a_login_the_app_answers_is_counted(tmp_path: Pat
         "method_not_allowed": 2,
         "timeout": 1,
     }
+
+
+async def test_two_apps_in_one_process_each_scrape_their_own_figures(tmp_path: Path) -> None:
+    writers = {
+        app: LogWriter(FileStore(str(tmp_path / f"{app}.txt")), metrics=Metrics(app))
+        for app in ("shop", "admin")
+    }
+    for writer in writers.values():
+        await writer.start()
+    try:
+        for i, app in enumerate(["shop"] * 3 + ["admin"]):
+            await writers[app].submit(LoginRecord(f"{app}{i}", datetime.now(UTC), "192.0.2.1"))
+        writers["admin"].metrics.logins_refused.labels("too_large").inc()
+        writers["shop"].metrics.client_address_unknown.inc()
+    finally:
+        for writer in writers.values():
+            assert await writer.stop()
+    shop, admin = (samples(writers[app].metrics.exposition().decode()) for app in writers)
+    assert (apps_of(shop), apps_of(admin)) == ({"shop"}, {"admin"})
+    for scrape, app, logins in ((shop, "shop", 3), (admin, "admin", 1)):
+        assert value(scrape, "quart_app_logins_taken_total", app=app) == logins
+        assert value(scrape, "quart_app_login_records_written_total", app=app) == logins
+        assert value(scrape, "quart_app_login_records_pending", app=app) == 0
+        assert value(scrape, "quart_app_login_batch_records_sum", app=app) == logins
+    assert value(admin, "quart_app_logins_refused_total", app="admin", reason="too_large") == 1
+    assert value(shop, "quart_app_logins_refused_total", app="shop", reason="too_large") == 0
+    assert value(shop, "quart_app_login_client_address_unknown_total", app="shop") == 1
+    assert value(admin, "quart_app_login_client_address_unknown_total", app="admin") == 0
+
+
+def test_metrics_built_alone_have_the_default_label_and_an_empty_one_is_refused() -> None:
+    assert apps_of(samples(Metrics().exposition().decode())) == {DEFAULT_APP}
+    with pytest.raises(ValueError, match="app label"):
+        Metrics("")
+
+
+def test_ledger_file_names_are_plain_and_distinct_for_any_app_name() -> None:
+    apps = ["quart_app.app", "../../etc/passwd", "a b/ü%2F", "a+b", "x" * 1000, "x" * 999 + "y"]
+    names = [ledger_file_name(app, 4242) for app in apps]
+    assert ledger_file_name("quart_app.app", 4242) == "ledger_4242_quart_app.app.json"
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert re.fullmatch(r"ledger_4242_[A-Za-z0-9_.~%+-]+\.json", name), name
+        assert len(name) < 200  # and its ".tmp" too, under the 255 bytes of a file name
+
+
+def a_dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait(timeout=30)
+    assert not alive(child.pid)
+    return child.pid
+
+
+def test_a_shared_directory_sums_each_apps_workers_and_keeps_apps_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two apps in this process and in another live worker, and one dead worker:
+    # prometheus_client's files and the ledgers of every app in one directory.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    shop, odd = "shop", "admin ü/../%2F+x"  # any character may be in an app's name
+    worker, dead = os.getppid(), a_dead_pid()
+
+    def apps_in(pid: int) -> dict[str, Metrics]:
+        # prometheus_client picks its value class at import: multiprocess mode, as in a worker.
+        monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: pid))
+        return {app: Metrics(app) for app in (shop, odd)}
+
+    try:
+        theirs, ours = apps_in(worker), apps_in(os.getpid())
+        ours[shop].ledger = lambda: Ledger(taken=10, written=7, pending=3, oldest_pending_age=0.5)
+        ours[odd].ledger = lambda: Ledger(taken=1, written=1)
+        write_ledger(str(tmp_path), shop, worker, Ledger(5, 4, 1, oldest_pending_age=2.0))
+        write_ledger(str(tmp_path), odd, worker, Ledger(100, 90, 10, oldest_pending_age=9.0))
+        write_ledger(str(tmp_path), shop, dead, Ledger(2, 0, 2, oldest_pending_age=60.0))
+        for metrics in ours.values():
+            metrics.publish()  # read by the other workers only: a scrape reads its own live
+        for metrics in (ours[shop], theirs[shop], theirs[shop]):
+            metrics.write_errors.inc()
+            metrics.batch_records.observe(4)
+        for metrics in (ours[odd], theirs[odd]):
+            metrics.logins_refused.labels("log_full").inc()
+        scrapes = {app: samples(metrics.exposition().decode()) for app, metrics in ours.items()}
+    finally:
+        values.close_all_multiprocess_files()
+
+    assert {app: apps_of(scrape) for app, scrape in scrapes.items()} == {shop: {shop}, odd: {odd}}
+    expected = {
+        shop: {  # the dead worker's counters count; its pending records no longer do
+            "quart_app_logins_taken_total": 10 + 5 + 2,
+            "quart_app_login_records_written_total": 7 + 4 + 0,
+            "quart_app_login_records_pending": 3 + 1,
+            "quart_app_login_oldest_pending_age_seconds": 2.0,
+            "quart_app_login_write_errors_total": 3,
+            "quart_app_login_batch_records_count": 3,
+        },
+        odd: {
+            "quart_app_logins_taken_total": 101,
+            "quart_app_login_records_written_total": 91,
+            "quart_app_login_records_pending": 10,
+            "quart_app_login_oldest_pending_age_seconds": 9.0,
+            "quart_app_login_write_errors_total": 0,
+            "quart_app_login_batch_records_count": 0,
+        },
+    }
+    for app, figures in expected.items():
+        assert {name: value(scrapes[app], name, app=app) for name in figures} == figures
+        assert unaccounted(scrapes[app], app) >= 0
+    refused = "quart_app_logins_refused_total"
+    assert value(scrapes[odd], refused, app=odd, reason="log_full") == 2
+    assert value(scrapes[shop], refused, app=shop, reason="log_full") == 0
+    # What this process published, for the other workers' scrapes.
+    published = json.loads((tmp_path / ledger_file_name(odd, os.getpid())).read_text())
+    assert published == {"app": odd, **Ledger(taken=1, written=1)._asdict()}

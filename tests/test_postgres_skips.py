@@ -109,7 +109,7 @@ async def test_a_login_the_insert_skips_is_set_aside_logged_and_counted(
     assert statuses == [200, 503 if durable else 200, 200]
     assert [row["username"] for row in await database.rows()] == ["repeat", "other"]
     assert (health["set_aside"], health["written"]) == (1, 2)
-    assert "quart_app_login_records_set_aside_total 1.0" in metrics
+    assert 'quart_app_login_records_set_aside_total{app="quart_app.app"} 1.0' in metrics
     assert len(set_aside_lines(caplog, "repeat")) == 1
 
 

@@ -514,7 +514,7 @@ async def test_a_login_the_table_refuses_is_set_aside_and_counted(
     assert statuses == [200, 503 if durable else 200, 200]
     assert sorted(row["username"] for row in await database.rows()) == ["after", "before"]
     assert health["set_aside"] == 1
-    assert "quart_app_login_records_set_aside_total 1.0" in metrics
+    assert 'quart_app_login_records_set_aside_total{app="quart_app.app"} 1.0' in metrics
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("record set aside" in line and "用户名:refused," in line for line in logged)
 
