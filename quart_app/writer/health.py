@@ -1,0 +1,67 @@
+"""The writer's figures: whether it is alive, how far it lags, its ledger and stats,
+and publishing them for the metrics of the other workers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from ..metrics import Ledger
+from .base import WriterBase
+
+
+class Health(WriterBase):
+    """Read the writer's figures; publish them while it runs."""
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer task is there to write (running or draining)."""
+        return self._task is not None and not self._task.done()
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest record not yet written was taken (0 if none)."""
+        oldest = self._in_flight or self._queue
+        if not oldest:
+            return 0.0
+        return max(0.0, (datetime.now(UTC) - oldest[0].time).total_seconds())
+
+    def ledger(self) -> Ledger:
+        """The figures the metrics report, all of one moment."""
+        return Ledger(
+            self.taken,
+            self.written,
+            self.pending,
+            self.set_aside_count,
+            self.unconfirmed,
+            self.oldest_age(),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """The writer's figures (no path or address: they are shown to anyone)."""
+        return {
+            "state": self.state,
+            "pending": self.pending,
+            "max_pending": self.max_pending,
+            "oldest_pending_age_s": round(self.oldest_age(), 3),
+            "written": self.written,
+            "write_errors": self.write_errors,
+            "set_aside": self.set_aside_count,
+            "unconfirmed": self.unconfirmed,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
+            "durable": self.durable,
+            "store": self.store.kind,
+        }
+
+    async def _publish_every(self, interval: float) -> None:
+        # A task of its own: the figures must move while a write hangs.
+        while True:
+            await self._publish()
+            await asyncio.sleep(interval)
+
+    async def _publish(self) -> None:
+        try:
+            await asyncio.to_thread(self.metrics.publish)
+        except OSError as exc:  # the metrics directory went away: scrapes miss this worker
+            self.logger.warning("login log: cannot publish the metrics: %s", exc)
