@@ -37,8 +37,8 @@ class Hooks(WriterBase):
 
     def _log_each(self, prefix: str, records: Sequence[LoginRecord]) -> None:
         # Each record is a line of its own that starts with ``prefix``, but one
-        # log call carries up to LOG_LINES_PER_CALL of them: a call per record
-        # took 17 µs, so a stop logging 100,000 records outlived its margin.
+        # log call carries up to LOG_LINES_PER_CALL of them: a stop must log
+        # up to max_pending records within the margin its server leaves it.
         for start in range(0, len(records), LOG_LINES_PER_CALL):
             lines = text_lines(records[start : start + LOG_LINES_PER_CALL]).decode()
             self.logger.error("%s", "\n".join(prefix + line for line in lines.split("\n")[:-1]))

@@ -128,9 +128,9 @@ class Intake(WriterBase):
             raise LogUnavailable("the login log set the record aside")
 
     def _group_future(self) -> asyncio.Future[Sequence[LoginRecord]]:
-        # One timer per group, not one per login (asyncio.timeout cost a
-        # durable login about 2% of its CPU): the group's logins are refused
-        # together once it is not confirmed within full_timeout of its first.
+        # One timer per group, not one per login (a timer is a cost on every
+        # durable login's path): the group's logins are refused together once
+        # it is not confirmed within full_timeout of its first.
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Sequence[LoginRecord]] = loop.create_future()
         timer = loop.call_later(self.full_timeout, self._expire, done)
