@@ -1,13 +1,14 @@
-"""The writer under stress: a stalled disk, a full queue, durable mode, batches, start-up."""
+"""The writer: a stalled disk, a full queue, durable mode, batches, start-up, readiness."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from quart_app.records import LoginRecord
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogUnavailable, LogWriter
 
-from conftest import ControlledStore, read_records, store_of, wait_for_records, writer_of
+from conftest import ControlledStore, read_records, store_of, until, wait_for_records, writer_of
 
 
 def record(name: str) -> LoginRecord:
@@ -351,3 +352,97 @@ async def test_a_record_set_aside_is_not_given_up_again_when_the_drain_ends(
     for login in logins:
         with pytest.raises(LogUnavailable):
             await login
+
+
+async def test_not_ready_because_names_the_state_when_the_writer_is_not_running(
+    tmp_path: Path,
+) -> None:
+    writer = LogWriter(FileStore(str(tmp_path / "log.txt")), logger=logging.getLogger("t"))
+    assert writer.not_ready_because(5, 0.9) == ["the login log is stopped"]
+    writer.state = "running"  # as if the task were gone without anyone noticing
+    assert writer.not_ready_because(5, 0.9) == ["the writer task is not running"]
+
+    store = ControlledStore(str(tmp_path / "draining.txt"))
+    store.gate.clear()
+    draining = LogWriter(store, logger=logging.getLogger("t"))
+    await draining.start()
+    assert draining.not_ready_because(5, 0.9) == []
+    assert draining.offer(record("last"))
+    await asyncio.to_thread(store.entered.wait, 5)
+    stopping = asyncio.create_task(draining.stop())
+    await until(lambda: draining.state == "draining", "the stop began")
+    assert draining.not_ready_because(5, 0.9) == ["the login log is draining"]
+    store.gate.set()
+    assert await asyncio.wait_for(stopping, 10)
+
+    class BrokenStore(ControlledStore):
+        def prepare(self, records: list[LoginRecord]) -> list[LoginRecord]:
+            raise RuntimeError("a bug in the store")
+
+    failed = LogWriter(BrokenStore(str(tmp_path / "failed.txt")), logger=logging.getLogger("t"))
+    await failed.start()
+    assert failed.offer(record("first"))
+    await until(lambda: failed.state == "failed", "the writer task ended")
+    assert failed.not_ready_because(5, 0.9) == ["the login log is failed"]
+    await failed.stop()
+
+
+async def test_not_ready_because_names_failing_writes(tmp_path: Path) -> None:
+    store = ControlledStore(str(tmp_path / "log.txt"))
+    store.error = OSError(errno.ENOSPC, "No space left on device")
+    writer = LogWriter(store, logger=logging.getLogger("t"))
+    await writer.start()
+    assert writer.offer(record("kept"))
+    await until(lambda: writer.failing, "the write failed")
+    assert writer.not_ready_because(60, 0.9) == ["writes are failing"]
+    store.error = None
+    await until(lambda: not writer.failing, "the retry succeeded")
+    assert writer.not_ready_because(60, 0.9) == []
+    assert await writer.stop()
+
+
+async def test_not_ready_because_names_a_stall(tmp_path: Path) -> None:
+    store = ControlledStore(str(tmp_path / "log.txt"))
+    store.gate.clear()
+    writer = LogWriter(store, logger=logging.getLogger("t"))
+    await writer.start()
+    taken = datetime.now(UTC) - timedelta(seconds=10)
+    assert writer.offer(LoginRecord("stuck", taken, "192.0.2.1"))
+    await asyncio.to_thread(store.entered.wait, 5)  # its write hangs
+    assert writer.not_ready_because(0.3, 0.9) == ["a record has waited over 0.3 s"]
+    assert writer.not_ready_because(5, 0.9) == ["a record has waited over 5 s"]
+    assert writer.not_ready_because(60, 0.9) == []
+    store.gate.set()
+    assert await writer.stop()
+
+
+async def test_not_ready_because_names_a_queue_above_the_high_water_mark(tmp_path: Path) -> None:
+    store = ControlledStore(str(tmp_path / "log.txt"))
+    store.gate.clear()
+    writer = LogWriter(store, max_pending=10, logger=logging.getLogger("t"))
+    writer.lag_bound = math.inf  # offer() takes every record, however slow the machine
+    await writer.start()
+    for i in range(5):
+        assert writer.offer(record(f"h{i}"))
+    assert writer.not_ready_because(60, 0.5) == []  # 5 of 10: at the mark, not over it
+    assert writer.offer(record("h5"))
+    assert writer.not_ready_because(60, 0.5) == ["over 50% of the queue is full"]
+    assert writer.not_ready_because(60, 0.75) == []
+    store.gate.set()
+    assert await writer.stop()
+
+
+async def test_not_ready_because_gives_every_reason_that_holds_in_order(tmp_path: Path) -> None:
+    store = ControlledStore(str(tmp_path / "log.txt"))
+    store.error = OSError(errno.EIO, "Input/output error")
+    writer = LogWriter(store, max_pending=2, logger=logging.getLogger("t"))
+    await writer.start()
+    assert writer.offer(LoginRecord("old", datetime.now(UTC) - timedelta(seconds=10), "-"))
+    await until(lambda: writer.failing, "the write failed")
+    assert writer.not_ready_because(1, 0.4) == [
+        "writes are failing",
+        "a record has waited over 1 s",
+        "over 40% of the queue is full",
+    ]
+    store.error = None
+    assert await writer.stop()

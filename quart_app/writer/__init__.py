@@ -21,8 +21,8 @@ The modules, one job each:
 * :mod:`.loop`: the writing task (linger, batches, retries, sync, drain);
 * :mod:`.hooks`: the override points, :meth:`LogWriter.abandon` and
   :meth:`LogWriter.set_aside`;
-* :mod:`.health`: the figures (alive, oldest age, ledger, stats) and their
-  publishing;
+* :mod:`.health`: the figures (alive, oldest age, ledger, stats), readiness
+  decided from them, and their publishing;
 * :mod:`.logwriter`: :class:`LogWriter`, the parts put together, started and
   stopped.
 """

@@ -1,5 +1,5 @@
 """The writer's figures: whether it is alive, how far it lags, its ledger and stats,
-and publishing them for the metrics of the other workers."""
+whether the app is ready for traffic, and publishing the figures for the other workers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .base import WriterBase
 
 
 class Health(WriterBase):
-    """Read the writer's figures; publish them while it runs."""
+    """Read the writer's figures, tell readiness from them; publish them while it runs."""
 
     @property
     def alive(self) -> bool:
@@ -53,6 +53,27 @@ class Health(WriterBase):
             "durable": self.durable,
             "store": self.store.kind,
         }
+
+    def not_ready_because(self, stall_seconds: float, high_water: float) -> list[str]:
+        """Why the app should get no traffic now; empty when it is ready.
+
+        ``stall_seconds``: a record waiting longer than this is a stall
+        (``LOGIN_LOG_STALL_SECONDS``); ``high_water``: the share of
+        ``max_pending`` the queue may fill (``LOGIN_LOG_HIGH_WATER``). Each
+        reason is one phrase, for ``/readyz`` and ``/healthz``.
+        """
+        if self.state != "running":
+            return [f"the login log is {self.state}"]
+        reasons = []
+        if not self.alive:
+            reasons.append("the writer task is not running")
+        if self.failing:
+            reasons.append("writes are failing")
+        if self.oldest_age() > stall_seconds:
+            reasons.append(f"a record has waited over {stall_seconds:g} s")
+        if self.pending > high_water * self.max_pending:
+            reasons.append(f"over {high_water:.0%} of the queue is full")
+        return reasons
 
     async def _publish_every(self, interval: float) -> None:
         # A task of its own: the figures must move while a write hangs.
