@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import math
 import os
@@ -15,6 +16,7 @@ import pytest
 from quart import Quart
 from quart.testing.app import LifespanError
 
+from quart_app.metrics import Ledger
 from quart_app.records import LoginRecord
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogUnavailable, LogWriter
@@ -237,12 +239,14 @@ async def test_a_group_larger_than_a_batch_is_written_whole_and_in_order(tmp_pat
 async def test_the_oldest_pending_age_grows_while_a_write_hangs(tmp_path: Path) -> None:
     store = ControlledStore(str(tmp_path / "log.txt"))
     store.gate.clear()
-    writer = LogWriter(store, logger=logging.getLogger("test"))
+    now = [datetime.now(UTC)]
+    writer = LogWriter(store, logger=logging.getLogger("test"), clock=lambda: now[0])
     await writer.start()
-    await writer.submit(record("stuck"))
+    await writer.submit(LoginRecord("stuck", now[0], "192.0.2.1"))
     await asyncio.to_thread(store.entered.wait, 5)
-    await asyncio.sleep(0.3)
-    assert writer.oldest_age() >= 0.3
+    assert writer.oldest_age() == 0
+    now[0] += timedelta(seconds=0.3)
+    assert writer.oldest_age() == pytest.approx(0.3)
     assert writer.stats()["pending"] == 1
     store.gate.set()
     assert await writer.stop()
@@ -446,3 +450,36 @@ async def test_not_ready_because_gives_every_reason_that_holds_in_order(tmp_path
     ]
     store.error = None
     assert await writer.stop()
+
+
+async def test_the_figures_are_published_every_interval_and_at_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ledger other workers' scrapes read: it moves while a write hangs.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    published = tmp_path / f"ledger_{os.getpid()}.json"
+
+    def ledger() -> dict[str, float] | None:
+        try:
+            return json.loads(published.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    store = ControlledStore(str(tmp_path / "log.txt"))
+    store.gate.clear()
+    now = [datetime.now(UTC)]
+    writer = LogWriter(store, publish_interval=0.01, clock=lambda: now[0])
+    await writer.start()
+    assert writer.offer(LoginRecord("stuck", now[0], "192.0.2.1"))
+    try:
+        await asyncio.to_thread(store.entered.wait, 5)
+        hung = Ledger(taken=1, pending=1)._asdict()
+        await until(lambda: ledger() == hung, "the figures of the hung write published")
+        now[0] += timedelta(seconds=7)
+        hung["oldest_pending_age"] = 7.0
+        # Within a second: publishing at the default interval would miss it.
+        await until(lambda: ledger() == hung, "its age published again", timeout=0.9)
+    finally:
+        store.gate.set()
+    assert await writer.stop()
+    assert ledger() == Ledger(taken=1, written=1)._asdict()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..metrics import Ledger, Metrics
 from ..records import LoginRecord
@@ -23,6 +23,11 @@ LAG_BOUND = 2 * LINGER
 ago than this, logins wait for their own record to be written. Twice the linger, as the
 oldest record of a batch waits one linger for its batch to start: no more than this much of
 answered logins is ever only in memory."""
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC: the writer's default clock."""
+    return datetime.now(UTC)
 
 
 class WriterBase:
@@ -46,10 +51,17 @@ class WriterBase:
         max_batch: int = MAX_BATCH,
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
+        publish_interval: float = 1.0,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """``linger``: under load, without durable mode, batches start at most this often.
 
         ``max_batch`` caps the records handed to the store at once.
+        ``publish_interval``: seconds between two publishings of the figures
+        for the other workers' scrapes. ``clock`` gives the time (aware, UTC)
+        that record ages and error times are read from; a test may pass one
+        it moves. The lag bound is kept with ``time.monotonic`` instead, read
+        on every login's path.
         """
         self.store = store
         self.max_pending = max_pending
@@ -61,6 +73,8 @@ class WriterBase:
         self.logger = logger or logging.getLogger(__package__)
         self.metrics = metrics or Metrics()
         self.metrics.ledger = self.ledger
+        self.publish_interval = publish_interval
+        self.clock = clock
         self.state = "stopped"  # then "running", "draining", "stopped"; or "failed"
         self.pending = 0
         self.taken = 0

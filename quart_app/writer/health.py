@@ -4,7 +4,6 @@ whether the app is ready for traffic, and publishing the figures for the other w
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 from ..metrics import Ledger
@@ -24,7 +23,7 @@ class Health(WriterBase):
         oldest = self._in_flight or self._queue
         if not oldest:
             return 0.0
-        return max(0.0, (datetime.now(UTC) - oldest[0].time).total_seconds())
+        return max(0.0, (self.clock() - oldest[0].time).total_seconds())
 
     def ledger(self) -> Ledger:
         """The figures the metrics report, all of one moment."""

@@ -36,7 +36,7 @@ class LogWriter(Intake, WritingLoop, Health):
         self._refusing = None
         self._task = asyncio.create_task(self._run(), name="login-log-writer")
         self._task.add_done_callback(self._ended)
-        self._publisher = asyncio.create_task(self._publish_every(1.0))
+        self._publisher = asyncio.create_task(self._publish_every(self.publish_interval))
 
     async def stop(self) -> bool:
         """Stop taking records and write every one taken, for at most ``drain_timeout`` s.

@@ -15,7 +15,6 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from ..records import LoginRecord
 from .errors import describe_error, one_line, refuse
@@ -119,7 +118,7 @@ class WritingLoop(Hooks):
         self.write_errors += 1
         self.metrics.write_errors.inc()
         self.last_error = describe_error(exc)
-        self.last_error_at = datetime.now(UTC)
+        self.last_error_at = self.clock()
         self.failing = True
         self._track_lag()
         # Once per streak and cause, not once per retry: a streak that starts
