@@ -22,19 +22,10 @@ blueprint = Blueprint("login_audit_probes", __name__)
 def not_ready_because() -> list[str]:
     """Why the current app should get no traffic now; empty when it is ready."""
     log = login_log()
-    writer, settings = log.writer, log.settings
-    if writer.state != "running":
-        return [f"the login log is {writer.state}"]
-    reasons = []
-    if not writer.alive:
-        reasons.append("the writer task is not running")
-    if writer.failing:
-        reasons.append("writes are failing")
-    if writer.oldest_age() > settings.login_log_stall_seconds:
-        reasons.append(f"a record has waited over {settings.login_log_stall_seconds:g} s")
-    if writer.pending > settings.login_log_high_water * writer.max_pending:
-        reasons.append(f"over {settings.login_log_high_water:.0%} of the queue is full")
-    return reasons
+    settings = log.settings
+    return log.writer.not_ready_because(
+        settings.login_log_stall_seconds, settings.login_log_high_water
+    )
 
 
 @blueprint.get("/livez")

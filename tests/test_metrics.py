@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,11 +30,12 @@ from quart_app.metrics import (
 )
 from quart_app.processes import alive
 from quart_app.records import LoginRecord
+from quart_app.serving import METRICS_DIR_PREFIX
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogWriter
 
-from conftest import ControlledStore, store_of, wait_for_records, writer_of
-from server import ROOT, run_server, send_logins
+from conftest import ControlledStore, store_of, until, wait_for_records, writer_of
+from server import ROOT, Server, run_server, send_logins
 from test_http2 import h2_request
 
 
@@ -153,6 +155,28 @@ async def test_write_errors_and_a_failing_store_show(make_app, log_path: Path) -
     assert value(scrape, "quart_app_login_records_pending") == 1
 
 
+async def until_published(server: Server, logins: int, timeout: float = 10) -> None:
+    """Wait until every worker of ``server``, live or gone, has published its figures since
+    its last login: the ledgers they share add up to ``logins`` taken and written.
+
+    Each worker replaces its ledger file at every publish and a file never runs ahead of
+    its worker, so only once all are current do they add up.
+    """
+    directories = f"{METRICS_DIR_PREFIX}{server.process.pid}-*"
+
+    def published() -> bool:
+        ledgers = []
+        for path in Path(tempfile.gettempdir()).glob(f"{directories}/ledger_*.json"):
+            try:
+                ledgers.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):  # replaced meanwhile: read them all again
+                return False
+        taken, written = (sum(ledger[key] for ledger in ledgers) for key in ("taken", "written"))
+        return taken == written == logins and all(ledger["pending"] == 0 for ledger in ledgers)
+
+    await until(published, f"every worker published {logins} logins written", timeout)
+
+
 async def scrape_server(url: str) -> dict:
     # A new connection each time: with -w 2 any worker may answer.
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
@@ -167,7 +191,7 @@ async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> N
     with run_server(tmp_path, env, workers=2) as server:
         await send_logins(server.url, names)
         await wait_for_records(log_path, len(names))
-        await asyncio.sleep(1.5)  # the gauges are set once a second
+        await until_published(server, len(names))
         scrapes = [await scrape_server(server.url) for _ in range(6)]
         for scrape in scrapes:
             assert value(scrape, "quart_app_logins_taken_total") == len(names)
@@ -179,7 +203,7 @@ async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> N
         await asyncio.sleep(3)
         await send_logins(server.url, ["after-reload"])
         await wait_for_records(log_path, len(names) + 1)
-        await asyncio.sleep(1.5)
+        await until_published(server, len(names) + 1)
         scrape = await scrape_server(server.url)
         assert value(scrape, "quart_app_logins_taken_total") == len(names) + 1
         assert server.stop() == 0, server.stderr
@@ -188,7 +212,7 @@ async def test_every_scrape_of_two_workers_reports_them_all(tmp_path: Path) -> N
     with run_server(tmp_path, env, workers=2) as server:
         await send_logins(server.url, ["restarted"])
         await wait_for_records(log_path, len(names) + 2)
-        await asyncio.sleep(1.5)
+        await until_published(server, 1)
         scrape = await scrape_server(server.url)
         assert value(scrape, "quart_app_logins_taken_total") == 1
         assert server.stop() == 0
@@ -236,7 +260,7 @@ async def test_two_workers_under_load_publish_figures_that_add_up_on_every_scrap
             await asyncio.sleep(0.01)
         await load
         await wait_for_records(log_path, len(names))
-        await asyncio.sleep(1.5)  # every worker has published since
+        await until_published(server, len(names))
         scrapes.append(await scrape_server(server.url))
         assert server.stop() == 0, server.stderr
     during = [s for s in scrapes if value(s, "quart_app_logins_taken_total") < len(names)]

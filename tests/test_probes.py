@@ -115,12 +115,16 @@ async def test_a_real_server_on_a_hung_disk_says_it_is_not_ready(tmp_path: Path)
         with run_server(tmp_path, env) as server:
             names = [f"hang-{i:04d}-" + "x" * 240 for i in range(400)]
             await send_logins(server.url, names, concurrency=50)
-            await asyncio.sleep(1)
             async with aiohttp.ClientSession() as session:
-                async with session.get(server.url + "/healthz") as response:
-                    body = await response.json()
-                    assert response.status == 503, body
-                    assert body["pending"] > 0 and body["oldest_pending_age_s"] > 0.5
+                async with asyncio.timeout(10):  # until the stall shows
+                    while True:
+                        async with session.get(server.url + "/healthz") as response:
+                            status, body = response.status, await response.json()
+                        if status != 200:
+                            break
+                        await asyncio.sleep(0.05)
+                assert status == 503, body
+                assert body["pending"] > 0 and body["oldest_pending_age_s"] > 0.5
                 async with session.get(server.url + "/readyz") as response:
                     assert response.status == 503
                 async with session.get(server.url + "/livez") as response:

@@ -1,24 +1,27 @@
-"""The writer under stress: a stalled disk, a full queue, durable mode, batches, start-up."""
+"""The writer: a stalled disk, a full queue, durable mode, batches, start-up, readiness."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import logging
 import math
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from quart import Quart
 from quart.testing.app import LifespanError
 
+from quart_app.metrics import DEFAULT_APP, Ledger, ledger_file_name
 from quart_app.records import LoginRecord
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogUnavailable, LogWriter
 
-from conftest import ControlledStore, read_records, store_of, wait_for_records, writer_of
+from conftest import ControlledStore, read_records, store_of, until, wait_for_records, writer_of
 
 
 def record(name: str) -> LoginRecord:
@@ -236,12 +239,14 @@ async def test_a_group_larger_than_a_batch_is_written_whole_and_in_order(tmp_pat
 async def test_the_oldest_pending_age_grows_while_a_write_hangs(tmp_path: Path) -> None:
     store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
     store.gate.clear()
-    writer = LogWriter(store, logger=logging.getLogger("test"))
+    now = [datetime.now(UTC)]
+    writer = LogWriter(store, logger=logging.getLogger("test"), clock=lambda: now[0])
     await writer.start()
-    await writer.submit(record("stuck"))
+    await writer.submit(LoginRecord("stuck", now[0], "192.0.2.1"))
     await asyncio.to_thread(store.entered.wait, 5)
-    await asyncio.sleep(0.3)
-    assert writer.oldest_age() >= 0.3
+    assert writer.oldest_age() == 0
+    now[0] += timedelta(seconds=0.3)
+    assert writer.oldest_age() == pytest.approx(0.3)
     assert writer.stats()["pending"] == 1
     store.gate.set()
     assert await writer.stop()
@@ -351,3 +356,133 @@ async def test_a_record_set_aside_is_not_given_up_again_when_the_drain_ends(
     for login in logins:
         with pytest.raises(LogUnavailable):
             await login
+
+
+async def test_not_ready_because_names_the_state_when_the_writer_is_not_running(
+    tmp_path: Path,
+) -> None:
+    writer = LogWriter(FileStore(str(tmp_path / "log.txt")), logger=logging.getLogger("t"))
+    assert writer.not_ready_because(5, 0.9) == ["the login log is stopped"]
+    writer.state = "running"  # as if the task were gone without anyone noticing
+    assert writer.not_ready_because(5, 0.9) == ["the writer task is not running"]
+
+    store = ControlledStore(FileStore(str(tmp_path / "draining.txt")))
+    store.gate.clear()
+    draining = LogWriter(store, logger=logging.getLogger("t"))
+    await draining.start()
+    assert draining.not_ready_because(5, 0.9) == []
+    assert draining.offer(record("last"))
+    await asyncio.to_thread(store.entered.wait, 5)
+    stopping = asyncio.create_task(draining.stop())
+    await until(lambda: draining.state == "draining", "the stop began")
+    assert draining.not_ready_because(5, 0.9) == ["the login log is draining"]
+    store.gate.set()
+    assert await asyncio.wait_for(stopping, 10)
+
+    class BrokenStore(ControlledStore):
+        def prepare(self, records: list[LoginRecord]) -> list[LoginRecord]:
+            raise RuntimeError("a bug in the store")
+
+    broken = BrokenStore(FileStore(str(tmp_path / "failed.txt")))
+    failed = LogWriter(broken, logger=logging.getLogger("t"))
+    await failed.start()
+    assert failed.offer(record("first"))
+    await until(lambda: failed.state == "failed", "the writer task ended")
+    assert failed.not_ready_because(5, 0.9) == ["the login log is failed"]
+    await failed.stop()
+
+
+async def test_not_ready_because_names_failing_writes(tmp_path: Path) -> None:
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
+    store.error = OSError(errno.ENOSPC, "No space left on device")
+    writer = LogWriter(store, logger=logging.getLogger("t"))
+    await writer.start()
+    assert writer.offer(record("kept"))
+    await until(lambda: writer.failing, "the write failed")
+    assert writer.not_ready_because(60, 0.9) == ["writes are failing"]
+    store.error = None
+    await until(lambda: not writer.failing, "the retry succeeded")
+    assert writer.not_ready_because(60, 0.9) == []
+    assert await writer.stop()
+
+
+async def test_not_ready_because_names_a_stall(tmp_path: Path) -> None:
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
+    store.gate.clear()
+    writer = LogWriter(store, logger=logging.getLogger("t"))
+    await writer.start()
+    taken = datetime.now(UTC) - timedelta(seconds=10)
+    assert writer.offer(LoginRecord("stuck", taken, "192.0.2.1"))
+    await asyncio.to_thread(store.entered.wait, 5)  # its write hangs
+    assert writer.not_ready_because(0.3, 0.9) == ["a record has waited over 0.3 s"]
+    assert writer.not_ready_because(5, 0.9) == ["a record has waited over 5 s"]
+    assert writer.not_ready_because(60, 0.9) == []
+    store.gate.set()
+    assert await writer.stop()
+
+
+async def test_not_ready_because_names_a_queue_above_the_high_water_mark(tmp_path: Path) -> None:
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
+    store.gate.clear()
+    writer = LogWriter(store, max_pending=10, logger=logging.getLogger("t"))
+    writer.lag_bound = math.inf  # offer() takes every record, however slow the machine
+    await writer.start()
+    for i in range(5):
+        assert writer.offer(record(f"h{i}"))
+    assert writer.not_ready_because(60, 0.5) == []  # 5 of 10: at the mark, not over it
+    assert writer.offer(record("h5"))
+    assert writer.not_ready_because(60, 0.5) == ["over 50% of the queue is full"]
+    assert writer.not_ready_because(60, 0.75) == []
+    store.gate.set()
+    assert await writer.stop()
+
+
+async def test_not_ready_because_gives_every_reason_that_holds_in_order(tmp_path: Path) -> None:
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
+    store.error = OSError(errno.EIO, "Input/output error")
+    writer = LogWriter(store, max_pending=2, logger=logging.getLogger("t"))
+    await writer.start()
+    assert writer.offer(LoginRecord("old", datetime.now(UTC) - timedelta(seconds=10), "-"))
+    await until(lambda: writer.failing, "the write failed")
+    assert writer.not_ready_because(1, 0.4) == [
+        "writes are failing",
+        "a record has waited over 1 s",
+        "over 40% of the queue is full",
+    ]
+    store.error = None
+    assert await writer.stop()
+
+
+async def test_the_figures_are_published_every_interval_and_at_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ledger other workers' scrapes read: it moves while a write hangs.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    published = tmp_path / ledger_file_name(DEFAULT_APP, os.getpid())
+
+    def ledger() -> dict[str, float] | None:
+        try:
+            figures = json.loads(published.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        assert figures.pop("app") == DEFAULT_APP
+        return figures
+
+    store = ControlledStore(FileStore(str(tmp_path / "log.txt")))
+    store.gate.clear()
+    now = [datetime.now(UTC)]
+    writer = LogWriter(store, publish_interval=0.01, clock=lambda: now[0])
+    await writer.start()
+    assert writer.offer(LoginRecord("stuck", now[0], "192.0.2.1"))
+    try:
+        await asyncio.to_thread(store.entered.wait, 5)
+        hung = Ledger(taken=1, pending=1)._asdict()
+        await until(lambda: ledger() == hung, "the figures of the hung write published")
+        now[0] += timedelta(seconds=7)
+        hung["oldest_pending_age"] = 7.0
+        # Within a second: publishing at the default interval would miss it.
+        await until(lambda: ledger() == hung, "its age published again", timeout=0.9)
+    finally:
+        store.gate.set()
+    assert await writer.stop()
+    assert ledger() == Ledger(taken=1, written=1)._asdict()
