@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 from urllib.parse import quote
@@ -243,6 +244,8 @@ class Metrics:
         self.app = app
         self.registry = registry if registry is not None else CollectorRegistry()
         self.ledger: Callable[[], Ledger] = Ledger
+        # Publishes run in threads: a late one must not replace a newer ledger with its older one.
+        self._publishing = threading.Lock()
         r = self.registry
         r.register(_LedgerCollector(self))
         # Each is the child of its app's label, bound once here, not at each update.
@@ -313,4 +316,5 @@ class Metrics:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not directory:
             return
-        write_ledger(directory, self.app, os.getpid(), self.ledger())
+        with self._publishing:  # the ledger is read under the lock: the last written is the newest
+            write_ledger(directory, self.app, os.getpid(), self.ledger())

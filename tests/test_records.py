@@ -117,7 +117,12 @@ def test_property_every_line_is_one_printable_line_that_reads_back(username: str
     assert not INVISIBLE_CHARACTER.search(line)
     readable = record._replace(ip="192.0.2.7")
     assert parse_line(format_text(readable).decode()) == readable
-    assert parse_line(format_jsonl(readable).decode()) == readable
+    surrogates = any("\ud800" <= c <= "\udfff" for c in username + ip)
+    # JSON writes a lone surrogate as \uHHHH, and a high one before a low one
+    # reads back as their pair: only the text format keeps them apart (the app
+    # refuses such names anyway).
+    if not surrogates:
+        assert parse_line(format_jsonl(readable).decode()) == readable
     # A human or grep splitting at the first of each label reads the same fields.
     naive_user, naive_time, naive_ip = naive_fields(line)
     assert (unescape(naive_user), naive_time, unescape(naive_ip)) == (username, WHEN, ip)
@@ -125,7 +130,7 @@ def test_property_every_line_is_one_printable_line_that_reads_back(username: str
     assert jsonl.endswith("\n") and jsonl[:-1].isprintable()
     assert not LOOKALIKES & set(jsonl)
     assert not INVISIBLE_CHARACTER.search(jsonl)
-    if not any("\ud800" <= c <= "\udfff" for c in username + ip):
+    if not surrogates:
         assert strict_json(jsonl[:-1])["username"] == username
 
 
