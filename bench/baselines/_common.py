@@ -9,9 +9,9 @@ from typing import Any
 
 from quart import Quart, current_app, request
 
-from quart_app.http1 import accept_utf8_query_strings
 from quart_app.inputs import BadLogin, needs_body, username_of
 from quart_app.records import LoginRecord, format_text
+from quart_app.serving.http1 import accept_utf8_query_strings
 from quart_app.signals import login_signal
 
 # What a receiver does with a finished line: (app, path, line) -> awaitable.

@@ -1,9 +1,6 @@
-"""What only a process served by hypercorn needs: :func:`prepare_for_hypercorn`.
+"""A served process's stop: signals, the metrics directory, answers before the cancel, the exit.
 
-The project's own entry (:mod:`quart_app.asgi`) calls it, and so can any app
-using :class:`~quart_app.LoginAudit`, in one line. hypercorn has no hooks for
-any of this, hence this module:
-
+hypercorn has no hooks for any of this, hence this module:
 * Signals. In single-process mode hypercorn stops gracefully on SIGINT and
   SIGTERM only; SIGHUP (the terminal closing) would kill it at once, so it is
   turned into SIGTERM. With ``-w N`` the parent handles signals and a worker
@@ -17,9 +14,6 @@ any of this, hence this module:
 * The exit: when a stop could not confirm every record, the process exits
   with :data:`EXIT_UNCONFIRMED` at once, because a thread stuck in ``write(2)``
   cannot be interrupted and Python would wait for it for ever.
-* hypercorn's protocols, so that every request is answered and every answer
-  has a reason (:mod:`quart_app.http1`, :mod:`quart_app.http1_errors`,
-  :mod:`quart_app.http2`, :mod:`quart_app.connections`).
 """
 
 from __future__ import annotations
@@ -36,8 +30,8 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError
-from .processes import alive
+from ..config import ConfigError
+from ..processes import alive
 
 EXIT_UNCONFIRMED = 3
 """Exit status of a process that stopped with login records not confirmed written."""
@@ -51,64 +45,16 @@ DRAIN_MARGIN = 2.0
 """Seconds hypercorn's shutdown_timeout must leave after the drain: for logging what is left."""
 
 if TYPE_CHECKING:
-    from quart import Quart
-
-    from .writer import LogWriter
+    from ..writer import LogWriter
 
 logger = logging.getLogger(__name__)
 
 
-def _worker_parent() -> Any:
+def worker_parent() -> Any:
+    """The parent of this hypercorn worker process; None when hypercorn serves in-process."""
     # hypercorn starts its workers with multiprocessing's spawn method; its
     # own process (workers = 0) has no multiprocessing parent.
     return multiprocessing.parent_process()
-
-
-def prepare_for_hypercorn(app: Quart) -> None:
-    """Give ``app``, served by hypercorn, the project's own stop behaviour and protocol fixes.
-
-    Call it in the module hypercorn loads. At start it refuses hypercorn stop bounds that
-    would lose records; on SIGTERM, SIGINT or SIGHUP (to the server or to one
-    worker) and when a worker's parent dies, the process stops gracefully:
-    waiting logins are answered 503 before hypercorn cancels them, the writer
-    drains, and a process that could not confirm every record exits with
-    :data:`EXIT_UNCONFIRMED`.
-    """
-    from .connections import end_cancelled_connections_quietly
-    from .http1 import accept_utf8_query_strings
-    from .http1_errors import explain_http1_errors
-    from .http2 import answer_every_http2_stream
-    from .state import KEY
-
-    if "prometheus_client" not in sys.modules:  # it reads the directory once, when imported
-        use_shared_metrics_directory()
-    # So that curl's raw UTF-8 query strings are answered, not refused by h11.
-    accept_utf8_query_strings()
-    # So that what h11 cannot parse is answered with the reason, not an empty body.
-    explain_http1_errors()
-    # So that every HTTP/2 request the app takes is answered, and every other refused.
-    answer_every_http2_stream()
-    # So that a stop cancelling connections at graceful_timeout logs no traceback for each.
-    end_cancelled_connections_quietly()
-
-    @app.before_serving
-    async def prepare_process() -> None:
-        log = app.extensions.get(KEY)
-        if log is None:
-            raise RuntimeError(f"prepare_for_hypercorn: LoginAudit is not set up for {app.name!r}")
-        check_stop_bounds(log.settings.login_log_drain_timeout)
-        if _worker_parent() is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            logger.warning(
-                "PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows this worker only, not all"
-            )
-        stop_gracefully_on_signals()
-        refuse_waiting_logins_before_cancel(log.writer)
-
-    @app.after_serving
-    async def finish_process() -> None:
-        writer = app.extensions[KEY].writer
-        await writer.stop()  # done already when LoginAudit's hook ran first
-        finish(writer.unconfirmed)
 
 
 def use_shared_metrics_directory() -> None:
@@ -120,7 +66,7 @@ def use_shared_metrics_directory() -> None:
     afresh; directories of servers whose parent is gone are removed. A
     directory set by the operator is left as it is.
     """
-    parent = _worker_parent()
+    parent = worker_parent()
     if parent is None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
     key = hashlib.sha256(bytes(multiprocessing.current_process().authkey)).hexdigest()[:16]
@@ -146,7 +92,7 @@ def stop_gracefully_on_signals() -> None:
     Call from the serving process's event loop, once it runs.
     """
     loop = asyncio.get_running_loop()
-    parent = _worker_parent()
+    parent = worker_parent()
     if parent is None:
         # hypercorn's own handler for SIGTERM does the graceful stop.
         loop.add_signal_handler(signal.SIGHUP, os.kill, os.getpid(), signal.SIGTERM)
