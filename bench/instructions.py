@@ -72,11 +72,14 @@ def _records_per_batch(url: str) -> float:
     # Batches grow with the rate, and a login's share of a batch's cost shrinks
     # with them: callgrind's slow server writes smaller batches than a real one.
     with urllib.request.urlopen(url + "/metrics", timeout=60) as response:
-        figures = dict(
-            line.rsplit(" ", 1)
-            for line in response.read().decode().splitlines()
-            if line.startswith("quart_app_login_batch_records_")
-        )
+        figures = {
+            name.partition("{")[0]: value  # without the app label
+            for name, value in (
+                line.rsplit(" ", 1)
+                for line in response.read().decode().splitlines()
+                if line.startswith("quart_app_login_batch_records_")
+            )
+        }
     count = float(figures.get("quart_app_login_batch_records_count", 0))
     return float(figures.get("quart_app_login_batch_records_sum", 0)) / count if count else 0.0
 
