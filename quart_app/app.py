@@ -9,7 +9,7 @@ from typing import Any
 from quart import Quart
 
 from . import probes, routes
-from .config import defaults, from_environment
+from .config import Settings, defaults, from_environment
 from .extension import LoginAudit, StoreFactory
 from .guard import RequestGuard
 from .state import KEY
@@ -32,10 +32,11 @@ def create_app(
     # Ours, as given: JSON would turn QUART_LOGIN_LOG_FILE_MODE=0640 into an error.
     app.config.update(from_environment(os.environ))
     app.config.update(config or {})
+    # Quart reads this key itself: it must hold the checked value.
+    checked = Settings.from_config(app.config)
+    app.config["MAX_CONTENT_LENGTH"] = checked.max_content_length
     LoginAudit(app, store_factory=store_factory)
     log = app.extensions[KEY]
-    # Quart reads this key itself: it must hold the checked value.
-    app.config["MAX_CONTENT_LENGTH"] = log.settings.max_content_length
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(probes.blueprint)
     # Outermost, so that what Quart cannot decode never reaches it (nor the test client's app).

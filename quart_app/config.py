@@ -33,6 +33,10 @@ DURABLE_MIN_WAIT = 0.1
 """Seconds: the least ``LOGIN_LOG_FULL_TIMEOUT`` durable mode takes (syncs take milliseconds)."""
 
 
+QUART_KEYS = frozenset({"MAX_CONTENT_LENGTH"})
+"""Keys of the table that are Quart's own: the project's app checks them, the extension not."""
+
+
 class ConfigError(ValueError):
     """A configuration value is not usable."""
 
@@ -120,10 +124,10 @@ def choice(*choices: str) -> Check:
 
 
 def path(key: str, value: Any) -> str:
-    """A non-empty file path (a ``str`` or path object)."""
+    """A non-empty file path (a ``str`` or path object) without a NUL."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or "\x00" in value:
         raise ConfigError(f"{key} must be a file path, not {value!r}")
     return value
 
@@ -339,11 +343,18 @@ class Settings:
     )
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """Check every key of :func:`table` found in ``config``; raise :class:`ConfigError`."""
+    def from_config(cls, config: Mapping[str, Any], *, quart_keys: bool = True) -> Settings:
+        """Check every key of :func:`table` found in ``config``; raise :class:`ConfigError`.
+
+        ``quart_keys=False`` leaves Quart's own keys (``MAX_CONTENT_LENGTH``) to
+        the app: an extension in someone's app checks only its own.
+        """
         values = {}
         for item in fields(cls):
             key = item.name.upper()
+            if not quart_keys and key in QUART_KEYS:
+                values[item.name] = item.default
+                continue
             values[item.name] = item.metadata["check"](key, config.get(key, item.default))
         settings = cls(**values)
         if settings.login_log_durable and settings.login_log_full_timeout < DURABLE_MIN_WAIT:

@@ -50,7 +50,7 @@ class LoginAudit:
         """
         if KEY in app.extensions:
             raise RuntimeError(f"LoginAudit is already set up for the app {app.name!r}")
-        settings = Settings.from_config(app.config)
+        settings = Settings.from_config(app.config, quart_keys=False)
         metrics = Metrics(app.name)
         writer = LogWriter(
             self.store_factory(settings),

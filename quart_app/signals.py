@@ -11,7 +11,9 @@ Two things set it apart from a plain blinker signal, both in :meth:`LoginSignal.
   a name the audit would refuse raises :class:`~quart_app.inputs.BadUsername` (a 400) and
   no receiver ever sees it;
 * a proxy such as ``current_app`` is sent as the app it stands for: blinker files a
-  sender under its identity, and would call no receiver of the app for the proxy.
+  sender under its identity, and would call no receiver of the app for the proxy;
+* a login that no receiver hears raises :class:`LookupError` (a wrong sender would
+  otherwise record nothing), and the synchronous ``send`` raises :class:`TypeError`.
 
 Plain (not async) receivers are called inline on the event loop unless a
 ``_sync_wrapper`` is given: a receiver doing microseconds of work should not pay a
@@ -97,6 +99,12 @@ class LoginSignal(NamedSignal):
             raise TypeError("login_signal is sent with username=") from None
         if self.is_muted:
             return []
+        if not receivers:
+            # A login recorded nowhere would let the caller log the user in all the same.
+            raise LookupError(
+                f"nothing receives login_signal from {sender!r}: send it with the app "
+                "LoginAudit set up"
+            )
         results = []
         for receiver, is_coroutine in receivers:
             if is_coroutine:
@@ -107,6 +115,12 @@ class LoginSignal(NamedSignal):
                 result = receiver(sender, **kwargs)
             results.append((receiver, result))
         return results
+
+    def send(self, sender: Any | None = None, /, **kwargs: Any) -> list[tuple[Any, Any]]:
+        """Refused: the audit receiver is a coroutine function. Use :meth:`send_async`."""
+        raise TypeError(
+            "login_signal is sent with: await login_signal.send_async(app, username=...)"
+        )
 
     def receivers_of(self, sender: Any) -> list[tuple[Callable[..., Any], bool]]:
         """``sender``'s live receivers (and ANY's), each with whether it is a coroutine function."""

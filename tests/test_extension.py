@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from quart import Quart, current_app, request
+from quart import Blueprint, Quart, current_app, request
 from quart_auth import AuthUser, QuartAuth, login_user
 
 from quart_app import (
@@ -341,3 +341,32 @@ async def test_with_two_workers_and_the_one_liner_a_worker_sigterm_loses_nothing
     logged = [record.username for record in lines_of(tmp_path / "audit.log")]
     assert len(logged) == len(set(logged))
     assert acknowledged <= set(logged)
+
+
+def test_quart_keys_are_the_apps_own_business(tmp_path: Path) -> None:
+    # Quart's "no limit": the extension neither checks nor needs it.
+    app = make_user_app(tmp_path / "a.log", MAX_CONTENT_LENGTH=None)
+    LoginAudit(app)
+    assert app.config["MAX_CONTENT_LENGTH"] is None
+
+
+def test_a_nul_in_the_log_path_is_refused_at_init_app_naming_its_key(tmp_path: Path) -> None:
+    app = make_user_app(tmp_path / "a\x00.log")
+    with pytest.raises(ConfigError, match="LOGIN_LOG_PATH must be a file path"):
+        LoginAudit(app)
+
+
+@pytest.mark.parametrize("sender", ["blueprint", None, "app name"])
+async def test_a_login_sent_with_a_sender_nothing_hears_raises(
+    tmp_path: Path, sender: str | None
+) -> None:
+    # Else the login is recorded nowhere and the caller logs the user in all the same.
+    app = make_user_app(tmp_path / "a.log")
+    LoginAudit(app)
+    senders = {"blueprint": Blueprint("bp", __name__), None: None, "app name": app.name}
+    async with app.test_app(), app.test_request_context("/signin"):
+        with pytest.raises(LookupError, match="nothing receives login_signal"):
+            await login_signal.send_async(senders[sender], username="ann")
+        with pytest.raises(TypeError, match="send_async"):
+            login_signal.send(current_app, username="ann")
+    assert usernames(tmp_path / "a.log") == []
