@@ -13,7 +13,7 @@ import pytest
 
 from quart_app.records import parse_line
 
-from server import Server, assert_logged_once, run_server, send_logins
+from server import ROOT, Server, assert_logged_once, run_server, send_logins
 
 UNCONFIRMED = "NOT CONFIRMED WRITTEN"
 
@@ -237,3 +237,24 @@ def test_a_graceful_timeout_too_short_to_answer_waiting_logins_is_refused_at_sta
         status = server.process.wait(timeout=30)
     assert status != 0
     assert "hypercorn's graceful_timeout (0 s) must be at least 1 s" in server.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "toml"), [("graceful_timeout", '"0"'), ("shutdown_timeout", "nan")]
+)
+def test_a_stop_bound_that_is_no_number_of_seconds_is_refused_at_start(
+    tmp_path: Path, name: str, toml: str
+) -> None:
+    # Accepted before: the stop then crashed in hypercorn and the drain never ran.
+    config = tmp_path / "hypercorn.toml"
+    kept = [
+        line
+        for line in ROOT.joinpath("hypercorn.toml").read_text().splitlines()
+        if not line.startswith(name)
+    ]
+    config.write_text("\n".join([*kept, f"{name} = {toml}", ""]))
+    env = {"QUART_LOGIN_LOG_PATH": str(tmp_path / "log.txt")}
+    with run_server(tmp_path, env, config=config) as server:
+        status = server.process.wait(timeout=30)
+    assert status != 0
+    assert f"hypercorn's {name} must be a finite number of seconds" in server.stderr

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -176,20 +177,30 @@ def check_stop_bounds(drain_timeout: float) -> None:
     process's event loop, during start-up.
     """
     config = _worker_serve_local("config")
-    graceful = getattr(config, "graceful_timeout", None)
-    if isinstance(graceful, int | float) and graceful < 2 * ANSWER_MARGIN:
+    if config is None:  # not served by hypercorn's worker_serve: nothing to check
+        return
+    graceful = _seconds(config, "graceful_timeout")
+    if graceful < 2 * ANSWER_MARGIN:
         raise ConfigError(
             f"hypercorn's graceful_timeout ({graceful:g} s) must be at least "
             f"{2 * ANSWER_MARGIN:g} s: logins still waiting at a stop are answered 503 "
             f"{ANSWER_MARGIN:g} s before it ends, or hypercorn cancels them unanswered"
         )
-    bound = getattr(config, "shutdown_timeout", None)
-    if isinstance(bound, int | float) and drain_timeout + DRAIN_MARGIN > bound:
+    bound = _seconds(config, "shutdown_timeout")
+    if drain_timeout + DRAIN_MARGIN > bound:
         raise ConfigError(
             f"LOGIN_LOG_DRAIN_TIMEOUT ({drain_timeout:g} s) must stay at least "
             f"{DRAIN_MARGIN:g} s below hypercorn's shutdown_timeout ({bound:g} s), "
             "or hypercorn cancels the drain"
         )
+
+
+def _seconds(config: Any, name: str) -> float:
+    # hypercorn.toml takes any value: a string or nan there breaks the stop itself.
+    value = getattr(config, name, None)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"hypercorn's {name} must be a finite number of seconds, not {value!r}")
+    return float(value)
 
 
 def finish(unconfirmed: int) -> None:

@@ -114,6 +114,7 @@ def run_server(
     wait: bool = True,
     cwd: Path = ROOT,
     hypercorn_settings: Mapping[str, object] | None = None,
+    config: Path | None = None,
 ) -> Iterator[Server]:
     """Start ``hypercorn --config hypercorn.toml APP`` on a free port of ``host``.
 
@@ -124,13 +125,14 @@ def run_server(
     With ``wait`` it returns once the server listens (or has exited), else at
     once. ``hypercorn_settings`` replace or add keys of the file (in a copy
     written to ``workdir``), for those hypercorn has no option for, such as
-    ``keep_alive_max_requests``. Every process of the server is killed at the
-    end if still running; callers that care how it stops call
+    ``keep_alive_max_requests``; ``config`` replaces the file itself. Every
+    process of the server is killed at the end if still running; callers that care how it stops call
     :meth:`Server.stop` first.
     """
     port = free_port(host)
     stderr_path = workdir / f"hypercorn-{host}-{port}.log"
-    config = _config_with(workdir, port, hypercorn_settings) if hypercorn_settings else CONFIG
+    if config is None:
+        config = _config_with(workdir, port, hypercorn_settings) if hypercorn_settings else CONFIG
     command = [sys.executable, "-m", "hypercorn", "--config", str(config)]
     command += ["-b", f"{host}:{port}", app]
     if workers is not None:
