@@ -33,18 +33,43 @@ def refusal(scope: dict[str, Any]) -> str | None:
             query.decode()
         except UnicodeDecodeError:
             return "the query string is not valid UTF-8"
+    if (reason := _host_refusal(scope["headers"])) is not None:
+        return reason
     path: str = scope["path"]
     if not path:
         return "the request target has no path"
-    if path[0] != "/" and path != "*":
+    # As the client sent it: hypercorn percent-decodes the path ("%2Flogin/").
+    raw: bytes = scope.get("raw_path") or path.encode(errors="surrogatepass")
+    if b"#" in raw or b"#" in query:  # a fragment is never part of a request target
+        return "the request target must not hold a fragment (#): percent-encode it as %23"
+    if (raw[:1] != b"/" or path[0] != "/") and path != "*":
         try:
             url = urlparse(path)  # what Quart does with such a path
         except ValueError:
             return "the request target is not a valid URL"
         # RFC 9112's forms: "/path", an absolute URL, or "*". Quart routed
         # "login/" to /login/: a login from a target no client sends.
-        if not (url.scheme and url.netloc):
+        # Its scheme as sent, not percent-encoded ("http%3A%2F%2Fh%2Flogin%2F").
+        sent_as_url = raw[:1] == b"/" or raw.lower().startswith(f"{url.scheme}://".encode())
+        if not (url.scheme and url.netloc and sent_as_url):
             return "the request target must start with / or be an absolute URL"
+    return None
+
+
+def _host_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:
+    # werkzeug IDNA-encodes the host's name (without the port) to route, before
+    # any error handler runs: an empty label or one over 63 octets was a 500.
+    for name, value in headers:
+        if name == b"host":
+            host = value.partition(b":")[0]
+            # The usual host ("127.0.0.1", "example.com") settles it without a codec.
+            if host.isascii() and len(host) <= 63 and b".." not in host and host[:1] != b".":
+                return None
+            try:
+                host.decode("latin-1").lower().encode("idna")
+            except UnicodeError:
+                return "the Host header is not a valid host name"
+            return None
     return None
 
 

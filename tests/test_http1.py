@@ -103,8 +103,48 @@ CLOSE = b"Connection: close\r\n\r\n"
             400,
             "illegal request line",
         ),
+        (
+            b"GET %2Flogin/?username=a HTTP/1.1\r\n" + HOST + CLOSE,
+            400,
+            "the request target must start with / or be an absolute URL",
+        ),
+        (
+            b"GET http%3A%2F%2Fx%2Flogin%2F?username=a HTTP/1.1\r\n" + HOST + CLOSE,
+            400,
+            "the request target must start with / or be an absolute URL",
+        ),
+        (
+            b"GET http://x/login/#f?username=a HTTP/1.1\r\n" + HOST + CLOSE,
+            400,
+            "the request target must not hold a fragment (#): percent-encode it as %23",
+        ),
+        (
+            b"GET /login/?username=a#b HTTP/1.1\r\n" + HOST + CLOSE,
+            400,
+            "the request target must not hold a fragment (#): percent-encode it as %23",
+        ),
+        (
+            b"GET /login/?username=a HTTP/1.1\r\nHost: ..\r\n" + CLOSE,
+            400,
+            "the Host header is not a valid host name",
+        ),
+        (
+            b"GET /?username=a HTTP/1.1\r\nHost: " + b"a" * 64 + b".example\r\n" + CLOSE,
+            400,
+            "the Host header is not a valid host name",
+        ),
     ],
-    ids=["no-slash", "get", "Post"],
+    ids=[
+        "no-slash",
+        "get",
+        "Post",
+        "encoded-slash",
+        "encoded-url",
+        "fragment",
+        "query-hash",
+        "empty-label",
+        "long-label",
+    ],
 )
 def test_a_target_or_method_no_client_sends_for_a_login_is_refused_unlogged(
     h1_server: H2Server, request_bytes: bytes, status: int, reason: str
