@@ -25,7 +25,10 @@ from quart_app.stores import RecordStore, WrappingStore, store_from_settings
 from quart_app.tools.throwaway_postgres import Postgres, throwaway_postgres
 from quart_app.writer import LogWriter
 
-from pg import DATABASES, EXTERNAL_URL, Database
+# Before the first import of a helper: their asserts explain themselves as a test's do.
+pytest.register_assert_rewrite("helpers")
+
+from helpers.pg import DATABASES, EXTERNAL_URL, Database  # noqa: E402
 
 
 class ControlledStore(WrappingStore):

@@ -27,7 +27,7 @@ from quart_app.records import LoginRecord, parse_line
 from quart_app.stores.file import FileStore
 
 from conftest import read_records, wait_for_records
-from server import ROOT, Server, run_server
+from helpers.server import ROOT, Server, run_server
 
 GUIDE = "## Use it in your own Quart app"
 

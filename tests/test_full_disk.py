@@ -30,7 +30,7 @@ from quart_app.stores.file import FileStore
 from quart_app.tools.loadtest import Summary
 
 from conftest import flock_pids, until
-from server import Server, raw_get, run_server, send_logins
+from helpers.server import Server, raw_get, run_server, send_logins
 
 CUT_SHORT = " (cut short)"
 """What ends a line a write left torn: no login line ends so, and ``parse_line`` refuses it."""

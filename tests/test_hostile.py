@@ -24,7 +24,7 @@ from quart_app.records import (
 )
 
 from conftest import read_records
-from payloads import (
+from helpers.payloads import (
     BOUNDARY,
     BYTES_PATHS,
     TEXT_PATHS,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server import run_server
+from helpers.server import run_server
 from test_http2 import H2Server, assert_no_traceback
 
 

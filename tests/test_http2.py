@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from quart_app.records import LoginRecord, format_text
 
-from payloads import (
+from helpers.payloads import (
     BYTES_PATHS,
     TEXT_PATHS,
     Login,
@@ -37,7 +37,7 @@ from payloads import (
     text_login,
     usernames,
 )
-from server import Server, run_server
+from helpers.server import Server, run_server
 
 
 def raw_client() -> h2.connection.H2Connection:

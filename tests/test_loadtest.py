@@ -20,7 +20,7 @@ from quart_app.tools.loadtest.report import summary_dict, summary_text
 from quart_app.tools.loadtest.stats import Timeline
 from quart_app.tools.server import ROOT, Server, free_port, run_server
 
-from server import refused
+from helpers.server import refused
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ import pytest
 from quart_app.tools.loadtest import LoadConfig, main
 from quart_app.tools.server import ROOT
 
-from server import refused
+from helpers.server import refused
 
 # Nobody listens on port 1: a run that started anyway would fail fast, not hang.
 URL = "http://127.0.0.1:1"

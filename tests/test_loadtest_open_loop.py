@@ -26,7 +26,7 @@ from quart_app.tools.loadtest import LoadConfig, main, run_load
 from quart_app.tools.loadtest.schedule import LATE_TOLERANCE_NS, ClosedSchedule, OpenSchedule
 from quart_app.tools.server import ROOT
 
-from server import Server, run_server
+from helpers.server import Server, run_server
 
 STALL_S = 1.0
 CONCURRENCY = 4

@@ -4,7 +4,7 @@ These run against a small fake server whose faults are exact: it answers 503,
 or drops a kept-alive connection without answering, or logs a login twice.
 It logs a login before answering it, so nothing of a run comes later: its
 runs pass ``--verify-settle 0`` (:data:`SETTLED`). Reading on is tested with
-the server of ``liar.py``, which logs a login again later.
+the server of ``helpers/liar.py``, which logs a login again later.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from quart_app.tools.loadtest import LoadConfig, main, run_load, verify_log
 from quart_app.tools.loadtest.verify import SETTLE_S
 from quart_app.tools.server import free_port
 
-from liar import lying_server, to_file
+from helpers.liar import lying_server, to_file
 
 SETTLED = ["--verify-settle", "0"]
 """For the fake server's runs: every line is in the log before its answer."""

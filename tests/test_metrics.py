@@ -35,7 +35,7 @@ from quart_app.stores.file import FileStore
 from quart_app.writer import LogWriter
 
 from conftest import ControlledStore, store_of, until, wait_for_records, writer_of
-from server import ROOT, Server, run_server, send_logins
+from helpers.server import ROOT, Server, run_server, send_logins
 from test_http2 import h2_request
 
 

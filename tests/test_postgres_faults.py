@@ -12,7 +12,7 @@ from quart_app import create_app
 from quart_app.records import parse_line
 
 from conftest import writer_of
-from pg import CLIENT, Database, password_of, pause, proxied, resume
+from helpers.pg import CLIENT, Database, password_of, pause, proxied, resume
 
 
 async def statuses_of(client, names: list[str]) -> dict[str, int]:

@@ -16,9 +16,9 @@ from quart_app.tools.loadtest import LoadConfig, Logins, main, run_load, verify_
 from quart_app.tools.loadtest.sources import PostgresTable
 from quart_app.tools.server import free_port
 
-from liar import lying_server, to_table
-from pg import Database, Proxy, changed_url, password_of
-from server import refused, run_server
+from helpers.liar import lying_server, to_table
+from helpers.pg import Database, Proxy, changed_url, password_of
+from helpers.server import refused, run_server
 
 
 async def test_the_table_is_verified_and_its_faults_are_found(

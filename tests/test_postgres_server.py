@@ -14,8 +14,14 @@ import pytest
 from quart_app.tools.loadtest import Summary
 from quart_app.tools.server import free_port
 
-from pg import Database, assert_stored_once, changed_url, password_of, terminate_app_connections
-from server import Server, run_server, send_logins
+from helpers.pg import (
+    Database,
+    assert_stored_once,
+    changed_url,
+    password_of,
+    terminate_app_connections,
+)
+from helpers.server import Server, run_server, send_logins
 from test_http2 import h2_request
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]

@@ -18,7 +18,7 @@ from quart_app import create_app
 from quart_app.records import LoginRecord
 from quart_app.stores.postgres import DatabaseError, PostgresStore
 
-from pg import CLIENT, Database, proxied
+from helpers.pg import CLIENT, Database, proxied
 
 
 async def status_of(client, name: str) -> int:

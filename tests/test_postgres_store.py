@@ -21,8 +21,8 @@ from quart_app.records import LoginRecord
 from quart_app.stores.postgres import DatabaseError, PostgresStore
 from quart_app.tools.server import free_port
 
-from payloads import TEXT_PATHS, text_login
-from pg import Database, changed_url, connected, password_of
+from helpers.payloads import TEXT_PATHS, text_login
+from helpers.pg import Database, changed_url, connected, password_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 UNICODE = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from conftest import ControlledStore, store_of, wait_for_records, writer_of
-from server import ROOT, run_server, send_logins
+from helpers.server import ROOT, run_server, send_logins
 
 
 def documented_health_fields() -> set[str]:

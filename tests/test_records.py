@@ -23,7 +23,7 @@ from quart_app.records import (
     unescape,
 )
 
-from payloads import LOOKALIKES, naive_fields, strict_json, usernames
+from helpers.payloads import LOOKALIKES, naive_fields, strict_json, usernames
 
 NOW = datetime(2026, 11, 24, 6, 0, 0, 123456, tzinfo=UTC)
 WHEN = "2026-11-24 06:00:00.123456+00:00"

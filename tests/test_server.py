@@ -16,7 +16,7 @@ from quart_app.records import parse_line
 from quart_app.writer import LAG_BOUND
 
 from conftest import read_records
-from server import ROOT, assert_logged_once, raw_get, run_server, send_logins
+from helpers.server import ROOT, assert_logged_once, raw_get, run_server, send_logins
 
 
 async def test_real_server_takes_curls_raw_utf8_username(tmp_path: Path) -> None:

