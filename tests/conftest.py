@@ -1,15 +1,15 @@
-"""Shared fixtures: an app per test on a temporary log, with a store a test can stall or fail."""
+"""Shared fixtures: an app per test on a temporary log, a small disk, a real PostgreSQL.
+
+Fixtures only: what tests share besides is in the ``helpers`` package.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
-import subprocess
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,51 +19,14 @@ from quart.typing import TestClientProtocol
 
 from quart_app import create_app
 from quart_app.config import Settings
-from quart_app.records import LoginRecord, parse_line
-from quart_app.state import KEY
-from quart_app.stores import RecordStore, WrappingStore, store_from_settings
+from quart_app.stores import RecordStore, store_from_settings
 from quart_app.tools.throwaway_postgres import Postgres, throwaway_postgres
-from quart_app.writer import LogWriter
 
 # Before the first import of a helper: their asserts explain themselves as a test's do.
 pytest.register_assert_rewrite("helpers")
 
+from helpers.disk import tmpfs  # noqa: E402
 from helpers.pg import DATABASES, EXTERNAL_URL, Database  # noqa: E402
-
-
-class ControlledStore(WrappingStore):
-    """A store (a file store, in tests) that a test can stall, slow down or make fail.
-
-    ``gate``: while clear, writes block in a thread of the writer's, like a
-    stalled disk (the thread is stuck, the event loop is not); ``delay``:
-    seconds each write takes there; ``error``: raised by every write while
-    set. ``entered`` is set once a write reached the thread; ``writes``
-    counts the writes that went past the gate, ``failures`` those that raised.
-    """
-
-    def __init__(self, inner: RecordStore) -> None:
-        super().__init__(inner)
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.delay = 0.0
-        self.error: OSError | None = None
-        self.failures = 0
-        self.writes = 0
-
-    async def write(self, batch: Any) -> Sequence[LoginRecord]:
-        if self.error is not None:
-            self.failures += 1
-            raise self.error
-        await asyncio.to_thread(self._pass_the_gate)
-        return await super().write(batch)
-
-    def _pass_the_gate(self) -> None:
-        self.entered.set()
-        self.gate.wait(timeout=30)
-        if self.delay:
-            threading.Event().wait(self.delay)
-        self.writes += 1
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +47,7 @@ def make_app(log_path: Path) -> Callable[..., Quart]:
     """Build an app logging to the test's file; keyword args are config keys.
 
     ``store=ControlledStore`` wraps the app's store in one the test can
-    control (see :func:`store_of`).
+    control (see :func:`helpers.stores.store_of`).
     """
 
     def make(store: Callable[[RecordStore], RecordStore] | None = None, **config: Any) -> Quart:
@@ -100,16 +63,6 @@ def make_app(log_path: Path) -> Callable[..., Quart]:
     return make
 
 
-def writer_of(app: Quart) -> LogWriter:
-    """The app's writer."""
-    return app.extensions[KEY].writer
-
-
-def store_of(app: Quart) -> Any:
-    """The app's store."""
-    return writer_of(app).store
-
-
 @pytest.fixture
 async def app(make_app: Callable[..., Quart]) -> Quart:
     return make_app()
@@ -119,75 +72,6 @@ async def app(make_app: Callable[..., Quart]) -> Quart:
 async def client(app: Quart) -> AsyncIterator[TestClientProtocol]:
     async with app.test_app() as test_app:
         yield test_app.test_client()
-
-
-def read_records(path: Path) -> list[LoginRecord]:
-    """Every line of the log, parsed; a malformed line fails the test."""
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    assert text == "" or text.endswith("\n"), "the log ends in a torn line"
-    # split("\n"), not splitlines(): a line must end only where the writer ended it.
-    return [parse_line(line) for line in text.split("\n")[:-1]]
-
-
-async def wait_for_records(path: Path, count: int, timeout: float = 10) -> list[LoginRecord]:
-    """The log's records once it holds at least ``count`` of them.
-
-    A batch being written may be read half-way (a reader is not atomic with
-    ``write(2)``): until then only whole lines count, and the last read must be whole.
-    """
-    async with asyncio.timeout(timeout):
-        while _whole_lines(path) < count:
-            await asyncio.sleep(0.01)
-    return read_records(path)
-
-
-def _whole_lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def flock_pids(path: Path) -> tuple[set[int], set[int]]:
-    """The pids holding, and those waiting for, a ``flock`` on ``path`` (from ``/proc/locks``)."""
-    st = os.stat(path)
-    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    holders: set[int] = set()
-    waiters: set[int] = set()
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()
-        waiting = fields[1] == "->"
-        kind, pid, file = fields[1 + waiting], fields[4 + waiting], fields[5 + waiting]
-        if kind == "FLOCK" and file == key:
-            (waiters if waiting else holders).add(int(pid))
-    return holders, waiters
-
-
-async def until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
-    """Wait until ``condition()`` is true; fail the test, naming ``what``, after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
-@contextmanager
-def _tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        # Lazily: a killed server's file may still be open for a moment.
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture
@@ -202,7 +86,7 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
             if shutil.which("mount") is None:
                 pytest.skip("no mount command here")
             return stack.enter_context(
-                _tmpfs(tmp_path / f"disk-{size}-{secrets.token_hex(2)}", size)
+                tmpfs(tmp_path / f"disk-{size}-{secrets.token_hex(2)}", size)
             )
 
         yield mount

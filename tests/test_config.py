@@ -14,7 +14,7 @@ from quart_app import create_app
 from quart_app.config import ConfigError, DatabaseURL, Key, Settings, table
 from quart_app.state import KEY
 
-from conftest import read_records
+from helpers.logs import read_records
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

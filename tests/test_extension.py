@@ -26,7 +26,7 @@ from quart_app import probes as probes_module
 from quart_app.records import LoginRecord, parse_line
 from quart_app.stores.file import FileStore
 
-from conftest import read_records, wait_for_records
+from helpers.logs import read_records, wait_for_records
 from helpers.server import ROOT, Server, run_server
 
 GUIDE = "## Use it in your own Quart app"

@@ -17,7 +17,8 @@ from quart_app.records import LoginRecord, parse_line
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogWriter
 
-from conftest import ControlledStore, read_records, store_of, wait_for_records
+from helpers.logs import read_records, wait_for_records
+from helpers.stores import ControlledStore, store_of
 
 DISK_ERRORS = [errno.ENOSPC, errno.EACCES, errno.EIO]
 

@@ -29,8 +29,9 @@ from quart_app.records import TEXT_PREFIX, LoginRecord, parse_line, text_lines
 from quart_app.stores.file import FileStore
 from quart_app.tools.loadtest import Summary
 
-from conftest import flock_pids, until
+from helpers.logs import flock_pids
 from helpers.server import Server, raw_get, run_server, send_logins
+from helpers.waiting import until
 
 CUT_SHORT = " (cut short)"
 """What ends a line a write left torn: no login line ends so, and ``parse_line`` refuses it."""

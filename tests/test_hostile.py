@@ -23,7 +23,7 @@ from quart_app.records import (
     parse_line,
 )
 
-from conftest import read_records
+from helpers.logs import read_records
 from helpers.payloads import (
     BOUNDARY,
     BYTES_PATHS,

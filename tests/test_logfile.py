@@ -21,8 +21,10 @@ from quart_app.config import ConfigError
 from quart_app.records import LoginRecord, format_jsonl, format_text, parse_line, text_lines
 from quart_app.stores.file import FileState, FileStore, LogPathError
 
-from conftest import flock_pids, read_records, store_of, until, wait_for_records
+from helpers.logs import flock_pids, read_records, wait_for_records
 from helpers.server import run_server, send_logins
+from helpers.stores import store_of
+from helpers.waiting import until
 
 FRAGMENT = "登录日志:用户名:cut-short,登录时间:2026-11-2"
 CUT_SHORT = " (cut short)"

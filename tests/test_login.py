@@ -12,7 +12,8 @@ from quart import Quart
 
 from quart_app.records import TEXT_PREFIX
 
-from conftest import ControlledStore, read_records, store_of, wait_for_records
+from helpers.logs import read_records, wait_for_records
+from helpers.stores import ControlledStore, store_of
 
 
 async def test_index_says_hello_and_logs_nothing(client, log_path: Path) -> None:

@@ -34,8 +34,10 @@ from quart_app.serving import METRICS_DIR_PREFIX
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogWriter
 
-from conftest import ControlledStore, store_of, until, wait_for_records, writer_of
+from helpers.logs import wait_for_records
 from helpers.server import ROOT, Server, run_server, send_logins
+from helpers.stores import ControlledStore, store_of, writer_of
+from helpers.waiting import until
 from test_http2 import h2_request
 
 

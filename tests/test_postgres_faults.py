@@ -11,8 +11,8 @@ import pytest
 from quart_app import create_app
 from quart_app.records import parse_line
 
-from conftest import writer_of
 from helpers.pg import CLIENT, Database, password_of, pause, proxied, resume
+from helpers.stores import writer_of
 
 
 async def statuses_of(client, names: list[str]) -> dict[str, int]:

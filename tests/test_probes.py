@@ -10,8 +10,9 @@ from pathlib import Path
 
 import aiohttp
 
-from conftest import ControlledStore, store_of, wait_for_records, writer_of
+from helpers.logs import wait_for_records
 from helpers.server import ROOT, run_server, send_logins
+from helpers.stores import ControlledStore, store_of, writer_of
 
 
 def documented_health_fields() -> set[str]:

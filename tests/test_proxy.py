@@ -8,7 +8,7 @@ import pytest
 
 from quart_app.proxy import forwarded
 
-from conftest import read_records
+from helpers.logs import read_records
 
 PEER = ("10.0.0.2", 40000)  # the proxy's own address: never the client's
 

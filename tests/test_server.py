@@ -15,7 +15,7 @@ import pytest
 from quart_app.records import parse_line
 from quart_app.writer import LAG_BOUND
 
-from conftest import read_records
+from helpers.logs import read_records
 from helpers.server import ROOT, assert_logged_once, raw_get, run_server, send_logins
 
 

@@ -14,7 +14,7 @@ from werkzeug.exceptions import Forbidden
 from quart_app import create_app
 from quart_app.signals import login_signal
 
-from conftest import read_records, wait_for_records
+from helpers.logs import read_records, wait_for_records
 
 
 async def test_own_sync_and_async_receivers_get_the_app_as_sender(

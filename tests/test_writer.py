@@ -21,7 +21,9 @@ from quart_app.records import LoginRecord
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogUnavailable, LogWriter
 
-from conftest import ControlledStore, read_records, store_of, until, wait_for_records, writer_of
+from helpers.logs import read_records, wait_for_records
+from helpers.stores import ControlledStore, store_of, writer_of
+from helpers.waiting import until
 
 
 def record(name: str) -> LoginRecord:
