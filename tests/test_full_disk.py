@@ -29,6 +29,7 @@ from quart_app.records import TEXT_PREFIX, LoginRecord, parse_line, text_lines
 from quart_app.stores.file import FileStore
 from quart_app.tools.loadtest import Summary
 
+from helpers.disk import fill
 from helpers.logs import flock_pids
 from helpers.server import Server, raw_get, run_server, send_logins
 from helpers.waiting import until
@@ -46,24 +47,6 @@ def long_names(tag: str, count: int) -> list[str]:
 
 def records(tag: str, count: int) -> list[LoginRecord]:
     return [LoginRecord(name, WHEN, "192.0.2.1") for name in long_names(tag, count)]
-
-
-def fill(disk: Path) -> Path:
-    """Fill ``disk`` with a file of its own until a write fails with ENOSPC; return the file.
-
-    The log's last page keeps the room it has: the next batch fits in part.
-    """
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        while True:
-            os.write(fd, bytes(4096))
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-    finally:
-        os.close(fd)
-    return filler
 
 
 def whole_lines(data: bytes) -> bytes:

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
-from helpers.server import run_server
-from test_http2 import H2Server, assert_no_traceback
-
-
-def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], str]:
-    """Send ``request`` as it is on a new connection: the status, headers and body answered."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        response = b""
-        while chunk := sock.recv(65536):  # each of these answers closes the connection
-            response += chunk
-    head, _, body = response.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
-    return int(status_line.split()[1]), headers, body.decode()
+from helpers.http1 import exchange
+from helpers.http2 import H2Server, assert_no_traceback
+from helpers.server import port_of, run_server
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +17,7 @@ def h1_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H2Server]:
     tmp_path = tmp_path_factory.mktemp("h1")
     log_path = tmp_path / "login_log.txt"
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
-        h1_server = H2Server(server, log_path, int(server.url.rsplit(":", 1)[1]))
+        h1_server = H2Server(server, log_path, port_of(server))
         h1_server.new_lines()
         h1_server.new_stderr()
         yield h1_server

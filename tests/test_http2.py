@@ -7,8 +7,6 @@ off: the bytes reach hypercorn exactly as written here.
 
 from __future__ import annotations
 
-import itertools
-import re
 import signal
 import socket
 import time
@@ -16,8 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import pytest
@@ -26,10 +22,16 @@ from hypothesis import strategies as st
 
 from quart_app.records import LoginRecord, format_text
 
+from helpers.http2 import (
+    H2Server,
+    assert_no_traceback,
+    pseudo_headers,
+    raw_client,
+    read_answer,
+)
 from helpers.payloads import (
     BYTES_PATHS,
     TEXT_PATHS,
-    Login,
     bytes_login,
     is_acceptable,
     read_line,
@@ -37,99 +39,7 @@ from helpers.payloads import (
     text_login,
     usernames,
 )
-from helpers.server import Server, run_server
-
-
-def raw_client() -> h2.connection.H2Connection:
-    """An HTTP/2 client connection that sends headers exactly as given."""
-    config = h2.config.H2Configuration(
-        client_side=True,
-        header_encoding=None,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-    )
-    return h2.connection.H2Connection(config=config)
-
-
-def pseudo_headers(target: bytes | None, method: bytes = b"GET") -> list[tuple[bytes, bytes]]:
-    """The pseudo-headers of a request; ``target`` None: CONNECT's form, no :scheme nor :path."""
-    if target is None:
-        return [(b":method", method), (b":authority", b"127.0.0.1:443")]
-    pseudo = [(b":method", method), (b":scheme", b"http"), (b":authority", b"127.0.0.1")]
-    return [*pseudo, (b":path", target)]
-
-
-def h2_request(
-    port: int, target: bytes | None, *, method: bytes = b"GET", headers=(), body: bytes = b""
-) -> tuple[int | None, str]:
-    """Send one request on a new HTTP/2 connection; its status (None: no answer) and body."""
-    connection = raw_client()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        connection.initiate_connection()
-        stream = connection.get_next_available_stream_id()
-        request_headers = [*pseudo_headers(target, method), *headers]
-        connection.send_headers(stream, request_headers, end_stream=not body)
-        if body:
-            connection.send_data(stream, body, end_stream=True)
-        sock.sendall(connection.data_to_send())
-        status, data = None, b""
-        while chunk := sock.recv(65536):
-            for event in connection.receive_data(chunk):
-                if isinstance(event, h2.events.ResponseReceived):
-                    status = int(dict(event.headers)[b":status"])
-                elif isinstance(event, h2.events.DataReceived):
-                    data += event.data
-                    connection.acknowledge_received_data(event.flow_controlled_length, stream)
-                elif isinstance(event, h2.events.StreamEnded):
-                    return status, data.decode()
-                elif isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
-                    return None, repr(event)
-            sock.sendall(connection.data_to_send())
-    return None, "connection closed"
-
-
-@dataclass
-class H2Server:
-    """One real hypercorn for the module, and what each test added to its log and stderr."""
-
-    server: Server
-    log_path: Path
-    port: int
-    _markers: Iterator[int] = field(default_factory=itertools.count)
-    _log_offset: int = 0
-    _stderr_offset: int = 0
-
-    def request(self, target: bytes, **kwargs) -> tuple[int | None, str]:
-        return h2_request(self.port, target, **kwargs)
-
-    def login(self, login: Login) -> tuple[int | None, str]:
-        # h2 closes the connection for NUL, CR or LF in a header value and for
-        # whitespace around it: those go percent-encoded, which means the same.
-        query = re.sub(rb"[\x00\r\n \t]", lambda m: b"%%%02X" % m[0][0], login.query)
-        headers = [(b"content-type", login.content_type.encode())] if login.content_type else []
-        method = login.method.encode()
-        return self.request(b"/login/?" + query, method=method, headers=headers, body=login.body)
-
-    def new_lines(self) -> list[str]:
-        """The lines logged since the last call; its marker login shows the writer is past them."""
-        marker = f"h2-marker-{next(self._markers)}"
-        assert self.request(f"/login/?username={marker}".encode()) == (200, "登录成功")
-        deadline = time.monotonic() + 10
-        while True:
-            text = self.log_path.read_bytes()[self._log_offset :].decode()
-            lines = text.split("\n")[:-1]
-            if lines and f":{marker}," in lines[-1]:
-                break
-            assert time.monotonic() < deadline, f"{marker} never logged: {text!r}"
-            time.sleep(0.005)
-        self._log_offset += len(text.encode())
-        return lines[:-1]
-
-    def new_stderr(self) -> str:
-        """What hypercorn wrote to stderr since the last call."""
-        text = self.server.stderr
-        new, self._stderr_offset = text[self._stderr_offset :], len(text)
-        return new
+from helpers.server import port_of, run_server
 
 
 @pytest.fixture(scope="module")
@@ -137,16 +47,10 @@ def h2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H2Server]:
     tmp_path = tmp_path_factory.mktemp("h2")
     log_path = tmp_path / "login_log.txt"
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
-        port = int(server.url.rsplit(":", 1)[1])
-        h2_server = H2Server(server, log_path, port)
+        h2_server = H2Server(server, log_path, port_of(server))
         h2_server.new_lines()
         h2_server.new_stderr()
         yield h2_server
-
-
-def assert_no_traceback(h2_server: H2Server) -> None:
-    stderr = h2_server.new_stderr()
-    assert "Traceback" not in stderr and "Exception" not in stderr, stderr
 
 
 JSON = b"application/json"
@@ -343,7 +247,7 @@ def test_past_the_request_limit_each_login_is_answered_or_refused_unlogged(
     names = [f"limit-{i}" for i in range(70)]
     env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
     with run_server(tmp_path, env, hypercorn_settings={"keep_alive_max_requests": 20}) as server:
-        h2_server = H2Server(server, log_path, int(server.url.rsplit(":", 1)[1]))
+        h2_server = H2Server(server, log_path, port_of(server))
         answered: dict[str, int] = {}
         pending, connections = names, 0
         while pending and connections < 10:
@@ -377,28 +281,6 @@ def test_a_body_still_coming_after_its_answer_ends_no_other_stream(h2_server: H2
     assert_no_traceback(h2_server)
 
 
-def read_answer(
-    sock: socket.socket, connection: h2.connection.H2Connection, stream: int
-) -> tuple[int | None, str]:
-    """Read until ``stream`` ends: its status and body, or None and how it was reset."""
-    status, data = None, b""
-    while chunk := sock.recv(65536):
-        for event in connection.receive_data(chunk):
-            if getattr(event, "stream_id", None) != stream:
-                continue  # another stream's
-            if isinstance(event, h2.events.ResponseReceived):
-                status = int(dict(event.headers)[b":status"])
-            elif isinstance(event, h2.events.DataReceived):
-                data += event.data
-                connection.acknowledge_received_data(event.flow_controlled_length, stream)
-            elif isinstance(event, h2.events.StreamEnded):
-                return status, data.decode()
-            elif isinstance(event, h2.events.StreamReset):
-                return None, f"reset {h2.errors.ErrorCodes(event.error_code).name}"
-        sock.sendall(connection.data_to_send())
-    raise AssertionError(f"the connection closed before stream {stream} ended")
-
-
 def test_a_stop_refuses_new_streams_as_not_processed_and_answers_the_others(
     tmp_path: Path,
 ) -> None:
@@ -406,7 +288,7 @@ def test_a_stop_refuses_new_streams_as_not_processed_and_answers_the_others(
     # whether the request was processed, so whether it may send it again.
     log_path = tmp_path / "login_log.txt"
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}) as server:
-        port = int(server.url.rsplit(":", 1)[1])
+        port = port_of(server)
         connection = raw_client()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             connection.initiate_connection()

@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
-from test_http1 import exchange
 
 from quart_app.metrics import (
     DEFAULT_APP,
@@ -34,11 +33,12 @@ from quart_app.serving import METRICS_DIR_PREFIX
 from quart_app.stores.file import FileStore
 from quart_app.writer import LogWriter
 
+from helpers.http1 import exchange
+from helpers.http2 import h2_request
 from helpers.logs import wait_for_records
 from helpers.server import ROOT, Server, run_server, send_logins
 from helpers.stores import ControlledStore, store_of, writer_of
 from helpers.waiting import until
-from test_http2 import h2_request
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -14,6 +14,7 @@ import pytest
 from quart_app.tools.loadtest import Summary
 from quart_app.tools.server import free_port
 
+from helpers.http2 import h2_request
 from helpers.pg import (
     Database,
     assert_stored_once,
@@ -21,8 +22,7 @@ from helpers.pg import (
     password_of,
     terminate_app_connections,
 )
-from helpers.server import Server, run_server, send_logins
-from test_http2 import h2_request
+from helpers.server import Server, port_of, run_server, send_logins
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -33,8 +33,8 @@ async def test_http1_and_http2_logins_are_rows_with_the_peer_and_the_host_name(
     with run_server(tmp_path, database.env()) as server:
         posted = await send_logins(server.url, ["http1-post-张三"])
         got = await send_logins(server.url, ["http1-get-👩‍💻"], method="get")
-        port = int(server.url.rsplit(":", 1)[1])
-        status = await asyncio.to_thread(h2_request, port, "/login/?username=http2-Zoë".encode())
+        target = "/login/?username=http2-Zoë".encode()
+        status = await asyncio.to_thread(h2_request, port_of(server), target)
         assert status == (200, "登录成功")
         rows = await database.wait_for_rows(3)
         assert server.stop() == 0, server.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from quart_app.records import parse_line
 
-from helpers.server import ROOT, Server, assert_logged_once, run_server, send_logins
+from helpers.server import ROOT, Server, assert_logged_once, port_of, run_server, send_logins
 
 UNCONFIRMED = "NOT CONFIRMED WRITTEN"
 
@@ -187,7 +187,7 @@ async def test_workers_whose_parent_dies_drain_and_exit(tmp_path: Path) -> None:
         assert not alive, "orphaned workers kept serving"
         # The port is free for a restarted server.
         with pytest.raises(OSError):
-            await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+            await asyncio.open_connection("127.0.0.1", port_of(server))
     assert await assert_logged_once(log_path, run) >= len(names) // 3
 
 

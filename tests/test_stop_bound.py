@@ -18,14 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import h2.connection
-import h2.settings
 import pytest
-from test_full_disk import fill
 
+from helpers.disk import fill
+from helpers.http2 import h2_client, pseudo_headers, read_answer
 from helpers.payloads import read_line
-from helpers.server import Server, run_server
-from test_http2 import pseudo_headers, raw_client, read_answer
+from helpers.server import Server, port_of, run_server
 
 GRACEFUL_S = 1
 SETTINGS = {"graceful_timeout": GRACEFUL_S}
@@ -41,21 +39,6 @@ def serve(
     settings = {"graceful_timeout": graceful_timeout}
     with run_server(tmp_path, env, workers=workers, hypercorn_settings=settings) as server:
         yield server, log_path
-
-
-def port_of(server: Server) -> int:
-    return int(server.url.rsplit(":", 1)[1])
-
-
-def h2_client(
-    port: int, window: int | None = None
-) -> tuple[socket.socket, h2.connection.H2Connection]:
-    connection = raw_client()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    connection.initiate_connection()
-    if window is not None:
-        connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
-    return sock, connection
 
 
 def stop_in_time(server: Server, bound: float = GRACEFUL_S + 10) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,3 +32,21 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
     finally:
         # Lazily: a killed server's file may still be open for a moment.
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` with a file of its own until a write fails with ENOSPC; return the file.
+
+    The log's last page keeps the room it has: the next batch fits in part.
+    """
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return filler

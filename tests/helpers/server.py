@@ -16,6 +16,7 @@ __all__ = [
     "ROOT",
     "Server",
     "assert_logged_once",
+    "port_of",
     "raw_get",
     "refused",
     "run_server",
@@ -87,3 +88,8 @@ async def raw_get(url: str, target: bytes) -> tuple[int, str]:
     writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode()
+
+
+def port_of(server: Server) -> int:
+    """The loopback port ``server`` listens on."""
+    return int(server.url.rsplit(":", 1)[1])
