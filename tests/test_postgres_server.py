@@ -15,14 +15,9 @@ from quart_app.tools.loadtest import Summary
 from quart_app.tools.server import free_port
 
 from helpers.http2 import h2_request
-from helpers.pg import (
-    Database,
-    assert_stored_once,
-    changed_url,
-    password_of,
-    terminate_app_connections,
-)
+from helpers.pg import Database, changed_url, password_of, terminate_app_connections
 from helpers.server import Server, port_of, run_server, send_logins
+from helpers.verdicts import assert_recorded_once
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -71,7 +66,7 @@ async def test_the_writers_connection_killed_mid_load_loses_and_doubles_nothing(
         assert server.stop() == 0, server.stderr
         assert "works again" in server.stderr, "the writer never saw its connection go"
     assert sum(killed) >= 3, "the writer's connection was never killed"
-    assert await assert_stored_once(database, run) == len(names)
+    assert await assert_recorded_once(database, run) == len(names)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +91,7 @@ async def test_postgres_stopped_and_restarted_mid_load_loses_and_doubles_nothing
         run = await load_while(server, names, restart)
         assert server.stop() == 0, server.stderr
         assert "works again" in server.stderr, "the writer never saw the server go"
-    assert await assert_stored_once(database, run) >= len(names) // 2, run.statuses
+    assert await assert_recorded_once(database, run) >= len(names) // 2, run.statuses
 
 
 async def test_three_hosts_loaded_then_stopped_store_each_login_once_with_its_host(
@@ -123,7 +118,7 @@ async def test_three_hosts_loaded_then_stopped_store_each_login_once_with_its_ho
         )
         statuses = [await asyncio.to_thread(s.process.wait, 60) for s in servers]
         assert statuses == [0, 0, 0], [s.stderr for s in servers]
-    await assert_stored_once(database, *runs)
+    await assert_recorded_once(database, *runs)
     for row in await database.rows():
         assert row["host"] == "web-" + row["username"].rsplit("-", 1)[0]
     for host, run in zip(HOSTS, runs, strict=True):

@@ -16,7 +16,8 @@ from quart_app.records import parse_line
 from quart_app.writer import LAG_BOUND
 
 from helpers.logs import read_records
-from helpers.server import ROOT, assert_logged_once, raw_get, run_server, send_logins
+from helpers.server import ROOT, raw_get, run_server, send_logins
+from helpers.verdicts import assert_recorded_once
 
 
 async def test_real_server_takes_curls_raw_utf8_username(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ async def test_durable_sigkill_mid_load_loses_no_acknowledged_login(tmp_path: Pa
         await asyncio.to_thread(server.process.wait, 60)
     # A SIGKILLed worker may leave half a batch at the end, which the check
     # leaves out; every acknowledged login was fsynced before its answer.
-    assert await assert_logged_once(log_path, run) >= len(names) // 3
+    assert await assert_recorded_once(log_path, run) >= len(names) // 3
 
 
 async def test_several_workers_append_whole_lines(tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ async def test_several_workers_append_whole_lines(tmp_path: Path) -> None:
         assert len(run.acknowledged) == len(names)
         assert await asyncio.to_thread(server.stop) == 0, server.stderr
     # The check reads every line: a torn or interleaved one fails it.
-    assert await assert_logged_once(log_path, run) == len(names)
+    assert await assert_recorded_once(log_path, run) == len(names)
 
 
 async def test_a_disk_that_really_blocks_stalls_nothing_but_the_writer(tmp_path: Path) -> None:

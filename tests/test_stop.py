@@ -13,7 +13,8 @@ import pytest
 
 from quart_app.records import parse_line
 
-from helpers.server import ROOT, Server, assert_logged_once, port_of, run_server, send_logins
+from helpers.server import ROOT, Server, port_of, run_server, send_logins
+from helpers.verdicts import assert_recorded_once
 
 UNCONFIRMED = "NOT CONFIRMED WRITTEN"
 
@@ -113,7 +114,7 @@ async def test_signal_mid_load_loses_nothing_and_exits_0(
         )
         status = await asyncio.to_thread(server.process.wait, 60)
         assert status == 0, server.stderr
-    acknowledged = await assert_logged_once(log_path, run)
+    acknowledged = await assert_recorded_once(log_path, run)
     assert acknowledged >= len(names) // 3
 
 
@@ -138,7 +139,7 @@ async def test_signal_to_every_process_of_two_workers_loses_nothing(
             server.process.send_signal(signal.SIGTERM)
         status = await asyncio.to_thread(server.process.wait, 60)
         assert status == 0, server.stderr
-    assert await assert_logged_once(log_path, *runs) >= len(names) // 3
+    assert await assert_recorded_once(log_path, *runs) >= len(names) // 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
@@ -158,7 +159,7 @@ async def test_a_signal_to_the_parent_alone_stops_every_worker_losing_nothing(
         assert status == 0, server.stderr
         _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 30)
         assert not alive, "workers outlived their parent's stop"
-    assert await assert_logged_once(log_path, run) >= len(names) // 3
+    assert await assert_recorded_once(log_path, run) >= len(names) // 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
@@ -172,7 +173,7 @@ async def test_a_worker_signalled_alone_drains_and_is_replaced(tmp_path: Path, s
         workers = server.workers()
         assert survivor in workers and victim not in workers and len(workers) == 2
         assert server.stop() == 0, server.stderr
-    assert await assert_logged_once(log_path, run) >= len(names) // 3
+    assert await assert_recorded_once(log_path, run) >= len(names) // 3
 
 
 async def test_workers_whose_parent_dies_drain_and_exit(tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ async def test_workers_whose_parent_dies_drain_and_exit(tmp_path: Path) -> None:
         # The port is free for a restarted server.
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port_of(server))
-    assert await assert_logged_once(log_path, run) >= len(names) // 3
+    assert await assert_recorded_once(log_path, run) >= len(names) // 3
 
 
 def test_the_stop_bounds_fit_kubernetes_and_hypercorn() -> None:

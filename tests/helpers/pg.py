@@ -22,8 +22,6 @@ import asyncpg
 import psutil
 
 from quart_app.stores.pg_table import create_table_sql, quoted
-from quart_app.tools.loadtest import Logins, Summary, verify_log
-from quart_app.tools.loadtest.sources import PostgresTable
 from quart_app.tools.throwaway_postgres import Postgres
 
 EXTERNAL_URL = os.environ.get("TEST_DATABASE_URL", "")
@@ -157,25 +155,6 @@ def resume(processes: list[psutil.Process]) -> None:
     for process in processes:
         with suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGCONT)
-
-
-async def assert_stored_once(database: Database, *runs: Summary) -> int:
-    """Every login the runs got 200 for has exactly one row, and no row is for another login.
-
-    Logins answered 503, or not at all, may or may not have their row, never two.
-    Call it once every server has exited: the table is read once, as nothing
-    more can be written to it. Returns how many were acknowledged.
-    """
-    sent: dict[str, int] = {}
-    acknowledged: set[str] = set()
-    for run in runs:
-        sent.update(run.sent)
-        acknowledged.update(run.acknowledged)
-    source = PostgresTable(database.url, database.table)
-    logins = Logins(sent, acknowledged, run_prefix="")
-    result = await verify_log(source, logins, max_wait=0, settle=0)
-    assert result.ok, result.to_dict()
-    return result.acknowledged
 
 
 COMMIT = b"Q\x00\x00\x00\x0cCOMMIT;\x00"

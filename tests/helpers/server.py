@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 
-from quart_app.tools.loadtest import LoadConfig, Logins, Summary, main, run_load, verify_log
+from quart_app.tools.loadtest import LoadConfig, Summary, main, run_load
 from quart_app.tools.loadtest.config import Method
 from quart_app.tools.server import ROOT, Server, run_server
 
 __all__ = [
     "ROOT",
     "Server",
-    "assert_logged_once",
     "port_of",
     "raw_get",
     "refused",
@@ -48,24 +46,6 @@ async def send_logins(
                 when_half_done()
 
     return await run_load(config, progress=progress, progress_interval=0.005)
-
-
-async def assert_logged_once(log_path: Path, *runs: Summary) -> int:
-    """Every login the runs got 200 for is in the log exactly once, and no other line is.
-
-    Call it once every process of the server has exited: the log is read
-    once, as nothing more can be written to it. Returns how many were
-    acknowledged.
-    """
-    sent: dict[str, int] = {}
-    acknowledged: set[str] = set()
-    for run in runs:
-        sent.update(run.sent)
-        acknowledged.update(run.acknowledged)
-    logins = Logins(sent, acknowledged, run_prefix="")
-    result = await verify_log(log_path, logins, max_wait=0, settle=0)
-    assert result.ok, result.to_dict()
-    return result.acknowledged
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
