@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -209,9 +210,9 @@ async def test_workers_whose_parent_dies_while_they_start_stop_too(tmp_path: Pat
     log_path = tmp_path / "login_log.txt"
     env = {"QUART_LOGIN_LOG_PATH": str(log_path)}
     with run_server(tmp_path, env, workers=2, wait=False) as server:
-        workers: list[psutil.Process] = []
-        while len(workers) < 2:  # spawned, still importing the app
-            workers = server.workers()
+        deadline = time.monotonic() + 30
+        while len(workers := server.workers()) < 2:  # spawned, still importing the app
+            assert time.monotonic() < deadline, "hypercorn never had 2 workers:\n" + server.stderr
             await asyncio.sleep(0.01)
         server.process.send_signal(signal.SIGKILL)
         _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 30)
