@@ -290,11 +290,9 @@ async def test_a_streak_of_failures_logs_each_new_cause_once(
         client = test_app.test_client()
         store.error = OSError(errno.ENOSPC, "No space left on device")
         assert (await client.get("/login/?username=streak")).status_code == 200
-        while store.failures < 3:
-            await asyncio.sleep(0.01)
+        await wait_for_failures(store, 3)
         store.error = OSError(errno.EIO, "Input/output error")  # the cause changes
-        while store.failures < 6:
-            await asyncio.sleep(0.01)
+        await wait_for_failures(store, 6)
         store.error = None
         await wait_for_records(log_path, 1)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
@@ -317,8 +315,7 @@ async def test_health_shows_a_database_errors_class_and_sqlstate_only(make_app) 
     async with app.test_app() as test_app:
         client = test_app.test_client()
         assert (await client.get("/login/?username=x")).status_code == 200
-        while store.failures < 1:
-            await asyncio.sleep(0.01)
+        await wait_for_failures(store, 1)
         body = await (await client.get("/healthz")).get_json()
         store.write = ControlledStore.write.__get__(store)
     assert body["last_error"] == "DatabaseError (SQLSTATE 28P01)"
@@ -335,8 +332,7 @@ async def test_an_error_quoting_a_username_is_logged_on_one_line(
     store.error = OSError(errno.EIO, forged)
     async with app.test_app() as test_app:
         assert (await test_app.test_client().get("/login/?username=x")).status_code == 200
-        while store.failures < 1:
-            await asyncio.sleep(0.01)
+        await wait_for_failures(store, 1)
         store.error = None
     [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "\n" not in error and "eve\\nlogin log" in error

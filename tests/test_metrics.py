@@ -148,8 +148,7 @@ async def test_write_errors_and_a_failing_store_show(make_app, log_path: Path) -
         client = test_app.test_client()
         store.error = OSError(errno.ENOSPC, "No space left on device")
         assert (await client.get("/login/?username=e")).status_code == 200
-        while store.failures < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: store.failures >= 2, "two failed writes")
         scrape = samples(await (await client.get("/metrics")).get_data(as_text=True))
         store.error = None
         await wait_for_records(log_path, 1)
@@ -257,9 +256,10 @@ async def test_two_workers_under_load_publish_figures_that_add_up_on_every_scrap
     with run_server(tmp_path, {"QUART_LOGIN_LOG_PATH": str(log_path)}, workers=2) as server:
         load = asyncio.create_task(send_logins(server.url, names, concurrency=64))
         scrapes = []
-        while not load.done():
-            scrapes.append(await scrape_server(server.url))
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(120):  # the load's own requests time out sooner
+            while not load.done():
+                scrapes.append(await scrape_server(server.url))
+                await asyncio.sleep(0.01)
         await load
         await wait_for_records(log_path, len(names))
         await until_published(server, len(names))
