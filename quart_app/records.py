@@ -152,13 +152,19 @@ def _json_escape_char(char: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
+def json_escaped(text: str) -> str:
+    """JSON text from ``json.dumps(..., ensure_ascii=False)`` with the characters
+    :func:`jsonl_lines` escapes escaped."""
+    if not text.isprintable() or _JSON_SPECIAL.search(text):
+        return "".join(map(_json_escape_char, text))
+    return text
+
+
 def _json_line(username: str, time: str, ip: str) -> str:
     text = json.dumps(
         {"event": "login", "username": username, "time": time, "ip": ip}, ensure_ascii=False
     )
-    if not text.isprintable() or _JSON_SPECIAL.search(text):
-        text = "".join(map(_json_escape_char, text))
-    return text + "\n"
+    return json_escaped(text) + "\n"
 
 
 def jsonl_lines(records: Iterable[LoginRecord]) -> bytes:

@@ -132,7 +132,7 @@ async def test_a_line_that_is_no_login_record_fails_verify(tmp_path: Path) -> No
     result = await verify_log(log, Logins.sent_once(["run-1"]), max_wait=0, settle=0)
     assert not result.ok
     assert result.unreadable == 2
-    assert result.unreadable_examples[1] == "{}"
+    assert result.unreadable_examples[1] == f"{log}:3: not a login record: '{{}}'"
     assert result.to_dict()["unreadable"] == 2
 
 

@@ -132,7 +132,7 @@ def new_ids(count: int) -> list[UUID]:
     return ids
 
 
-def _reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
+def failure_reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
     """Why ``exc`` happened: without any address (for ``/healthz``), and in full."""
     name = type(exc).__name__
     if isinstance(exc, TimeoutError):
@@ -481,7 +481,7 @@ class PostgresStore:
             connection.terminate()
 
     def _error(self, exc: BaseException) -> DatabaseError:
-        public, detail = _reasons(exc, self.timeout)
+        public, detail = failure_reasons(exc, self.timeout)
         return DatabaseError(self.where, public, detail)
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from quart_app.config import ConfigError, Settings, table_name
+from quart_app.trail.where import is_database_url, url_scheme
 
 from .config import (
     LOGIN_PATH,
@@ -31,7 +32,7 @@ from .plot import BadPlotPath, PlotUnavailable, check_plot_path, plot_summary
 from .report import summary_dict, summary_text
 from .runner import ProgressCallback, run_load
 from .schedule import LATE_TOLERANCE_NS
-from .sources import LogMissing, is_database_url, open_source, url_scheme
+from .sources import LogMissing, open_source
 from .verify import SETTLE_S, first_logged, verify_log
 
 DEFAULT_REQUESTS = 1000

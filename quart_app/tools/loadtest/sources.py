@@ -10,11 +10,11 @@ its address.
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from quart_app.records import parse_line
+from quart_app.trail import Bad, Found, Tail
+from quart_app.trail.where import is_database_url
 
 
 class Logged(NamedTuple):
@@ -49,7 +49,8 @@ class LogMissing(LookupError):
 
 
 class LogFile:
-    """A login log file, text or JSON Lines, read from where the last call stopped.
+    """A login log file, text or JSON Lines, read from where the last call stopped (through
+    rotation: see :class:`quart_app.trail.Tail`, whose reading this is).
 
     A last line without its newline is still being written: it is left for
     the next call. A file not created yet reads as empty, and ``missing``
@@ -57,38 +58,27 @@ class LogFile:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.missing: str | None = None
-        self._offset = 0
-        self._partial = b""
+        self._tail = Tail(str(path))
+
+    @property
+    def missing(self) -> str | None:
+        """Why the log cannot be read as of the last read; ``None`` if it can."""
+        return self._tail.missing
 
     async def read(self) -> Logged:
         """The complete lines added since the last call."""
         # In a thread: the log may be large, and the caller's loop may be busy.
-        return await asyncio.to_thread(self._read)
-
-    def _read(self) -> Logged:
-        try:
-            with self.path.open("rb") as file:
-                file.seek(self._offset)
-                data = file.read()
-        except FileNotFoundError:  # the writer has not created it yet, or never will
-            self.missing = f"the log file {str(self.path)!r} does not exist"
-            return Logged([], [])
-        self.missing = None
-        self._offset += len(data)
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        logged = Logged([], [])
-        for line in lines:
-            try:
-                logged.usernames.append(parse_line(line.decode()).username)
-            except ValueError:  # UnicodeDecodeError is one too
-                logged.unreadable.append(line.decode(errors="replace"))
-        return logged
+        return _logged(await asyncio.to_thread(self._tail.read))
 
 
-class UnreadableURL(ValueError):
-    """asyncpg cannot read the URL; the message does not quote it, as it may hold a password."""
+def _logged(items: list[Found | Bad]) -> Logged:
+    logged = Logged([], [])
+    for item in items:
+        if isinstance(item, Bad):
+            logged.unreadable.append(f"{item.place}: {item.reason}")
+        else:
+            logged.usernames.append(item.record.username)
+    return logged
 
 
 class PostgresTable:
@@ -116,52 +106,21 @@ class PostgresTable:
         """The rows added since the last call."""
         import asyncpg
 
-        from quart_app.stores.pg_table import quoted
+        from quart_app.trail import table as tables
 
         # A connection per call: a source has no close, and calls are seconds apart at most.
-        async with asyncio.timeout(self.timeout):
-            try:
-                connection = await asyncpg.connect(self.url, timeout=self.timeout)
-            except (ValueError, TypeError) as exc:
-                # asyncpg's message may quote the URL, password included.
-                raise UnreadableURL(
-                    f"asyncpg cannot read the postgresql:// URL ({type(exc).__name__}; not "
-                    "shown, as it may hold a password): percent-encode the user name and password"
-                ) from None
-            try:
-                rows = await connection.fetch(
-                    f"SELECT id, username FROM {quoted(self.table)} "
-                    "WHERE starts_with(username, $1)",
-                    self.prefix,
-                )
-                self.missing = None
-            except asyncpg.UndefinedTableError:
-                self.missing = f"the table {self.table!r} does not exist"
-                rows = []
-            finally:
-                await connection.close()
+        connection = await tables.connect(self.url, self.timeout)
+        try:
+            rows = await tables.rows_of(connection, self.table, self.prefix)
+            self.missing = None
+        except asyncpg.UndefinedTableError:
+            self.missing = f"the table {self.table!r} does not exist"
+            rows = []
+        finally:
+            connection.terminate()
         new = [row for row in rows if row["id"] not in self._seen]
         self._seen.update(row["id"] for row in new)
         return Logged([row["username"] for row in new], [])
-
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-DATABASE_SCHEMES = ("postgresql", "postgres")
-"""The schemes libpq (and asyncpg) take, in any case as they do."""
-
-
-def url_scheme(where: str) -> str | None:
-    """The scheme of ``where`` if it reads as a URL (``SCHEME://...``), else ``None``.
-
-    Only the scheme: the rest may hold a password, and the scheme's characters cannot.
-    """
-    match = _SCHEME.match(where)
-    return match[1] if match else None
-
-
-def is_database_url(where: object) -> bool:
-    """Whether ``where`` is a PostgreSQL URL rather than a file's path."""
-    return isinstance(where, str) and (url_scheme(where) or "").lower() in DATABASE_SCHEMES
 
 
 def open_source(
