@@ -156,6 +156,7 @@ async def test_the_table_is_created_with_its_columns_and_indexes(database: Datab
     definitions = [row["indexdef"].split(" USING ")[1] for row in indexes]
     assert definitions == [
         "btree (ip, logged_in_at)",
+        "btree (logged_in_at)",
         "btree (id)",
         "btree (username, logged_in_at)",
     ]

@@ -54,6 +54,7 @@ CREATE TABLE {name} (
 );
 CREATE INDEX ON {name} (username, logged_in_at);
 CREATE INDEX ON {name} (ip, logged_in_at);
+CREATE INDEX ON {name} (logged_in_at);
 """
 
 

@@ -1,0 +1,288 @@
+"""``quart-app-log``: the command line, its exit statuses, and what each subcommand runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import signal
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from quart_app.trail import Bad, Found, Query, Tail, parse_network
+from quart_app.trail.files import is_gzip
+
+from .output import FORMATS, Printer
+from .sources import Sources, UsageError
+from .stats import BUCKETS, Stats
+from .when import parse_when
+
+MATCHED, NOTHING, USAGE = 0, 1, 2
+
+EXIT_STATUS = """\
+exit status (every subcommand):
+  0  something matched (purge: rows deleted, or would be with --dry-run)
+  1  nothing matched
+  2  a usage error, or a source that cannot be read at all (a missing file, an
+     unreachable database); bad records inside a readable source do not change it
+
+Times (T) are ISO 8601 dates or date-times, UTC unless an offset is given
+(2026-12-01, 2026-12-01T08:30+08:00), or a span back from now (90m, 24h, 7d).
+"""
+
+FOLLOW_POLL = 0.2
+"""Seconds between two reads of a followed file."""
+
+
+class Reported:
+    """Counts what was bad and says where on stderr, as it comes; sums it up at the end."""
+
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.bad = 0
+        self.unreadable_source = False
+
+    def __call__(self, bad: Bad) -> None:
+        if bad.whole_source:
+            self.unreadable_source = True
+        else:
+            self.bad += 1
+        self.err.write(f"quart-app-log: {bad.place}: {bad.reason}\n")
+        self.err.flush()
+
+    def summary(self) -> None:
+        """The closing summary: how many lines (or files, followed) could not be read."""
+        if self.bad:
+            self.err.write(
+                f"quart-app-log: {self.bad:,} problems reported above; the rest was read\n"
+            )
+
+    def status(self, matched: bool) -> int:
+        """The exit status for a command that found ``matched``."""
+        if self.unreadable_source:
+            return USAGE
+        return MATCHED if matched else NOTHING
+
+
+def _when(text: str) -> datetime:
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _network(text: str) -> Any:
+    try:
+        return parse_network(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an address or a CIDR network: {text!r} "
+            "(203.0.113.7, 203.0.113.0/24, 2001:db8::/32)"
+        ) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of records, 1 or more: {text!r}")
+    return int(text)
+
+
+def _window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=_when, metavar="T", help="from T on (inclusive)")
+    parser.add_argument("--until", type=_when, metavar="T", help="before T (exclusive)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``quart-app-log``."""
+    main = argparse.ArgumentParser(
+        prog="quart-app-log",
+        description="Read the login trail: log files (text or JSON Lines, rotated and .gz "
+        "ones included, given in order) or a postgresql:// URL (the password may come from "
+        "PGPASSWORD or a passfile).",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=EXIT_STATUS,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    search = command("search", "print the login records that match every filter given")
+    search.add_argument("sources", nargs="+", metavar="SOURCE", help="log files, or a URL")
+    search.add_argument("--user", metavar="NAME", help="exactly this username (--user=-x)")
+    search.add_argument("--ip", type=_network, metavar="ADDRESS|NETWORK")
+    _window(search)
+    search.add_argument("-n", type=_count, metavar="N", help="only the last N matches")
+    search.add_argument("-r", action="store_true", help="newest first")
+    search.add_argument("--format", choices=FORMATS, default="text")
+    search.add_argument(
+        "--follow", action="store_true", help="then print new records as they come (files only)"
+    )
+    stats = command("stats", "logins per hour or day, distinct and top users and addresses")
+    stats.add_argument("sources", nargs="+", metavar="SOURCE", help="log files, or a URL")
+    stats.add_argument("--by", choices=tuple(BUCKETS), default="day")
+    _window(stats)
+    stats.add_argument("--plot", type=Path, metavar="FILE.png", help="draw logins over time")
+    purge = command("purge", "delete the table's rows older than T, in small batches")
+    purge.add_argument("sources", nargs=1, metavar="URL", help="a postgresql:// URL")
+    purge.add_argument("--before", type=_when, metavar="T", required=True)
+    purge.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
+    purge.add_argument("--yes", action="store_true", help="do not ask")
+    for sub in (search, stats, purge):
+        sub.add_argument("--table", default="login_log", help="(default login_log)")
+    return main
+
+
+async def _search(args: argparse.Namespace, sources: Sources, out: TextIO, report: Reported) -> int:
+    query = Query(user=args.user, network=args.ip, since=args.since, until=args.until)
+    printer = Printer(out, args.format)
+    matched = False
+    files = sources.files[:-1] if args.follow else sources.files
+    reading = Sources(files=files, url=sources.url, table=sources.table)
+    tail = Tail(sources.files[-1], query) if args.follow else None
+    kept: list[Found] = []
+    async for item in reading.read(query, last=None if tail else args.n, newest_first=args.r):
+        if isinstance(item, Bad):
+            report(item)
+        elif tail is None:
+            matched = True
+            printer.write(item)
+        else:
+            kept.append(item)
+    if tail is None:
+        out.flush()
+        return report.status(matched)
+    # Ctrl-C cancels this task (asyncio.run does so); SIGTERM ends it the same way.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        while True:
+            for item in tail.read():
+                if isinstance(item, Bad):
+                    report(item)
+                else:
+                    kept.append(item)
+            if kept:
+                matched = True
+                for found in kept[-args.n :] if args.n else kept:
+                    printer.write(found)
+                kept, args.n = [], None
+                out.flush()
+            await asyncio.sleep(FOLLOW_POLL)
+    except asyncio.CancelledError:
+        return report.status(matched)
+    finally:
+        tail.close()
+
+
+async def _stats(args: argparse.Namespace, sources: Sources, out: TextIO, report: Reported) -> int:
+    stats = Stats(args.by)
+    async for item in sources.read(Query(since=args.since, until=args.until)):
+        if isinstance(item, Bad):
+            report(item)
+        else:
+            stats.add(item)
+    if report.unreadable_source:
+        return USAGE
+    stats.report(out)
+    if args.plot is not None and stats.logins:
+        try:
+            stats.plot(args.plot)
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'quart_app[plot]'") from None
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
+    return report.status(stats.logins > 0)
+
+
+async def _purge(args: argparse.Namespace, sources: Sources, out: TextIO, report: Reported) -> int:
+    from quart_app.trail import table as tables
+
+    if sources.url is None:
+        raise UsageError(
+            "purge takes a postgresql:// URL; log files are purged by logrotate (docs/deploying.md)"
+        )
+    before = args.before.isoformat(sep=" ")
+    try:
+        connection = await tables.connect(sources.url)
+    except tables.SourceError as exc:
+        report(Bad(sources.url_where, str(exc), whole_source=True))
+        return USAGE
+    try:
+        older = await tables.count_before(connection, sources.table, args.before)
+        if args.dry_run or not older:
+            verb = "would delete" if args.dry_run else "deleted"
+            out.write(f"{verb} {older:,} rows older than {before} from {sources.table}\n")
+            return MATCHED if older else NOTHING
+        if not args.yes:
+            _confirm(f"Delete {older:,} rows older than {before} from {sources.table}?")
+        deleted = await tables.purge(connection, sources.table, args.before)
+        out.write(f"deleted {deleted:,} rows older than {before} from {sources.table}\n")
+        return MATCHED if deleted else NOTHING
+    except Exception as exc:  # a missing table, no DELETE privilege, a lost connection
+        report(Bad(f"table {sources.table}", f"{type(exc).__name__}: {exc}", whole_source=True))
+        return USAGE
+    finally:
+        connection.terminate()
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask whether to delete: add --yes to purge without asking")
+    answer = input(f"{question} [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UsageError("nothing deleted")
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {"search": _search, "stats": _stats, "purge": _purge}
+
+
+def _check_plain(path: str) -> None:
+    try:
+        with open(path, "rb") as file:
+            if is_gzip(file):
+                raise UsageError(f"--follow follows the last file given, and {path} is compressed")
+    except FileNotFoundError:
+        pass  # followed until it appears
+    except OSError as exc:
+        raise UsageError(f"{path} cannot be read: {exc.strerror or exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``quart-app-log``; return its exit status (see :data:`EXIT_STATUS`)."""
+    args = parser().parse_args(argv)
+    # UTF-8 whatever the locale; an undecodable file name comes back as its bytes.
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper):
+        out.reconfigure(encoding="utf-8", errors="surrogateescape")
+    report = Reported(sys.stderr)
+    try:
+        sources = Sources.of(args.sources, args.table)
+        if getattr(args, "follow", False):
+            if sources.url is not None:
+                raise UsageError("--follow reads files only")
+            if args.r:
+                raise UsageError("--follow prints oldest first: it cannot be given with -r")
+            _check_plain(sources.files[-1])
+        status = asyncio.run(COMMANDS[args.command](args, sources, out, report))
+    except UsageError as exc:
+        sys.stderr.write(f"quart-app-log {args.command}: {exc}\n")
+        return USAGE
+    except KeyboardInterrupt:
+        status = report.status(False)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        sys.stdout = None  # type: ignore[assignment]  # no flush error at exit
+        return MATCHED
+    report.summary()
+    return status

@@ -1,0 +1,57 @@
+"""``quart-app-log search --follow``: records written after it started, through rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+from helpers.logs import wait_for_records
+from helpers.server import run_server
+from helpers.trail import COMMAND, assert_read_back, send_as_clients
+
+
+async def _next_records(stream: asyncio.StreamReader, count: int) -> list[dict]:
+    records = []
+    async with asyncio.timeout(10):
+        while len(records) < count:
+            records.append(json.loads(await stream.readline()))
+    return records
+
+
+async def test_follow_sees_new_records_across_a_rotation_and_a_removal(tmp_path: Path) -> None:
+    log = tmp_path / "login_log.txt"
+    env = {"QUART_LOGIN_LOG_PATH": str(log), "QUART_PROXY_TRUSTED_HOPS": "1"}
+    with run_server(tmp_path, env) as server:
+        before = await send_as_clients(server.url, ["before-1", "before-2"])
+        await wait_for_records(log, 2)
+        follower = await asyncio.create_subprocess_exec(
+            COMMAND, "search", str(log), "--follow", "-n", "1", "--format", "jsonl",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert follower.stdout is not None and follower.stderr is not None
+        try:
+            seen = await _next_records(follower.stdout, 1)  # -n 1: the last one only
+            during = await send_as_clients(server.url, ["during-1", "during-2"])
+            seen += await _next_records(follower.stdout, 2)
+            log.rename(tmp_path / "login_log.txt.1")
+            rotated = await send_as_clients(server.url, ["after-rotation"])
+            seen += await _next_records(follower.stdout, 1)
+            await wait_for_records(log, 1)
+            log.unlink()
+            await asyncio.sleep(0.5)  # the follower sees the file gone
+            removed = await send_as_clients(server.url, ["after-removal"])
+            seen += await _next_records(follower.stdout, 1)
+        finally:
+            follower.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                status = await follower.wait()
+        err = (await follower.stderr.read()).decode()
+    assert_read_back(seen, [before[-1], *during, *rotated, *removed])
+    assert [item["source"] for item in seen] == [f"{log}:{n}" for n in (2, 3, 4, 1, 1)]
+    assert status == 0
+    assert err == (
+        f"quart-app-log: {log}:2: vanished: waiting for it to return\n"
+        "quart-app-log: 1 problems reported above; the rest was read\n"
+    )
