@@ -17,7 +17,7 @@ from .config import Settings
 from .inputs import BadLogin
 from .metrics import Metrics
 from .proxy import ForwardedClientMiddleware
-from .receiver import connect_audit_receiver
+from .receiver import OUTSIDE_REQUEST, OutsideRequest, connect_audit_receiver
 from .signals import login_signal
 from .state import KEY, LoginLog, login_log
 from .stores import StoreFactory, store_from_settings
@@ -64,11 +64,14 @@ class LoginAudit:
         app.extensions[KEY] = LoginLog(settings, writer, metrics)
         connect_audit_receiver(app, writer)
         # Hooks, not a while_serving generator: one is made once at registration,
-        # and an app may be served more than once (tests do).
+        # and an app may be served more than once (tests do), one serve after another.
         app.before_serving(writer.start)
         app.after_serving(writer.stop)
-        app.register_error_handler(LogUnavailable, log_unavailable)
-        app.register_error_handler(BadLogin, bad_login)
+        # The app's own handlers, registered before, are kept.
+        own = app.error_handler_spec.get(None, {}).get(None, {})
+        for error, handler in ((LogUnavailable, log_unavailable), (BadLogin, bad_login)):
+            if error not in own:
+                app.register_error_handler(error, handler)
         if settings.proxy_trusted_hops:
             app.asgi_app = ForwardedClientMiddleware(  # type: ignore[method-assign]
                 app.asgi_app, mode=settings.proxy_mode, trusted_hops=settings.proxy_trusted_hops
@@ -80,9 +83,12 @@ class LoginAudit:
         The same as ``await login_signal.send_async(current_app, username=username)``:
         raises :class:`~quart_app.inputs.BadUsername` for a username that cannot
         be logged and :class:`~quart_app.writer.LogUnavailable` when the log
-        cannot confirm the record.
+        cannot confirm the record, and :class:`~quart_app.OutsideRequest` outside a request.
         """
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:
+            raise OutsideRequest(OUTSIDE_REQUEST) from None
         if KEY not in app.extensions:
             raise RuntimeError(f"LoginAudit is not set up for the app {app.name!r}")
         await login_signal.send_async(app, username=username)

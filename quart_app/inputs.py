@@ -156,16 +156,16 @@ def _from_body(request: Request, body: bytes) -> str | None:
     )
 
 
-def check_username(username: str | None, max_length: int = DEFAULT_MAX_LENGTH) -> str:
+def check_username(username: object, max_length: int = DEFAULT_MAX_LENGTH) -> str:
     """``username`` stripped, or :class:`BadUsername` saying why it cannot be logged.
 
-    Refused: nothing visible (``None`` included), more than ``max_length``
-    characters, a lone surrogate, a NUL.
+    Refused: anything but a ``str``, nothing visible (``None`` included), more
+    than ``max_length`` characters, a lone surrogate, a NUL.
     """
     if username is None:
         raise BadUsername(MISSING)
-    if not isinstance(username, str):
-        raise TypeError(f"a username is a str, not {type(username).__name__}")
+    if not isinstance(username, str):  # a number or a list from a JSON body, say
+        raise BadUsername("username must be text")
     username = username.strip()
     if not username:
         raise BadUsername(MISSING)

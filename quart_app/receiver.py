@@ -23,6 +23,12 @@ class OutsideRequest(RuntimeError):
     """A login was sent outside the request that logs in: no address or time to log."""
 
 
+OUTSIDE_REQUEST = (
+    "a login is recorded from inside the request that logs in "
+    "(its client address and time are the login's)"
+)
+
+
 def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
     """Connect a receiver that logs ``app``'s logins (and only its own) to ``writer``.
 
@@ -45,10 +51,7 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
             # The proxy resolved once: each access through it costs a lookup.
             req = request._get_current_object()  # type: ignore[attr-defined]
         except RuntimeError:
-            raise OutsideRequest(
-                "a login is recorded from inside the request that logs in "
-                "(its client address and time are the login's)"
-            ) from None
+            raise OutsideRequest(OUTSIDE_REQUEST) from None
         ip = req.remote_addr
         if not ip or ip[0] not in _ADDRESS_START:
             # None (a Unix socket), "-" (a trusted header gave no address), or

@@ -12,12 +12,16 @@ Two things set it apart from a plain blinker signal, both in :meth:`LoginSignal.
   no receiver ever sees it;
 * a proxy such as ``current_app`` is sent as the app it stands for: blinker files a
   sender under its identity, and would call no receiver of the app for the proxy;
-* a login that no receiver hears raises :class:`LookupError` (a wrong sender would
-  otherwise record nothing), and the synchronous ``send`` raises :class:`TypeError`.
+* a login that would not be recorded raises :class:`LookupError` before any receiver
+  runs: sent by anything but an app :class:`~quart_app.LoginAudit` set up (a blueprint,
+  ``None``), by another app than the one handling the request (its line would be in
+  the wrong log), or while the signal is muted; the synchronous ``send`` raises
+  :class:`TypeError`.
 
 Plain (not async) receivers are called inline on the event loop unless a
 ``_sync_wrapper`` is given: a receiver doing microseconds of work should not pay a
-thread hop, and keeps the request context.
+thread hop, and keeps the request context. What they return is awaited if it can be
+(an object with an ``async def __call__``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
+from quart import current_app
 from werkzeug.local import LocalProxy
 
 from .inputs import DEFAULT_MAX_LENGTH, check_username
@@ -52,7 +57,7 @@ class LoginSignal(NamedSignal):
         super().__init__(name, doc)
         # id(sender) -> (a weak reference to it, [(receiver or a weak reference
         # to it, whether it is one, whether it is a coroutine function)], the
-        # longest username its audit takes)
+        # longest username its audit takes, or 0 when it has no audit)
         self._kept: dict[int, tuple[weakref.ref[Any], list[tuple[Any, bool, bool]], int]] = {}
         # Weak references to weakly connected receivers, by receiver id.
         self._weak: dict[Hashable, weakref.ref[Any]] = {}
@@ -94,17 +99,29 @@ class LoginSignal(NamedSignal):
             sender = sender._get_current_object()
         receivers, max_length = self._kept_for(sender)
         try:
-            kwargs["username"] = check_username(kwargs["username"], max_length)
+            kwargs["username"] = check_username(
+                kwargs["username"], max_length or DEFAULT_MAX_LENGTH
+            )
         except KeyError:
             raise TypeError("login_signal is sent with username=") from None
-        if self.is_muted:
-            return []
-        if not receivers:
-            # A login recorded nowhere would let the caller log the user in all the same.
+        # A login recorded nowhere, or in another app's log, would let the caller
+        # log the user in all the same: refused before any receiver hears it.
+        if not max_length:
             raise LookupError(
-                f"nothing receives login_signal from {sender!r}: send it with the app "
+                f"nothing records logins sent by {sender!r}: send login_signal with the app "
                 "LoginAudit set up"
             )
+        try:
+            handling = current_app._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:  # outside any app: the audit receiver says why
+            handling = sender
+        if handling is not sender:
+            raise LookupError(
+                f"login_signal sent by the app {getattr(sender, 'name', sender)!r} while the "
+                f"app {handling.name!r} handles the request: send it with the app handling it"
+            )
+        if self.is_muted:
+            raise LookupError("login_signal is muted: the login would be recorded nowhere")
         results = []
         for receiver, is_coroutine in receivers:
             if is_coroutine:
@@ -113,6 +130,8 @@ class LoginSignal(NamedSignal):
                 result = await _sync_wrapper(receiver)(sender, **kwargs)
             else:
                 result = receiver(sender, **kwargs)
+                if inspect.isawaitable(result):  # an object with an async __call__
+                    result = await result
             results.append((receiver, result))
         return results
 
@@ -127,7 +146,7 @@ class LoginSignal(NamedSignal):
         return self._kept_for(sender)[0]
 
     def _kept_for(self, sender: Any) -> tuple[list[tuple[Callable[..., Any], bool]], int]:
-        # The receivers, and the longest username the sender's audit takes.
+        # The receivers, and the longest username the sender's audit takes (0: no audit).
         kept = self._kept.get(id(sender))
         if kept is not None and kept[0]() is sender:
             receivers = []
@@ -142,8 +161,9 @@ class LoginSignal(NamedSignal):
     def _keep(self, sender: Any) -> tuple[list[tuple[Callable[..., Any], bool]], int]:
         receivers = [(r, inspect.iscoroutinefunction(r)) for r in self.receivers_for(sender)]
         # LoginAudit connects its receiver when it sets an app up: nothing kept survives that.
-        audit = getattr(sender, "extensions", {}).get(KEY)
-        max_length = audit.settings.username_max_length if audit else DEFAULT_MAX_LENGTH
+        extensions = getattr(sender, "extensions", None)
+        audit = extensions.get(KEY) if isinstance(extensions, dict) else None
+        max_length = audit.settings.username_max_length if audit else 0
         sender_id = id(sender)
         try:
             sender_ref = weakref.ref(sender, lambda _: self._kept.pop(sender_id, None))

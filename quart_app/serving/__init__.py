@@ -23,6 +23,7 @@ from .stop import (
     finish,
     logger,
     refuse_waiting_logins_before_cancel,
+    served_by_hypercorn,
     stop_gracefully_on_signals,
     use_shared_metrics_directory,
     worker_parent,
@@ -49,7 +50,7 @@ def prepare_for_hypercorn(app: Quart) -> None:
     worker) and when a worker's parent dies, the process stops gracefully:
     waiting logins are answered 503 before hypercorn cancels them, the writer
     drains, and a process that could not confirm every record exits with
-    :data:`EXIT_UNCONFIRMED`.
+    :data:`EXIT_UNCONFIRMED`. Served otherwise (``app.test_app()``), it does nothing.
     """
     from ..state import KEY
     from .connections import end_cancelled_connections_quietly
@@ -68,11 +69,17 @@ def prepare_for_hypercorn(app: Quart) -> None:
     # So that a stop cancelling connections at graceful_timeout logs no traceback for each.
     end_cancelled_connections_quietly()
 
+    served = False  # by hypercorn, this time: app.test_app() needs none of this
+
     @app.before_serving
     async def prepare_process() -> None:
+        nonlocal served
         log = app.extensions.get(KEY)
         if log is None:
             raise RuntimeError(f"prepare_for_hypercorn: LoginAudit is not set up for {app.name!r}")
+        served = served_by_hypercorn()
+        if not served:
+            return
         check_stop_bounds(log.settings.login_log_drain_timeout)
         if worker_parent() is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             logger.warning(
@@ -83,6 +90,8 @@ def prepare_for_hypercorn(app: Quart) -> None:
 
     @app.after_serving
     async def finish_process() -> None:
+        if not served:
+            return
         writer = app.extensions[KEY].writer
         await writer.stop()  # done already when LoginAudit's hook ran first
         finish(writer.unconfirmed)

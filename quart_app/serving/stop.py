@@ -160,11 +160,22 @@ async def _refuse_at_graceful_timeout(writer: LogWriter) -> None:
 
 
 def _worker_serve_local(name: str) -> Any:
+    # hypercorn's command runs worker_serve as a task; Quart's app.run() awaits
+    # it from hypercorn's serve(): look along each task's chain of awaits.
     for task in asyncio.all_tasks():
-        frame = getattr(task.get_coro(), "cr_frame", None)
-        if frame is not None and frame.f_code.co_name == "worker_serve":
-            return frame.f_locals.get(name)
+        coroutine = task.get_coro()
+        while coroutine is not None:
+            frame = getattr(coroutine, "cr_frame", None)
+            if frame is not None and frame.f_code.co_name == "worker_serve":
+                return frame.f_locals.get(name)
+            coroutine = getattr(coroutine, "cr_await", None)
     return None
+
+
+def served_by_hypercorn() -> bool:
+    """Whether hypercorn serves this event loop (its command, or ``app.run()``), not a test
+    client (``app.test_app()``). Call from the serving process's event loop."""
+    return _worker_serve_local("config") is not None
 
 
 def check_stop_bounds(drain_timeout: float) -> None:

@@ -27,7 +27,15 @@ class LogWriter(Intake, WritingLoop, Health):
     """
 
     async def start(self) -> None:
-        """Open the store (raising if it cannot be opened) and start writing."""
+        """Open the store (raising if it cannot be opened) and start writing.
+
+        Raises ``RuntimeError`` while already started: an app served twice at
+        once would orphan the running writer and the records it holds.
+        """
+        if self._task is not None:
+            raise RuntimeError(
+                "the login log writer is already running: the app is already being served"
+            )
         await self.store.open()
         # Fresh events: an event is bound to the loop that first waits on it.
         self._work, self._room, self._hurry = asyncio.Event(), asyncio.Event(), asyncio.Event()
