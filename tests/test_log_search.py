@@ -268,3 +268,12 @@ def test_a_gzip_file_is_known_by_its_content_not_its_name(written: Written, tmp_
     os.chmod(renamed, 0)
     if os.geteuid() != 0:  # root reads anything
         assert run_log("search", renamed).status == 2
+
+
+def test_help_gives_the_exit_statuses_of_every_subcommand() -> None:
+    for argv in (["--help"], ["search", "--help"], ["stats", "--help"], ["purge", "--help"]):
+        ran = run_log(*argv)
+        assert ran.status == 0
+        assert "exit status (every subcommand):" in ran.out
+        assert "  1  nothing matched" in ran.out
+    assert run_log().status == 2

@@ -6,17 +6,19 @@ import asyncio
 import os
 from pathlib import Path
 
-from quart_app.records import LoginRecord, parse_line
+from quart_app.records import LoginRecord
+from quart_app.trail import Bad, Found, Query, read_file
 
 
 def read_records(path: Path) -> list[LoginRecord]:
-    """Every line of the log, parsed; a malformed line fails the test."""
+    """Every line of the log, read as ``quart-app-log`` reads it; a malformed or torn line
+    fails the test."""
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
-    assert text == "" or text.endswith("\n"), "the log ends in a torn line"
-    # split("\n"), not splitlines(): a line must end only where the writer ended it.
-    return [parse_line(line) for line in text.split("\n")[:-1]]
+    found = list(read_file(str(path), Query()))
+    bad = [item for item in found if isinstance(item, Bad)]
+    assert not bad, f"lines that are no login record: {bad[:5]}"
+    return [item.record for item in found if isinstance(item, Found)]
 
 
 async def wait_for_records(path: Path, count: int, timeout: float = 10) -> list[LoginRecord]:

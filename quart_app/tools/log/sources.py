@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from quart_app.trail import Bad, Found, Query, read_files
-from quart_app.trail import table as tables
 from quart_app.trail.where import is_database_url
 
 
@@ -57,6 +56,8 @@ class Sources:
             for found in reversed(kept) if newest_first else kept:
                 yield found
             return
+        from quart_app.trail import table as tables  # asyncpg: only for a table
+
         try:
             connection = await tables.connect(self.url)
         except tables.SourceError as exc:
