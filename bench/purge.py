@@ -4,7 +4,7 @@ A throwaway PostgreSQL holds ``rows`` logins older than 30 days; the project's
 server (PostgreSQL store) takes a steady open-loop load of :data:`RATE`
 logins per second for :data:`SECONDS`, once alone and once while ``purge
 --before 30d`` deletes the old rows, in alternating rounds (the old rows are
-put back before each). Printed: p50 and p99 of each round, the medians, and
+put back before each pair). Printed: p50 and p99 of each round, the medians, and
 the ratio of the p99s.
 """
 
@@ -71,8 +71,8 @@ def bench_purge(rows: int, rounds: int, workdir: Path) -> None:
         results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
         with run_server(workdir, env) as server:
             for number in range(rounds):
+                asyncio.run(_put_back(database.url, rows))  # the same table for both rounds
                 for purging in (False, True):
-                    asyncio.run(_put_back(database.url, rows))
                     purge = None
                     if purging:
                         purge = subprocess.Popen(
