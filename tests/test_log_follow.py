@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
+
+from quart_app.records import LoginRecord, format_text
 
 from helpers.logs import wait_for_records
 from helpers.server import run_server
@@ -55,3 +58,36 @@ async def test_follow_sees_new_records_across_a_rotation_and_a_removal(tmp_path:
         f"quart-app-log: {log}:2: vanished: waiting for it to return\n"
         "quart-app-log: 1 problems reported above; the rest was read\n"
     )
+
+
+async def test_follow_reads_what_a_writer_finishes_in_the_file_rotated_away(
+    tmp_path: Path,
+) -> None:
+    # A writer that was mid-batch at the rotation appends its last lines to the old file.
+    log = tmp_path / "login_log.txt"
+    at = datetime.now(UTC)
+    log.write_bytes(format_text(LoginRecord("first", at, "127.0.0.1")))
+    follower = await asyncio.create_subprocess_exec(
+        COMMAND, "search", str(log), "--follow", "--format", "jsonl",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert follower.stdout is not None
+    try:
+        seen = await _next_records(follower.stdout, 1)
+        rotated = tmp_path / "login_log.txt.1"
+        log.rename(rotated)
+        log.write_bytes(format_text(LoginRecord("in-the-new-file", at, "127.0.0.1")))
+        seen += await _next_records(follower.stdout, 1)
+        with rotated.open("ab") as old:
+            old.write(format_text(LoginRecord("late-in-the-old-file", at, "127.0.0.1")))
+        seen += await _next_records(follower.stdout, 1)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await follower.wait()
+    assert [item["username"] for item in seen] == [
+        "first",
+        "in-the-new-file",
+        "late-in-the-old-file",
+    ]
+    assert seen[2]["source"] == f"{log}:2"
