@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from .config import ConfigError
     from .extension import LoginAudit
     from .inputs import BadUsername
-    from .receiver import OutsideRequest
-    from .signals import login_signal
+    from .signals import OutsideRequest, login_signal
     from .writer import LogUnavailable
 
 _WHERE = {
@@ -33,7 +32,7 @@ _WHERE = {
     "login_signal": ".signals",
     "LogUnavailable": ".writer",
     "BadUsername": ".inputs",
-    "OutsideRequest": ".receiver",
+    "OutsideRequest": ".signals",
     "ConfigError": ".config",
     "create_app": ".app",
 }

@@ -17,8 +17,8 @@ from .config import Settings
 from .inputs import BadLogin
 from .metrics import Metrics
 from .proxy import ForwardedClientMiddleware
-from .receiver import OUTSIDE_REQUEST, OutsideRequest, connect_audit_receiver
-from .signals import login_signal
+from .receiver import connect_audit_receiver
+from .signals import OUTSIDE_REQUEST, OutsideRequest, login_signal
 from .state import KEY, LoginLog, login_log
 from .stores import StoreFactory, store_from_settings
 from .writer import LogFull, LogUnavailable, LogWriter

@@ -13,25 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response
-from quart.blueprints import BlueprintSetupState
 
-from .state import KEY, login_log
+from .state import login_log, needs_login_audit
 
 blueprint = Blueprint("login_audit_probes", __name__)
 
 
-@blueprint.record_once
-def _needs_login_audit(state: BlueprintSetupState) -> None:
-    # Checked when serving starts, not here: LoginAudit may be set up after the blueprint.
-    app = state.app
-
-    @app.before_serving
-    async def check() -> None:
-        if KEY not in app.extensions:
-            raise RuntimeError(
-                f"the probes need LoginAudit: set it up for the app {app.name!r} "
-                "(LoginAudit(app)) before serving"
-            )
+needs_login_audit(blueprint, "the probes")
 
 
 def not_ready_because() -> list[str]:

@@ -11,22 +11,12 @@ from quart import request
 
 from .proxy import unmapped
 from .records import LoginRecord
-from .signals import login_signal
+from .signals import OUTSIDE_REQUEST, OutsideRequest, login_signal
 from .writer import LogWriter
 
 Receiver = Callable[..., Coroutine[Any, Any, None]]
 # The first character of an IPv4 or IPv6 address as servers give them.
 _ADDRESS_START = frozenset("0123456789abcdefABCDEF:")
-
-
-class OutsideRequest(RuntimeError):
-    """A login was sent outside the request that logs in: no address or time to log."""
-
-
-OUTSIDE_REQUEST = (
-    "a login is recorded from inside the request that logs in "
-    "(its client address and time are the login's)"
-)
 
 
 def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:

@@ -8,12 +8,13 @@ from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge, Request
 from .extension import refused
 from .inputs import needs_body, username_of
 from .signals import login_signal
-from .state import KEY
+from .state import KEY, needs_login_audit
 
 LOGIN_PATH = "/login/"
 LOGIN_METHODS = ("GET", "POST")
 
 blueprint = Blueprint("login", __name__)
+needs_login_audit(blueprint, "the login routes")
 
 
 @blueprint.get("/")

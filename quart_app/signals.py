@@ -5,18 +5,18 @@ Send it with blinker's own API, from the request that logs someone in::
     await login_signal.send_async(app, username="张三")
 
 and connect receivers the same way (``login_signal.connect(receiver, sender=app)``).
-Two things set it apart from a plain blinker signal, both in :meth:`LoginSignal.send_async`:
+What sets it apart from a plain blinker signal is all in :meth:`LoginSignal.send_async`:
 
 * the username is checked before any receiver runs (:func:`~quart_app.inputs.check_username`):
   a name the audit would refuse raises :class:`~quart_app.inputs.BadUsername` (a 400) and
   no receiver ever sees it;
 * a proxy such as ``current_app`` is sent as the app it stands for: blinker files a
   sender under its identity, and would call no receiver of the app for the proxy;
-* a login that would not be recorded raises :class:`LookupError` before any receiver
-  runs: sent by anything but an app :class:`~quart_app.LoginAudit` set up (a blueprint,
-  ``None``), by another app than the one handling the request (its line would be in
-  the wrong log), or while the signal is muted; the synchronous ``send`` raises
-  :class:`TypeError`.
+* a login sent outside a request raises :class:`OutsideRequest`, and one that would not
+  be recorded :class:`LookupError`, before any receiver runs: sent by anything but an app
+  :class:`~quart_app.LoginAudit` set up (a blueprint, ``None``), by another app than the
+  one handling the request (its line would be in the wrong log), or while the signal is
+  muted; the synchronous ``send`` raises :class:`TypeError`.
 
 Plain (not async) receivers are called inline on the event loop unless a
 ``_sync_wrapper`` is given: a receiver doing microseconds of work should not pay a
@@ -32,13 +32,23 @@ from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
-from quart import current_app
+from quart import current_app, has_request_context
 from werkzeug.local import LocalProxy
 
 from .inputs import DEFAULT_MAX_LENGTH, check_username
 from .state import KEY
 
 namespace = Namespace()
+
+
+class OutsideRequest(RuntimeError):
+    """A login was sent outside the request that logs in: no address or time to log."""
+
+
+OUTSIDE_REQUEST = (
+    "a login is recorded from inside the request that logs in "
+    "(its client address and time are the login's)"
+)
 
 SyncWrapper = Callable[[Callable[..., Any]], Callable[..., Coroutine[Any, Any, Any]]]
 
@@ -111,10 +121,9 @@ class LoginSignal(NamedSignal):
                 f"nothing records logins sent by {sender!r}: send login_signal with the app "
                 "LoginAudit set up"
             )
-        try:
-            handling = current_app._get_current_object()  # type: ignore[attr-defined]
-        except RuntimeError:  # outside any app: the audit receiver says why
-            handling = sender
+        if not has_request_context():  # a task, a CLI, a WebSocket: no address or time to log
+            raise OutsideRequest(OUTSIDE_REQUEST)
+        handling = current_app._get_current_object()  # type: ignore[attr-defined]
         if handling is not sender:
             raise LookupError(
                 f"login_signal sent by the app {getattr(sender, 'name', sender)!r} while the "

@@ -370,3 +370,27 @@ async def test_a_login_sent_with_a_sender_nothing_hears_raises(
         with pytest.raises(TypeError, match="send_async"):
             login_signal.send(current_app, username="ann")
     assert usernames(tmp_path / "a.log") == []
+
+
+async def test_with_the_one_liner_a_hostile_host_is_400_with_the_reason(tmp_path: Path) -> None:
+    # werkzeug's IDNA check of the Host fails while routing, before any handler runs.
+    with serve_user_app(tmp_path, workers=0, one_liner=True) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        for hostile in (b"a..b", b"x" * 70 + b".example"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            body = b"user=x&password=right"
+            writer.write(
+                b"POST /signin HTTP/1.1\r\nHost: " + hostile + b"\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+            )
+            await writer.drain()
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+            assert answer.endswith(b"the Host header is not a valid host name"), answer
+        server.signal_group(signal.SIGTERM)
+        assert stopped(server) == 0
+    assert "Traceback" not in server.stderr
+    assert not (tmp_path / "audit.log").exists() or lines_of(tmp_path / "audit.log") == []

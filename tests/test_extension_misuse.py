@@ -237,3 +237,35 @@ def test_prepare_for_hypercorn_under_app_run_stops_gracefully_and_quietly(tmp_pa
     assert process.returncode == 0, err
     assert "worker context" not in err and "Traceback" not in err, err
     assert usernames(tmp_path / "audit.log") == ["ann"]
+
+
+async def test_outside_a_request_no_receiver_hears_the_login(
+    tmp_path: Path, any_sender_receiver: list[tuple[object, str]]
+) -> None:
+    app = audited(tmp_path / "a.log")
+    audit = app.extensions["login_log"]
+    del audit
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        await login_signal.send_async(app, username="over-a-websocket")
+
+    async with app.test_app() as test_app:
+        async with app.app_context():
+            with pytest.raises(OutsideRequest):
+                await login_signal.send_async(app, username="in-an-app-context")
+        with pytest.raises(Exception):  # noqa: B017 (the test client re-raises it)
+            async with test_app.test_client().websocket("/ws") as socket:
+                await socket.receive()
+    assert any_sender_receiver == []
+    assert usernames(tmp_path / "a.log") == []
+
+
+async def test_the_login_routes_without_login_audit_refuse_to_start_saying_why() -> None:
+    from quart_app import routes
+
+    app = Quart("user_app")
+    app.register_blueprint(routes.blueprint)
+    with pytest.raises(LifespanError, match="the login routes need LoginAudit"):
+        async with app.test_app():
+            pass

@@ -53,6 +53,7 @@ def prepare_for_hypercorn(app: Quart) -> None:
     drains, and a process that could not confirm every record exits with
     :data:`EXIT_UNCONFIRMED`. Served otherwise (``app.test_app()``), it does nothing.
     """
+    from ..guard import RequestGuard
     from ..state import KEY
     from .connections import end_cancelled_connections_quietly
     from .http1 import accept_utf8_query_strings
@@ -69,6 +70,12 @@ def prepare_for_hypercorn(app: Quart) -> None:
     answer_every_http2_stream()
     # So that a stop cancelling connections at graceful_timeout logs no traceback for each.
     end_cancelled_connections_quietly()
+    # So that a request target or Host Quart cannot decode is a 400 with the reason, not a 500.
+    if not isinstance(app.asgi_app, RequestGuard):
+        log = app.extensions.get(KEY)
+        app.asgi_app = RequestGuard(  # type: ignore[method-assign]
+            app.asgi_app, log.metrics if log else None
+        )
 
     served = False  # by hypercorn, this time: app.test_app() needs none of this
 
