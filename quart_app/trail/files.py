@@ -93,7 +93,8 @@ class Tail:
     still read for ``drain_reads`` more reads (a writer may finish a batch in
     it), and the new one from its start. A file truncated in place is read
     again from its start. ``missing`` says why the file cannot be read as of
-    the last read, ``None`` when it can.
+    the last read, ``None`` when it can; a file that exists but cannot be
+    opened (a directory, no permission) raises ``OSError``.
     """
 
     drain_reads = 10
@@ -152,11 +153,8 @@ class Tail:
     def _open(self, found: list[Found | Bad]) -> bool:
         try:
             self._file = open(self.path, "rb")  # noqa: SIM115 (kept open between reads)
-        except FileNotFoundError:
+        except FileNotFoundError:  # not created yet, or rotated away: it may come
             self.missing = f"the log file {self.path!r} does not exist"
-            return False
-        except OSError as exc:
-            self.missing = f"{self.path} cannot be read: {exc.strerror or exc}"
             return False
         self.missing = None
         self._vanished = False

@@ -16,8 +16,8 @@ def read_records(path: Path) -> list[LoginRecord]:
     if not path.exists():
         return []
     found = list(read_file(str(path), Query()))
-    bad = [item for item in found if isinstance(item, Bad)]
-    assert not bad, f"lines that are no login record: {bad[:5]}"
+    if bad := [item for item in found if isinstance(item, Bad)]:
+        raise ValueError(f"lines that are no login record: {bad[:5]}")
     return [item.record for item in found if isinstance(item, Found)]
 
 

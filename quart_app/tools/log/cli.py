@@ -166,9 +166,19 @@ async def _search(args: argparse.Namespace, sources: Sources, out: TextIO, repor
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    failing = None  # said once, not at every read
     try:
         while True:
-            for item in tail.read():
+            try:
+                items = tail.read()
+            except OSError as exc:
+                items, reason = [], f"cannot be read: {exc.strerror or exc}"
+                if reason != failing:
+                    report(Bad(tail.path, reason))
+                failing = reason
+            else:
+                failing = None
+            for item in items:
                 if isinstance(item, Bad):
                     report(item)
                 else:
