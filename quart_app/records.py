@@ -203,7 +203,9 @@ def _checked(record: LoginRecord, line: str) -> LoginRecord:
             address = ipaddress.ip_address(record.ip)
         except ValueError:
             raise ValueError(f"not an IP address: {line!r}") from None
-        if str(address) != record.ip:
+        mapped = getattr(address, "ipv4_mapped", None)
+        # Older versions wrote an IPv4-mapped client as ::ffff:192.0.2.1.
+        if str(address) != record.ip and not (mapped and record.ip == f"::ffff:{mapped}"):
             raise ValueError(f"not an IP address as written here: {line!r}")
     return record
 

@@ -91,3 +91,28 @@ async def test_follow_reads_what_a_writer_finishes_in_the_file_rotated_away(
         "late-in-the-old-file",
     ]
     assert seen[2]["source"] == f"{log}:2"
+
+
+async def test_follow_rereads_a_file_rewritten_in_place_past_its_old_end(tmp_path: Path) -> None:
+    # copytruncate, then more written at once than the file held: its size never looks smaller.
+    log = tmp_path / "login_log.txt"
+    at = datetime.now(UTC)
+    log.write_bytes(format_text(LoginRecord("u1", at, "127.0.0.1")))
+    follower = await asyncio.create_subprocess_exec(
+        COMMAND, "search", str(log), "--follow", "--format", "jsonl",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert follower.stdout is not None and follower.stderr is not None
+    try:
+        seen = await _next_records(follower.stdout, 1)
+        names = [f"v{n}" for n in range(1, 5)]
+        log.write_bytes(b"".join(format_text(LoginRecord(n, at, "127.0.0.1")) for n in names))
+        seen += await _next_records(follower.stdout, 4)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await follower.wait()
+    assert [item["username"] for item in seen] == ["u1", *names]
+    assert (
+        "truncated in place: read again from its start" in (await follower.stderr.read()).decode()
+    )

@@ -12,8 +12,14 @@ from .found import Bad, Found
 from .lines import could_match, scan
 from .query import Query
 
+HEAD = 256
+"""Bytes at a followed file's start compared at each read: a rewritten file has others."""
+
 CHUNK = 1 << 22
 """Bytes read at a time: large enough that a search runs at the speed of ``bytes.find``."""
+
+MAX_LINE = 1 << 20
+"""Bytes of a line kept while looking for its end: a log line is at most a few kilobytes."""
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -45,14 +51,22 @@ def read_file(path: str, query: Query) -> Iterator[Found | Bad]:
         yield Bad(path, f"cannot be read: {exc.strerror or exc}", whole_source=True)
         return
     with raw:
-        line, rest = 1, b""
+        line, rest, skipping = 1, b"", False
         try:
             for chunk in _gunzipped(raw) if is_gzip(raw) else iter(lambda: raw.read(CHUNK), b""):
+                if skipping:  # the rest of a line too long to keep
+                    cut = chunk.find(b"\n")
+                    if cut < 0:
+                        continue
+                    chunk, skipping, line = chunk[cut + 1 :], False, line + 1
                 data = rest + chunk
                 end = data.rfind(b"\n") + 1
                 rest = data[end:]
                 yield from scan(data[:end], line, path, query)
                 line += data.count(b"\n", 0, end)
+                if len(rest) > MAX_LINE:  # /dev/zero, or a file that is no log at all
+                    yield Bad(f"{path}:{line}", f"a line longer than {MAX_LINE:,} bytes: skipped")
+                    rest, skipping = b"", True
         except _GZIP_ERRORS as exc:
             yield Bad(f"{path}:{line}", f"the compressed data ends early or is corrupt ({exc})")
             return
@@ -108,6 +122,7 @@ class Tail:
         self._partial = b""
         self._draining: list[tuple[BinaryIO, int, bytes, int]] = []
         self._vanished = False
+        self._head = b""  # the file's first bytes, to tell a rewrite in place
 
     def read(self) -> list[Found | Bad]:
         """What matches among the whole lines added since the last call (everything, at first)."""
@@ -116,7 +131,13 @@ class Tail:
         if self._file is None and not self._open(found):
             return found
         assert self._file is not None
+        if self._rewritten():
+            found.append(Bad(self.path, "truncated in place: read again from its start"))
+            self._file.seek(0)
+            self._line, self._partial, self._head = 1, b"", b""
         self._take(self._file.read(), found)
+        if len(self._head) < HEAD:
+            self._head = os.pread(self._file.fileno(), HEAD, 0)
         try:
             now = os.stat(self.path)
         except FileNotFoundError:
@@ -126,7 +147,7 @@ class Tail:
             if mine.st_size < self._file.tell():
                 found.append(Bad(self.path, "truncated in place: read again from its start"))
                 self._file.seek(0)
-                self._line, self._partial = 1, b""
+                self._line, self._partial, self._head = 1, b"", b""
             return found
         self._draining.append((self._file, self._line, self._partial, self.drain_reads))
         self._file = None
@@ -140,6 +161,12 @@ class Tail:
             assert self._file is not None
             self._take(self._file.read(), found)
         return found
+
+    def _rewritten(self) -> bool:
+        # A copytruncate that wrote past the old end between two reads leaves the
+        # size no smaller: the file's first bytes tell it apart.
+        assert self._file is not None
+        return bool(self._head) and os.pread(self._file.fileno(), len(self._head), 0) != self._head
 
     def close(self) -> None:
         """Close the files still open."""
@@ -158,7 +185,7 @@ class Tail:
             return False
         self.missing = None
         self._vanished = False
-        self._line, self._partial = 1, b""
+        self._line, self._partial, self._head = 1, b"", b""
         return True
 
     def _take(self, data: bytes, found: list[Found | Bad]) -> None:

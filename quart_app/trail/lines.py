@@ -6,6 +6,8 @@ followed as it grows.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from quart_app.records import LoginRecord, parse_line
 
 from .found import Bad, Found
@@ -33,6 +35,10 @@ def read_line(line: bytes) -> LoginRecord:
     if not (record.username.isprintable() or _encodes(record.username)):
         # The server refuses lone surrogates: a line holding one was not written by it.
         raise ValueError("a username with a lone surrogate, which no server writes")
+    try:
+        record = record._replace(time=record.time.astimezone(UTC))
+    except OverflowError:  # 0001-01-01 at +01:00: before the year 1 in UTC
+        raise ValueError("a time out of range in UTC") from None
     return record
 
 

@@ -61,17 +61,26 @@ class Query:
         return True
 
 
-def needles(query: Query) -> tuple[bytes, bytes] | None:
-    """Bytes each line that can match ``query`` holds, in one format or the other; ``None``
+def needles(query: Query) -> tuple[bytes, ...] | None:
+    """Bytes each line that can match ``query`` holds, in one form or another; ``None``
     when any line can.
 
     A reader looks for these first and parses only the lines that hold one:
     the username as the text format writes it (escaped, between its labels)
-    and as the JSON Lines format does.
+    and as older versions did (raw), and the JSON string of the name as this
+    project writes it, raw, and in ASCII with ``\\u`` escapes. A line written
+    another way (an ASCII letter as ``\\u0061``) is found by a search
+    without ``--user`` only.
     """
     if query.user is None:
         return None
-    text = f"{TEXT_PREFIX}{escape(query.user)}{TIME_LABEL}"
-    in_json = f'"username": {json_escaped(json.dumps(query.user, ensure_ascii=False))}, '
+    name = query.user
+    forms = {
+        f"{TEXT_PREFIX}{escape(name)}{TIME_LABEL}",
+        f"{TEXT_PREFIX}{name}{TIME_LABEL}",  # older versions escaped fewer characters
+        json_escaped(json.dumps(name, ensure_ascii=False)),
+        json.dumps(name, ensure_ascii=False),
+        json.dumps(name),  # every non-ASCII character as \\uHHHH, as many JSON writers do
+    }
     # A lone surrogate (never written) encodes to bytes no UTF-8 log holds.
-    return text.encode(errors="surrogatepass"), in_json.encode(errors="surrogatepass")
+    return tuple(form.encode(errors="surrogatepass") for form in sorted(forms))

@@ -64,7 +64,12 @@ def _where(query: Query) -> tuple[str, list[Any]]:
         clauses.append(f"username = ${len(args)}")
     if query.network is not None:
         args.append(query.network)  # asyncpg sends a network as cidr
-        clauses.append(f"ip <<= ${len(args)}")
+        clause = f"ip <<= ${len(args)}"
+        if query.network.version == 4:  # rows of older versions hold ::ffff:192.0.2.1
+            mapped = f"::ffff:{query.network.network_address}/{96 + query.network.prefixlen}"
+            args.append(ipaddress.IPv6Network(mapped))
+            clause = f"({clause} OR ip <<= ${len(args)})"
+        clauses.append(clause)
     if query.since is not None:
         args.append(query.since)
         clauses.append(f"logged_in_at >= ${len(args)}")
@@ -96,7 +101,12 @@ def _found(row: Any) -> Found:
     address = row["ip"]
     if isinstance(address, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
         address = address.ip  # a prefix length no store writes
-    ip = "-" if address is None else str(address)
+    if address is None:
+        ip = "-"
+    elif getattr(address, "ipv4_mapped", None):
+        ip = f"::ffff:{address.ipv4_mapped}"  # as the older versions that stored it wrote it
+    else:
+        ip = str(address)
     return Found(LoginRecord(row["username"], row["logged_in_at"], ip), row["host"])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import signal
 import sys
@@ -12,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from quart_app.config import ConfigError, table_name
 from quart_app.trail import Bad, Found, Query, Tail, parse_network
 from quart_app.trail.files import is_gzip
 
@@ -37,6 +39,14 @@ FOLLOW_POLL = 0.2
 """Seconds between two reads of a followed file."""
 
 
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on (escapes, line breaks, bidi controls)
+    shown as Python escapes: a file's name is anyone's choice."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class Reported:
     """Counts what was bad and says where on stderr, as it comes; sums it up at the end."""
 
@@ -44,13 +54,14 @@ class Reported:
         self.err = err
         self.bad = 0
         self.unreadable_source = False
+        self.matched = False  # what the exit status says, also after Ctrl-C
 
     def __call__(self, bad: Bad) -> None:
         if bad.whole_source:
             self.unreadable_source = True
         else:
             self.bad += 1
-        self.err.write(f"quart-app-log: {bad.place}: {bad.reason}\n")
+        self.err.write(f"quart-app-log: {printable(bad.place)}: {printable(bad.reason)}\n")
         self.err.flush()
 
     def summary(self) -> None:
@@ -60,11 +71,11 @@ class Reported:
                 f"quart-app-log: {self.bad:,} problems reported above; the rest was read\n"
             )
 
-    def status(self, matched: bool) -> int:
-        """The exit status for a command that found ``matched``."""
+    def status(self) -> int:
+        """The exit status: what matched, or whether a source could not be read at all."""
         if self.unreadable_source:
             return USAGE
-        return MATCHED if matched else NOTHING
+        return MATCHED if self.matched else NOTHING
 
 
 def _when(text: str) -> datetime:
@@ -84,10 +95,29 @@ def _network(text: str) -> Any:
         ) from None
 
 
+MOST_RECORDS = 10**9
+"""The largest ``-n``: PostgreSQL's LIMIT takes a 64-bit number, and no trail holds more."""
+
+
 def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a number of records, 1 or more: {text!r}")
+    if not text.isdigit() or not 1 <= int(text) <= MOST_RECORDS:
+        raise argparse.ArgumentTypeError(
+            f"not a number of records from 1 to {MOST_RECORDS:,}: {text!r}"
+        )
     return int(text)
+
+
+def _table(text: str) -> str:
+    try:
+        return table_name("--table", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _png(text: str) -> Path:
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"the chart is a PNG file: name it *.png, not {text!r}")
+    return Path(text)
 
 
 def _window(parser: argparse.ArgumentParser) -> None:
@@ -130,23 +160,23 @@ def parser() -> argparse.ArgumentParser:
     )
     stats = command("stats", "logins per hour or day, distinct and top users and addresses")
     stats.add_argument("sources", nargs="+", metavar="SOURCE", help="log files, or a URL")
-    stats.add_argument("--by", choices=tuple(BUCKETS), default="day")
+    stats.add_argument("--by", choices=BUCKETS, default="day")
     _window(stats)
-    stats.add_argument("--plot", type=Path, metavar="FILE.png", help="draw logins over time")
+    stats.add_argument("--plot", type=_png, metavar="FILE.png", help="draw logins over time")
     purge = command("purge", "delete the table's rows older than T, in small batches")
-    purge.add_argument("sources", nargs=1, metavar="URL", help="a postgresql:// URL")
+    # nargs="+", refused beyond one by Sources: argparse would echo the extra URL, password too.
+    purge.add_argument("sources", nargs="+", metavar="URL", help="a postgresql:// URL")
     purge.add_argument("--before", type=_when, metavar="T", required=True)
     purge.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
     purge.add_argument("--yes", action="store_true", help="do not ask")
     for sub in (search, stats, purge):
-        sub.add_argument("--table", default="login_log", help="(default login_log)")
+        sub.add_argument("--table", type=_table, default="login_log", help="(default login_log)")
     return main
 
 
 async def _search(args: argparse.Namespace, sources: Sources, out: TextIO, report: Reported) -> int:
     query = Query(user=args.user, network=args.ip, since=args.since, until=args.until)
     printer = Printer(out, args.format)
-    matched = False
     files = sources.files[:-1] if args.follow else sources.files
     reading = Sources(files=files, url=sources.url, table=sources.table)
     tail = Tail(sources.files[-1], query) if args.follow else None
@@ -155,17 +185,13 @@ async def _search(args: argparse.Namespace, sources: Sources, out: TextIO, repor
         if isinstance(item, Bad):
             report(item)
         elif tail is None:
-            matched = True
+            report.matched = True
             printer.write(item)
         else:
             kept.append(item)
     if tail is None:
         out.flush()
-        return report.status(matched)
-    # Ctrl-C cancels this task (asyncio.run does so); SIGTERM ends it the same way.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return report.status()
     failing = None  # said once, not at every read
     try:
         while True:
@@ -184,15 +210,13 @@ async def _search(args: argparse.Namespace, sources: Sources, out: TextIO, repor
                 else:
                     kept.append(item)
             if kept:
-                matched = True
+                report.matched = True
                 for found in kept[-args.n :] if args.n else kept:
                     printer.write(found)
                 kept, args.n = [], None
                 out.flush()
             await asyncio.sleep(FOLLOW_POLL)
-    except asyncio.CancelledError:
-        return report.status(matched)
-    finally:
+    finally:  # until Ctrl-C or SIGTERM (KeyboardInterrupt, see main)
         tail.close()
 
 
@@ -205,15 +229,20 @@ async def _stats(args: argparse.Namespace, sources: Sources, out: TextIO, report
             stats.add(item)
     if report.unreadable_source:
         return USAGE
+    report.matched = stats.logins > 0
     stats.report(out)
-    if args.plot is not None and stats.logins:
+    if args.plot is not None and not stats.logins:
+        report(Bad(str(args.plot), "not drawn: no login to draw"))
+    elif args.plot is not None:
         try:
             stats.plot(args.plot)
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'quart_app[plot]'") from None
         except OSError as exc:
             raise UsageError(f"cannot write {args.plot}: {exc.strerror or exc}") from None
-    return report.status(stats.logins > 0)
+        except (ValueError, OverflowError) as exc:  # a time matplotlib cannot place
+            report(Bad(str(args.plot), f"not drawn: {exc}"))
+    return report.status()
 
 
 async def _purge(args: argparse.Namespace, sources: Sources, out: TextIO, report: Reported) -> int:
@@ -227,7 +256,7 @@ async def _purge(args: argparse.Namespace, sources: Sources, out: TextIO, report
     try:
         connection = await tables.connect(sources.url)
     except tables.SourceError as exc:
-        report(Bad(sources.url_where, str(exc), whole_source=True))
+        report(Bad("source", str(exc), whole_source=True))
         return USAGE
     try:
         older = await tables.count_before(connection, sources.table, args.before)
@@ -240,8 +269,13 @@ async def _purge(args: argparse.Namespace, sources: Sources, out: TextIO, report
         deleted = await tables.purge(connection, sources.table, args.before)
         out.write(f"deleted {deleted:,} rows older than {before} from {sources.table}\n")
         return MATCHED if deleted else NOTHING
+    except UsageError:
+        raise
     except Exception as exc:  # a missing table, no DELETE privilege, a lost connection
-        report(Bad(f"table {sources.table}", f"{type(exc).__name__}: {exc}", whole_source=True))
+        reason = f"{type(exc).__name__}: {exc}"
+        if getattr(exc, "sqlstate", None) == "42501":  # insufficient privilege
+            reason += " (purge needs SELECT and DELETE on the table: docs/reading.md)"
+        report(Bad(f"table {sources.table}", reason, whole_source=True))
         return USAGE
     finally:
         connection.terminate()
@@ -269,6 +303,12 @@ def _check_plain(path: str) -> None:
         raise UsageError(f"{path} cannot be read: {exc.strerror or exc}") from None
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    # Not asyncio's own Ctrl-C handling, which waits for the next await: reading a
+    # file is synchronous, and a FIFO with no writer blocks in open().
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``quart-app-log``; return its exit status (see :data:`EXIT_STATUS`)."""
     args = parser().parse_args(argv)
@@ -285,12 +325,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.r:
                 raise UsageError("--follow prints oldest first: it cannot be given with -r")
             _check_plain(sources.files[-1])
+        signal.signal(signal.SIGINT, _interrupted)
+        signal.signal(signal.SIGTERM, _interrupted)
         status = asyncio.run(COMMANDS[args.command](args, sources, out, report))
     except UsageError as exc:
-        sys.stderr.write(f"quart-app-log {args.command}: {exc}\n")
+        sys.stderr.write(f"quart-app-log {args.command}: {printable(str(exc))}\n")
         return USAGE
-    except KeyboardInterrupt:
-        status = report.status(False)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was found so far says the status
+        with contextlib.suppress(OSError):
+            out.flush()
+        status = report.status()
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         sys.stdout = None  # type: ignore[assignment]  # no flush error at exit
         return MATCHED

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from quart_app.trail import Bad, Found, Query, read_files
-from quart_app.trail.where import is_database_url
+from quart_app.trail.where import is_database_url, url_scheme
+
+
+def _looks_like_a_url(where: str) -> bool:
+    # "scheme://...", or "scheme:...@host": what a mistyped database URL looks like.
+    text = where.strip()
+    scheme = url_scheme(text)
+    if scheme is not None:
+        return True
+    head, colon, rest = text.partition(":")
+    return bool(colon) and head.isalnum() and "@" in rest and not os.path.exists(where)
 
 
 class UsageError(ValueError):
@@ -24,6 +35,14 @@ class Sources:
     @classmethod
     def of(cls, given: list[str], table: str) -> Sources:
         """The sources named on the command line; files and a URL do not mix."""
+        for where in given:
+            scheme = url_scheme(where.strip()) or where.strip().partition(":")[0]
+            if not is_database_url(where) and _looks_like_a_url(where):
+                # Not a file either: said without the rest, which may hold a password.
+                raise UsageError(
+                    f"a source starting {scheme[:20]!r}: is neither a postgresql:// URL nor a "
+                    "file name to read (the rest is not shown: it may hold a password)"
+                )
         urls = [where for where in given if is_database_url(where)]
         if not urls:
             return cls(files=tuple(given), table=table)
@@ -61,7 +80,7 @@ class Sources:
         try:
             connection = await tables.connect(self.url)
         except tables.SourceError as exc:
-            yield Bad(self.url_where, str(exc), whole_source=True)
+            yield Bad("source", str(exc), whole_source=True)
             return
         try:
             async for found in tables.search(
@@ -72,13 +91,3 @@ class Sources:
             yield Bad(f"table {self.table}", f"{type(exc).__name__}: {exc}", whole_source=True)
         finally:
             connection.terminate()
-
-    @property
-    def url_where(self) -> str:
-        """The database, for messages: ``user@host:port/database``, no password."""
-        from quart_app.config import ConfigError, DatabaseURL
-
-        try:
-            return f"database {DatabaseURL(self.url, key='the URL').where}"
-        except ConfigError:
-            return "the database URL"

@@ -13,7 +13,15 @@ from quart_app.trail import Found
 TOP = 10
 """How many users and addresses the top lists name."""
 
-BUCKETS = {"hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}
+BUCKETS = ("hour", "day")
+
+
+def bucket(time: datetime, by: str) -> str:
+    """The hour or day of a UTC ``time``, as ``2026-12-01 08:00`` or ``2026-12-01``.
+
+    Not ``strftime``: it writes the year 99 as ``99`` on some systems."""
+    day = f"{time.year:04d}-{time.month:02d}-{time.day:02d}"
+    return f"{day} {time.hour:02d}:00" if by == "hour" else day
 
 
 class Stats:
@@ -33,7 +41,7 @@ class Stats:
         username, time, ip = found.record
         time = time.astimezone(UTC)
         self.logins += 1
-        self.per_bucket[time.strftime(BUCKETS[self.by])] += 1
+        self.per_bucket[bucket(time, self.by)] += 1
         self.users[username] += 1
         self.addresses[ip] += 1
         self.first = time if self.first is None else min(self.first, time)
@@ -45,8 +53,8 @@ class Stats:
         addresses = len(self.addresses) - ("-" in self.addresses)
         lines = [f"logins              {self.logins:,}"]
         if self.first is not None and self.last is not None:
-            lines += [f"first               {self.first:%Y-%m-%d %H:%M:%S} UTC"]
-            lines += [f"last                {self.last:%Y-%m-%d %H:%M:%S} UTC"]
+            lines += [f"first               {self.first.isoformat(sep=' ')[:19]} UTC"]
+            lines += [f"last                {self.last.isoformat(sep=' ')[:19]} UTC"]
         lines += [f"distinct users      {len(self.users):,}"]
         lines += [f"distinct addresses  {addresses:,}"]
         if unknown:
@@ -72,9 +80,8 @@ class Stats:
         import matplotlib.pyplot as plt
         from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-        form = BUCKETS[self.by]
         buckets = sorted(self.per_bucket)
-        times = [datetime.strptime(bucket, form).replace(tzinfo=UTC) for bucket in buckets]
+        times = [datetime.fromisoformat(name).replace(tzinfo=UTC) for name in buckets]
         width = 1 / 24 if self.by == "hour" else 1.0
         figure, axes = plt.subplots(figsize=(10, 4.5), layout="constrained")
         try:

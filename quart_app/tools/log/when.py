@@ -17,7 +17,10 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     span = _SPAN.fullmatch(text)
     if span:
         now = now or datetime.now(UTC)
-        return now - timedelta(**{_UNITS[span[2]]: int(span[1])})
+        try:
+            return now - timedelta(**{_UNITS[span[2]]: int(span[1])})
+        except OverflowError:
+            raise ValueError(f"not a time: {text!r} reaches before the year 1") from None
     if not text[:4].isdigit():  # fromisoformat takes forms no one means as a time
         raise ValueError(f"not a time: {text!r} (2026-12-01, 2026-12-01T08:30+08:00 or 7d)")
     try:
@@ -26,4 +29,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
         raise ValueError(
             f"not a time: {text!r} (2026-12-01, 2026-12-01T08:30+08:00 or 7d)"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"not a time: {text!r} is out of range in UTC") from None
