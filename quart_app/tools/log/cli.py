@@ -17,6 +17,7 @@ from quart_app.config import ConfigError, table_name
 from quart_app.trail import Bad, Found, Query, Tail, parse_network
 from quart_app.trail.files import is_gzip
 
+from .keygen import keygen
 from .output import FORMATS, Printer
 from .sources import Sources, UsageError
 from .stats import BUCKETS, Stats
@@ -26,7 +27,8 @@ MATCHED, NOTHING, USAGE = 0, 1, 2
 
 EXIT_STATUS = """\
 exit status (every subcommand):
-  0  something matched (purge: rows deleted, or would be with --dry-run)
+  0  something matched (purge: rows deleted, or would be with --dry-run;
+     keygen: the key was made)
   1  nothing matched
   2  a usage error, or a source that cannot be read at all (a missing file, an
      unreachable database); bad records inside a readable source do not change it
@@ -171,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     purge.add_argument("--yes", action="store_true", help="do not ask")
     for sub in (search, stats, purge):
         sub.add_argument("--table", type=_table, default="login_log", help="(default login_log)")
+    keys = command("keygen", "make a host's signing key for sealed logs, and print its public key")
+    keys.add_argument("key", type=Path, metavar="KEY_PATH", help="the key (KEY_PATH.pub: public)")
+    keys.add_argument("--name", help="the key's name (default HOSTNAME/login-log)")
     return main
 
 
@@ -318,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         out.reconfigure(encoding="utf-8", errors="surrogateescape")
     report = Reported(sys.stderr)
     try:
+        if args.command == "keygen":
+            keygen(args.key, args.name, out)
+            return MATCHED
         sources = Sources.of(args.sources, args.table)
         if getattr(args, "follow", False):
             if sources.url is not None:
