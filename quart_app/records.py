@@ -25,7 +25,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 TEXT_PREFIX = "登录日志:用户名:"
@@ -102,6 +102,11 @@ def unescape(value: str) -> str:
     return _ESCAPE_SEQUENCE.sub(_unescape_sequence, value)
 
 
+_SECOND = timedelta(seconds=1)
+_NO_SECOND = datetime.max.replace(tzinfo=UTC)
+_LAST_SECOND = _NO_SECOND.replace(microsecond=0)
+
+
 class _Times:
     """Formats times as this module writes them; in UTC, the date and time of day once a second.
 
@@ -109,19 +114,22 @@ class _Times:
     timestamp took more than half the time of formatting a line.
     """
 
-    __slots__ = ("base", "second", "sep")
+    __slots__ = ("base", "end", "sep", "start")
 
     def __init__(self, sep: str) -> None:
         self.sep = sep
-        self.second = float("nan")  # equal to no second
+        self.start = self.end = _NO_SECOND  # holds no time
         self.base = ""
 
     def __call__(self, time: datetime) -> str:
         if time.tzinfo is not UTC:
             return time.isoformat(sep=self.sep, timespec="microseconds")
-        second = time.timestamp() // 1
-        if second != self.second:
-            self.second = second
+        # Compared as datetimes, exactly: a float timestamp loses the microseconds
+        # after the year 2255 and put 23:59:59.999999 in the next second.
+        if not self.start <= time < self.end:
+            self.start = time.replace(microsecond=0)
+            # The last second there is has no next one.
+            self.end = self.start + _SECOND if self.start < _LAST_SECOND else _NO_SECOND
             self.base = time.isoformat(sep=self.sep, timespec="seconds")[:19]
         return f"{self.base}.{time.microsecond:06d}+00:00"
 

@@ -185,3 +185,13 @@ def test_a_batch_writes_every_time_as_isoformat_would(
     assert [json.loads(line)["time"] for line in jsonl_lines(records).decode().splitlines()] == [
         t.isoformat(timespec="microseconds") for t in times
     ]
+
+
+def test_times_the_last_microsecond_of_a_second_apart_keep_their_own_seconds() -> None:
+    # A float timestamp loses microseconds after the year 2255 (found by hypothesis).
+    end = datetime(2515, 1, 1, tzinfo=UTC)
+    last = datetime.max.replace(tzinfo=UTC)
+    times = [end - timedelta(microseconds=1), end, last - timedelta(seconds=1), last]
+    assert text_lines([LoginRecord("u", t, "-") for t in times]).decode() == "".join(
+        f"{TEXT_PREFIX}u,登录时间:{t.isoformat(' ', 'microseconds')},ip地址:-\n" for t in times
+    )
