@@ -11,7 +11,7 @@ from quart import request
 
 from .proxy import unmapped
 from .records import LoginRecord
-from .signals import OUTSIDE_REQUEST, OutsideRequest, login_signal
+from .signals import login_signal
 from .writer import LogWriter
 
 Receiver = Callable[..., Coroutine[Any, Any, None]]
@@ -37,11 +37,9 @@ def connect_audit_receiver(app: object, writer: LogWriter) -> Receiver:
     async def audit_login(sender: object, *, username: str, **_: Any) -> None:
         # Everything is captured now, in the request: the request is gone by
         # the time the record is written, and the time is that of the login.
-        try:
-            # The proxy resolved once: each access through it costs a lookup.
-            req = request._get_current_object()  # type: ignore[attr-defined]
-        except RuntimeError:
-            raise OutsideRequest(OUTSIDE_REQUEST) from None
+        # The proxy resolved once: each access through it costs a lookup. Outside
+        # a request login_signal.send_async has raised OutsideRequest already.
+        req = request._get_current_object()  # type: ignore[attr-defined]
         ip = req.remote_addr
         if not ip or ip[0] not in _ADDRESS_START:
             # None (a Unix socket), "-" (a trusted header gave no address), or

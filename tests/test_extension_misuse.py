@@ -16,7 +16,7 @@ import pytest
 from quart import Blueprint, Quart, request
 from quart.testing.app import LifespanError
 
-from quart_app import LoginAudit, LogUnavailable, OutsideRequest, login_signal
+from quart_app import LoginAudit, LogUnavailable, OutsideRequest, login_signal, routes
 from quart_app import probes as probes_module
 from quart_app.serving import prepare_for_hypercorn
 from quart_app.stores.file import FileStore
@@ -175,10 +175,13 @@ async def test_an_app_served_twice_at_once_is_refused_and_the_first_serve_keeps_
     assert usernames(tmp_path / "a.log") == ["ann"]
 
 
-async def test_the_probes_without_login_audit_refuse_to_start_saying_why() -> None:
+@pytest.mark.parametrize("what", ["the probes", "the login routes"])
+async def test_the_blueprints_without_login_audit_refuse_to_start_saying_why(what: str) -> None:
     app = Quart("user_app")
-    app.register_blueprint(probes_module.blueprint)
-    with pytest.raises(LifespanError, match="the probes need LoginAudit"):
+    app.register_blueprint(
+        {"the probes": probes_module, "the login routes": routes}[what].blueprint
+    )
+    with pytest.raises(LifespanError, match=f"{what} need LoginAudit"):
         async with app.test_app():
             pass
 
@@ -243,8 +246,6 @@ async def test_outside_a_request_no_receiver_hears_the_login(
     tmp_path: Path, any_sender_receiver: list[tuple[object, str]]
 ) -> None:
     app = audited(tmp_path / "a.log")
-    audit = app.extensions["login_log"]
-    del audit
 
     @app.websocket("/ws")
     async def ws() -> None:
@@ -259,13 +260,3 @@ async def test_outside_a_request_no_receiver_hears_the_login(
                 await socket.receive()
     assert any_sender_receiver == []
     assert usernames(tmp_path / "a.log") == []
-
-
-async def test_the_login_routes_without_login_audit_refuse_to_start_saying_why() -> None:
-    from quart_app import routes
-
-    app = Quart("user_app")
-    app.register_blueprint(routes.blueprint)
-    with pytest.raises(LifespanError, match="the login routes need LoginAudit"):
-        async with app.test_app():
-            pass

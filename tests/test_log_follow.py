@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +15,21 @@ from quart_app.records import LoginRecord, format_text
 from helpers.logs import wait_for_records
 from helpers.server import run_server
 from helpers.trail import COMMAND, assert_read_back, send_as_clients
+
+
+@contextlib.asynccontextmanager
+async def following(log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``quart-app-log search LOG --follow --format jsonl``, stopped by SIGTERM at the end."""
+    follower = await asyncio.create_subprocess_exec(
+        COMMAND, "search", str(log), "--follow", "--format", "jsonl",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield follower
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await follower.wait()
 
 
 async def _next_records(stream: asyncio.StreamReader, count: int) -> list[dict]:
@@ -67,12 +84,8 @@ async def test_follow_reads_what_a_writer_finishes_in_the_file_rotated_away(
     log = tmp_path / "login_log.txt"
     at = datetime.now(UTC)
     log.write_bytes(format_text(LoginRecord("first", at, "127.0.0.1")))
-    follower = await asyncio.create_subprocess_exec(
-        COMMAND, "search", str(log), "--follow", "--format", "jsonl",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert follower.stdout is not None
-    try:
+    async with following(log) as follower:
+        assert follower.stdout is not None
         seen = await _next_records(follower.stdout, 1)
         rotated = tmp_path / "login_log.txt.1"
         log.rename(rotated)
@@ -81,10 +94,6 @@ async def test_follow_reads_what_a_writer_finishes_in_the_file_rotated_away(
         with rotated.open("ab") as old:
             old.write(format_text(LoginRecord("late-in-the-old-file", at, "127.0.0.1")))
         seen += await _next_records(follower.stdout, 1)
-    finally:
-        follower.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
-            await follower.wait()
     assert [item["username"] for item in seen] == [
         "first",
         "in-the-new-file",
@@ -98,20 +107,12 @@ async def test_follow_rereads_a_file_rewritten_in_place_past_its_old_end(tmp_pat
     log = tmp_path / "login_log.txt"
     at = datetime.now(UTC)
     log.write_bytes(format_text(LoginRecord("u1", at, "127.0.0.1")))
-    follower = await asyncio.create_subprocess_exec(
-        COMMAND, "search", str(log), "--follow", "--format", "jsonl",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert follower.stdout is not None and follower.stderr is not None
-    try:
+    async with following(log) as follower:
+        assert follower.stdout is not None and follower.stderr is not None
         seen = await _next_records(follower.stdout, 1)
         names = [f"v{n}" for n in range(1, 5)]
         log.write_bytes(b"".join(format_text(LoginRecord(n, at, "127.0.0.1")) for n in names))
         seen += await _next_records(follower.stdout, 4)
-    finally:
-        follower.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
-            await follower.wait()
     assert [item["username"] for item in seen] == ["u1", *names]
     assert (
         "truncated in place: read again from its start" in (await follower.stderr.read()).decode()
