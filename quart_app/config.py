@@ -132,6 +132,13 @@ def path(key: str, value: Any) -> str:
     return value
 
 
+def optional_path(key: str, value: Any) -> str:
+    """A file path, or empty (off)."""
+    if value is None or value == "":
+        return ""
+    return path(key, value)
+
+
 def file_mode(key: str, value: Any) -> int:
     """Permission bits: an int (``0o640``) or an octal string (``"0640"``)."""
     mode: Any = value
@@ -284,6 +291,21 @@ class Settings:
     login_log_file_mode: int = _setting(
         0o640, file_mode, "mode of a log file the app creates (octal, owner read-write)"
     )
+    login_log_seal_key: str = _setting(
+        "",
+        optional_path,
+        "signing key (`quart-app-log keygen`): seals the log; empty: not sealed",
+    )
+    login_log_seal_interval: float = _setting(
+        1.0,
+        seconds(0, 3600, low_open=True),
+        "seconds between checkpoints of a sealed log while lines arrive",
+    )
+    login_log_seal_epoch: float = _setting(
+        900.0,
+        seconds(0, 900, low_open=True),
+        "seconds a sealing key is used before the next replaces it; at most 900",
+    )
     login_log_database_url: DatabaseURL = _setting(  # noqa: RUF009 -- DatabaseURL is immutable
         DatabaseURL(),
         database_url,
@@ -362,6 +384,11 @@ class Settings:
                 f"LOGIN_LOG_FULL_TIMEOUT must be at least {DURABLE_MIN_WAIT:g} s when "
                 "LOGIN_LOG_DURABLE is on: a login waits that long for its sync, and would "
                 "be answered 503 while logged"
+            )
+        if settings.login_log_seal_key and settings.login_log_database_url:
+            raise ConfigError(
+                "LOGIN_LOG_SEAL_KEY seals the log file; a PostgreSQL table "
+                "(LOGIN_LOG_DATABASE_URL) cannot be sealed yet"
             )
         return settings
 

@@ -53,9 +53,14 @@ class CompactRange:
 
     def root(self) -> bytes:
         """The tree's root hash: the subtrees' roots folded from the smallest."""
-        if not self._roots:
-            return EMPTY_ROOT
-        hashed = self._roots[-1]
-        for left in reversed(self._roots[:-1]):
-            hashed = node_hash(left, hashed)
-        return hashed
+        return fold_roots(self._roots)
+
+
+def fold_roots(roots: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """The root of a tree given as its compact range's roots, largest first."""
+    if not roots:
+        return EMPTY_ROOT
+    hashed = roots[-1]
+    for left in reversed(roots[:-1]):
+        hashed = node_hash(left, hashed)
+    return hashed

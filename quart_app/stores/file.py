@@ -35,6 +35,13 @@ appends, to frame or seal the exact bytes written: it is called in the
 writing thread with the lock held, once the checks above are done, with the
 batch's lines and the file's :class:`FileState`, and what it returns is
 appended instead. Without one, the lines are appended as they are.
+
+An :data:`Appended` hook (``appended=``) is told, in the writing thread with
+the lock still held, what was appended and where it began: to record the
+exact bytes written (sealing hashes them). It is also called at :meth:`open`,
+with nothing appended, once a torn line is ended; and a file rotated away is
+synced before the store leaves it, so that what the hook recorded of it is on
+disk.
 """
 
 from __future__ import annotations
@@ -95,6 +102,15 @@ class FileState:
         return os.pread(self._reader, count, offset)
 
 
+Appended = Callable[[bytes, FileState], None]
+"""``appended(data, state)``: ``data`` (whole lines) was just appended at ``state.size``.
+
+Called with the lock held, in the writing thread; ``data`` is empty at
+:meth:`FileStore.open`. Lines of a batch whose first attempt failed part-way
+are not reported: the hook sees a gap between what it recorded and
+``state.size``, and reads what is there with :meth:`FileState.read`.
+"""
+
 Framer = Callable[[bytes, FileState], bytes]
 """What a batch appends: ``framer(lines, state)`` returns the bytes written in place of ``lines``.
 
@@ -140,6 +156,7 @@ class FileStore:
         mode: int = 0o640,
         durable: bool = False,
         framer: Framer | None = None,
+        appended: Appended | None = None,
     ) -> None:
         self.path = path
         self.description = f"file {path!r}"
@@ -147,14 +164,14 @@ class FileStore:
         self.mode = mode
         self.durable = durable
         self.framer = framer
+        self.appended = appended
         directory, name = os.path.split(os.path.abspath(path))
         self.lock_path = os.path.join(directory, f".{name}.lock")
         self._fd: int | None = None
         self._identity = (0, 0)  # the open file's (st_dev, st_ino)
         self._reader: int | None = None  # the same regular file, to read its last byte
         self._regular = True
-        self._lock_fd: int | None = None
-        self._lock_identity = (0, 0)
+        self.lock = LockFile(self.lock_path, self.path)
         self._unsynced = False
         self._retired: list[int] = []  # rotated away, durable, waiting for their sync
         self._directory_unsynced = False
@@ -200,8 +217,12 @@ class FileStore:
         self._open()
         if self._regular:
             try:
-                with self._locked(), suppress(OSError):  # a full disk: the first batch ends it
-                    self._end_torn_line()
+                with self.lock.held():
+                    size = -1
+                    with suppress(OSError):  # a full disk: the first batch ends it
+                        size = self._end_torn_line()
+                    if self.appended is not None and size >= 0:
+                        self.appended(b"", self._state(size))
             except BaseException:
                 self._close_all()  # the lock file cannot be used: nothing is kept open
                 raise
@@ -212,13 +233,15 @@ class FileStore:
         if self._fd is None or not (self._regular or self._names_open_file()):
             self._reopen(batch)
         if self._regular:
-            with self._locked():
+            with self.lock.held():
                 # Checked only now: while this process waited for the lock,
                 # another may have rotated the log, or died mid-line.
                 if not self._names_open_file():
                     # Best effort: the file rotated away is no longer ours to fail on.
                     with suppress(OSError):
                         self._end_torn_line()
+                    if self.appended is not None and self._fd is not None:
+                        _datasync(self._fd)  # what the hook recorded of it is on disk
                     self._reopen(batch)
                 if self._regular:  # still: a FIFO may have taken the path's place
                     self._append(batch)
@@ -244,10 +267,17 @@ class FileStore:
         except OSError:
             self._cut_back(batch, begin, size)
             raise
+        if self.appended is not None:
+            assert batch.data is not None
+            self.appended(batch.data[begin:], self._state(size))
+
+    def _state(self, size: int) -> FileState:
+        assert self._reader is not None
+        return FileState(self.path, self._identity, size, self._reader)
 
     def _framed(self, batch: _Batch, size: int) -> bytes:
         assert self.framer is not None and self._reader is not None and batch.lines is not None
-        data = self.framer(batch.lines, FileState(self.path, self._identity, size, self._reader))
+        data = self.framer(batch.lines, self._state(size))
         if data and not data.endswith(b"\n"):
             # A torn line would be ended as cut short, and cut back on a failure.
             raise ValueError("the login log's framer must return whole lines, ending in a newline")
@@ -306,7 +336,7 @@ class FileStore:
                         "durable mode needs a regular file, and this one cannot be fsynced",
                         self.path,
                     )
-                if self.framer is not None and not regular:
+                if (self.framer is not None or self.appended is not None) and not regular:
                     raise LogPathError(
                         errno.EINVAL,
                         "a framed log needs a regular file: this one is appended to "
@@ -342,14 +372,6 @@ class FileStore:
             except OSError as exc:
                 raise self._path_error(exc) from exc
 
-    def _open_lock_file(self) -> int:
-        try:
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            return os.open(self.lock_path, flags, 0o600)
-        except OSError as exc:
-            reason = f"cannot open its lock file {self.lock_path!r}: {exc.strerror or exc}"
-            raise LogPathError(exc.errno, reason, self.path) from exc
-
     def _path_error(self, exc: OSError) -> LogPathError:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.ELOOP:
@@ -373,26 +395,6 @@ class FileStore:
             return reader
         os.close(reader)
         return None
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        while True:
-            if self._lock_fd is None:
-                self._lock_fd = self._open_lock_file()
-                locked = os.fstat(self._lock_fd)
-                self._lock_identity = (locked.st_dev, locked.st_ino)
-            fd = self._lock_fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _names(self.lock_path, self._lock_identity):
-                break
-            # Removed or replaced: processes started since lock another file,
-            # so this lock would exclude none of them.
-            self._lock_fd = None
-            os.close(fd)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _end_torn_line(self) -> int:
         # With the lock held, so that processes end a line once (no empty
@@ -442,9 +444,57 @@ class FileStore:
         self._close()  # the file is retired at most: closed below, unsynced
         while self._retired:
             os.close(self._retired.pop())
-        if self._lock_fd is not None:
-            fd, self._lock_fd = self._lock_fd, None
+        self.lock.close()
+
+
+class LockFile:
+    """An exclusive ``flock`` on a lock file, re-opened when the file at its path was
+    removed or replaced (a cleaner may remove it): processes started since lock
+    the new one.
+
+    Each instance is one open file description: two in one process exclude
+    each other as two processes do (one shared by two threads would not).
+    """
+
+    def __init__(self, path: str, log_path: str) -> None:
+        self.path = path
+        self.log_path = log_path
+        self._fd: int | None = None
+        self._identity = (0, 0)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock (blocking) for the ``with`` block; :class:`LogPathError` if the
+        lock file cannot be opened."""
+        while True:
+            if self._fd is None:
+                self._fd = self._open()
+                locked = os.fstat(self._fd)
+                self._identity = (locked.st_dev, locked.st_ino)
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _names(self.path, self._identity):
+                break
+            self._fd = None
             os.close(fd)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file (the lock, if held, goes with it)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def _open(self) -> int:
+        try:
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            return os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            reason = f"cannot open its lock file {self.path!r}: {exc.strerror or exc}"
+            raise LogPathError(exc.errno, reason, self.log_path) from exc
 
 
 def _names(path: str, identity: tuple[int, int]) -> bool:

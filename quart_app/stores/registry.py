@@ -96,6 +96,11 @@ REGISTRY = StoreRegistry()
 """The stores and wrappers :func:`store_from_settings` chooses from."""
 REGISTRY.register_store("file", "quart_app.stores.file:from_settings")
 REGISTRY.register_store("postgresql", "quart_app.stores.postgres:from_settings")
+REGISTRY.register_wrapper(
+    "seal",
+    "quart_app.seal.store:from_settings",
+    when=lambda settings: bool(settings.login_log_seal_key),
+)
 
 
 def store_from_settings(settings: Settings) -> RecordStore:

@@ -53,7 +53,7 @@ def read_file(path: str, query: Query) -> Iterator[Found | Bad]:
     with raw:
         line, rest, skipping = 1, b"", False
         try:
-            for chunk in _gunzipped(raw) if is_gzip(raw) else iter(lambda: raw.read(CHUNK), b""):
+            for chunk in gunzipped(raw) if is_gzip(raw) else iter(lambda: raw.read(CHUNK), b""):
                 if skipping:  # the rest of a line too long to keep
                     cut = chunk.find(b"\n")
                     if cut < 0:
@@ -78,7 +78,7 @@ def read_file(path: str, query: Query) -> Iterator[Found | Bad]:
             yield Bad(f"{path}:{line}", "the last line has no newline (torn, or being written)")
 
 
-def _gunzipped(raw: BinaryIO) -> Iterator[bytes]:
+def gunzipped(raw: BinaryIO) -> Iterator[bytes]:
     """The data of a gzip file, member after member, as it is decompressed.
 
     Not ``gzip.GzipFile``: a file cut short raises there, and what was

@@ -21,6 +21,7 @@ from .keygen import keygen
 from .output import FORMATS, Printer
 from .sources import Sources, UsageError
 from .stats import BUCKETS, Stats
+from .verify import run_verify
 from .when import parse_when
 
 MATCHED, NOTHING, USAGE = 0, 1, 2
@@ -28,8 +29,8 @@ MATCHED, NOTHING, USAGE = 0, 1, 2
 EXIT_STATUS = """\
 exit status (every subcommand):
   0  something matched (purge: rows deleted, or would be with --dry-run;
-     keygen: the key was made)
-  1  nothing matched
+     keygen: the key was made; verify: everything verified)
+  1  nothing matched (verify: something did not verify)
   2  a usage error, or a source that cannot be read at all (a missing file, an
      unreachable database); bad records inside a readable source do not change it
 
@@ -176,6 +177,32 @@ def parser() -> argparse.ArgumentParser:
     keys = command("keygen", "make a host's signing key for sealed logs, and print its public key")
     keys.add_argument("key", type=Path, metavar="KEY_PATH", help="the key (KEY_PATH.pub: public)")
     keys.add_argument("--name", help="the key's name (default HOSTNAME/login-log)")
+    check = command("verify", "check a sealed log: every line as sealed, nothing cut or added")
+    check.add_argument(
+        "logs", nargs="+", metavar="LOG", help="the log's files, oldest first (.gz too)"
+    )
+    check.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        metavar="PUBLIC",
+        help="the host's first public key: the line keygen printed, or its .pub file",
+    )
+    check.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="checkpoints held elsewhere (login-log-checkpoint lines, or a note)",
+    )
+    check.add_argument(
+        "--start",
+        type=_count,
+        metavar="LINE",
+        help="start at the file that begins after this line of the tree (older files "
+        "removed on purpose); its checkpoint is trusted",
+    )
+    check.add_argument("--seal", metavar="FILE", help="the seal file (default: LOG.seal)")
     return main
 
 
@@ -326,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keygen":
             keygen(args.key, args.name, out)
             return MATCHED
+        if args.command == "verify":
+            return run_verify(args.logs, args.key, args.checkpoint, args.start, args.seal, out)
         sources = Sources.of(args.sources, args.table)
         if getattr(args, "follow", False):
             if sources.url is not None:

@@ -1,0 +1,551 @@
+"""Verifying a sealed log: its files, in rotation order, against the sidecar and the keys.
+
+One pass over the sidecar, reading the log's lines as the ``L`` records
+reach them: each line's leaf hash must be the one recorded (else the log
+alone changed, and the line is named), the recorded hashes must fold to the
+roots the checkpoints sign (else the sidecar changed too: the range between
+two checkpoints is named), and every signature must be by the key the chain
+of key changes, from a given key, makes current. Memory stays small: the
+compact range, and the ranges at the batch ends not yet checkpointed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from ..trail.files import CHUNK, gunzipped, is_gzip
+from .certs import Checkpoint
+from .merkle import CompactRange, fold_roots
+from .note import NoteError, Verifier, open_note
+from .sidecar import (
+    HASH_SIZE,
+    HEADER,
+    Break,
+    Damaged,
+    File,
+    Leaves,
+    SidecarFile,
+    Signed,
+    Start,
+    Tree,
+    note_of,
+)
+
+MAX_SNAPSHOTS = 1 << 16
+"""Batch ends kept, awaiting the checkpoint that names one (a few, normally)."""
+
+STDERR_PREFIX = "login-log-checkpoint "
+
+
+class Failed(Exception):
+    """The first place a tree does not verify."""
+
+
+@dataclass
+class TreeReport:
+    """What was proved of one tree."""
+
+    origin: str
+    lines: int = 0
+    sealed: int = 0  # lines covered by a valid checkpoint
+    checkpoints: int = 0
+    keys: list[str] = field(default_factory=list)
+    failure: str | None = None
+    broke: dict[str, object] | None = None  # the break that began it
+    started_at: int = 0  # --start: the lines before were not checked
+
+
+@dataclass
+class Report:
+    """What :func:`verify` proved, and the first thing that failed."""
+
+    trees: list[TreeReport] = field(default_factory=list)
+    files: list[tuple[str, int]] = field(default_factory=list)  # name, lines read
+    damaged: int = 0
+    unsealed: int = 0
+    stopped: bool = False
+    failures: list[str] = field(default_factory=list)
+    external: int = 0  # checkpoints held elsewhere that matched
+
+    @property
+    def ok(self) -> bool:
+        """Whether everything verified."""
+        return not self.failures and not any(tree.failure for tree in self.trees)
+
+
+class _Lines:
+    """The log's files, one after the other, as leaf hashes, counting lines."""
+
+    def __init__(self, paths: list[str], report: Report) -> None:
+        self.paths = paths
+        self.report = report
+        self.index = -1
+        self.name = ""
+        self.number = 0  # lines read from the current file
+        self._hashes: Iterator[bytes] = iter(())
+        self.partial = False
+
+    def open(self, index: int) -> None:
+        self.close()
+        self.index, self.name, self.number = index, self.paths[index], 0
+        self._hashes = _leaf_hashes(self.paths[index], self)
+        self.report.files.append((self.name, 0))
+
+    def close(self) -> None:
+        if self.index >= 0 and self.report.files:
+            self.report.files[-1] = (self.name, self.number)
+
+    def take(self, count: int) -> list[bytes]:
+        hashes = list(islice(self._hashes, count))
+        self.number += len(hashes)
+        return hashes
+
+    def rest(self) -> int:
+        count = sum(1 for _ in self._hashes)
+        self.number += count
+        return count
+
+
+def _leaf_hashes(path: str, lines: _Lines) -> Iterator[bytes]:
+    # The RFC 6962 leaf hash of each whole line; a line of any length is hashed
+    # as it streams by, never held whole.
+    sha256 = hashlib.sha256
+    with open(path, "rb") as raw:
+        chunks = gunzipped(raw) if is_gzip(raw) else iter(lambda: raw.read(CHUNK), b"")
+        long: hashlib._Hash | None = None
+        rest = b""
+        for chunk in _read(chunks, path):
+            data = rest + chunk if rest else chunk
+            end = data.rfind(b"\n")
+            if end < 0:
+                long = long or sha256(b"\x00")
+                long.update(data)
+                rest = b""
+                continue
+            pieces = data[:end].split(b"\n")
+            if long is not None:
+                long.update(pieces[0])
+                yield long.digest()
+                long = None
+                pieces = pieces[1:]
+            for piece in pieces:
+                yield sha256(b"\x00" + piece).digest()
+            rest = data[end + 1 :]
+            if len(rest) > CHUNK:
+                long, rest = sha256(b"\x00" + rest), b""
+        lines.partial = bool(rest) or long is not None
+
+
+def _read(chunks: Iterator[bytes], path: str) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except (EOFError, OSError, ValueError) as exc:
+        raise Failed(f"{path}: cannot be read to its end ({exc})") from None
+
+
+@dataclass
+class _Tree:
+    report: TreeReport
+    range: CompactRange | None = field(default_factory=CompactRange)
+    size: int = 0  # leaves the sidecar recorded
+    file: tuple[int, int] | None = None
+    file_start: int = 0
+    snapshots: dict[int, list[bytes]] = field(default_factory=dict)
+    pending: list[bytes] | None = None  # --start: hashes before the range is known
+    failed: bool = False
+    last_checkpoint: int = 0
+
+
+class Verification:
+    """One verification (see :func:`verify`)."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        trusted: list[Verifier],
+        copies: list[str],
+        start: int | None,
+    ) -> None:
+        self.report = Report()
+        self.lines = _Lines(paths, self.report)
+        self.trusted = trusted
+        self.start = start  # --start: the leaf of the checkpoint to start at
+        self.skipping = start is not None
+        self.tree: _Tree | None = None
+        self.key: Verifier | None = None  # the key the chain makes current
+        self.key_origin = ""
+        self.key_size = 0
+        self.chain_keys: list[Verifier] = []
+        self.broke: dict[str, object] | None = None
+        self.file_ids: dict[tuple[int, int], int] = {}  # identity: index of the file given
+        self.copies = copies
+        self.record_number = 0
+        # Roots at the sizes of the checkpoints held elsewhere, as the log has them.
+        self.external: dict[tuple[str, int], bytes] = {}
+        self.wanted: set[tuple[str, int]] = set()
+        for copy in copies:
+            try:
+                body = Checkpoint.parse(copy.split("\n\n", 1)[0] + "\n")
+            except NoteError:
+                continue
+            self.wanted.add((body.origin, body.size))
+
+    def run(self, sidecar: str) -> Report:
+        """Verify everything; the report says what was proved and what failed."""
+        try:
+            self._run(sidecar)
+        except Failed as exc:
+            self.report.failures.append(str(exc))
+        self.lines.close()
+        return self.report
+
+    def _run(self, sidecar: str) -> None:
+        file = SidecarFile(sidecar)
+        try:
+            file.open(create=False)
+        except OSError as exc:
+            raise Failed(f"{sidecar}: {exc.strerror or exc} (the log was never sealed?)") from None
+        assert file.fd is not None
+        try:
+            if os.pread(file.fd, len(HEADER), 0) != HEADER:
+                raise Failed(f"{sidecar} is not a seal file: it does not begin {HEADER!r}")
+            for record in file.read_new():
+                self.record_number += 1
+                self._record(record)
+            if file.torn:
+                self.report.damaged += 1
+        finally:
+            file.close()
+        self._end()
+
+    def _record(self, record: object) -> None:
+        if record is None:
+            self.report.damaged += 1
+            return
+        if isinstance(record, Tree):
+            self._new_tree(record.origin)
+            return
+        if isinstance(record, Break):
+            self.broke = record.facts
+            return
+        if isinstance(record, Start):
+            self.report.stopped = False
+            return
+        tree = self.tree
+        if tree is None:
+            self.report.damaged += 1
+            return
+        if isinstance(record, Leaves):
+            self._leaves(tree, record)
+        elif isinstance(record, File):
+            self._file(tree, record)
+        elif isinstance(record, Signed):
+            self._signed(tree, record)
+
+    def _new_tree(self, origin: str) -> None:
+        if self.tree is not None:
+            self._finish_tree(self.tree)
+        report = TreeReport(origin)
+        if self.report.trees:
+            report.broke = self.broke or {"why": "a new tree began with no break recorded"}
+        self.broke = None
+        self.report.trees.append(report)
+        self.tree = _Tree(report)
+        if self.skipping:
+            self.tree.range = None
+
+    def _fail(self, tree: _Tree, message: str) -> None:
+        if not tree.failed:
+            tree.failed = True
+            tree.report.failure = message
+
+    def _file(self, tree: _Tree, record: File) -> None:
+        # F at the current file's first leaf, lines since: the same file, moved
+        # (another identity). F at the tree's end: the next file begins; the
+        # first file of a tree after a break is the file current at the break.
+        if record.index == tree.file_start and tree.size > record.index and tree.file:
+            self.file_ids[record.identity] = self.lines.index
+            return
+        if record.index != tree.size:
+            self.report.damaged += 1
+            return
+        if self.skipping:
+            if record.index != self.start:
+                return
+            self.skipping = False  # the first file given begins here
+            tree.report.started_at = record.index
+            tree.pending = []
+            following = 0
+        elif tree.size == 0 and self.file_ids.get(record.identity) == self.lines.index >= 0:
+            following = self.lines.index  # read again, from its first line
+        else:
+            if not tree.failed and self.lines.index >= 0:
+                extra = self.lines.rest()
+                if extra:
+                    self._fail(
+                        tree,
+                        f"{self.lines.name}: {extra:,} line(s) after line "
+                        f"{self.lines.number - extra:,} were never sealed, "
+                        "yet the next file began (added while the app was down?)",
+                    )
+            following = self.lines.index + 1
+        if following >= len(self.lines.paths):
+            raise Failed(
+                f"a file is missing: the seals say a file begins at line {record.index + 1:,} "
+                f"of {tree.report.origin}, and no more files were given"
+            )
+        self.lines.close()
+        self.lines.open(following)
+        self.file_ids[record.identity] = following
+        tree.file, tree.file_start = record.identity, record.index
+
+    def _leaves(self, tree: _Tree, record: Leaves) -> None:
+        if record.index != tree.size:
+            if record.index < tree.size:
+                self.report.damaged += 1
+                return
+            raise Failed(
+                f"the seal file lacks leaves {tree.size + 1:,} to {record.index:,} of "
+                f"{tree.report.origin}: the sidecar was changed"
+            )
+        count = record.count
+        tree.size += count
+        tree.report.lines = tree.size
+        if self.skipping:
+            return
+        if not tree.failed:
+            found = b"".join(self.lines.take(count))
+            if found != record.hashes:
+                self._mismatch(tree, found, record)
+        if tree.range is None:
+            assert tree.pending is not None
+            tree.pending.append(record.hashes)
+            return
+        append = tree.range.append_hash
+        hashes = record.hashes
+        for start in range(0, len(hashes), HASH_SIZE):
+            append(hashes[start : start + HASH_SIZE])
+        if (tree.report.origin, tree.size) in self.wanted and not tree.failed:
+            self.external[(tree.report.origin, tree.size)] = tree.range.root()
+        if len(tree.snapshots) >= MAX_SNAPSHOTS:
+            del tree.snapshots[next(iter(tree.snapshots))]
+        tree.snapshots[tree.size] = tree.range.roots
+
+    def _mismatch(self, tree: _Tree, found: bytes, record: Leaves) -> None:
+        count = len(found) // HASH_SIZE
+        first = self.lines.number - count  # lines of this file before the record
+        for i in range(record.count):
+            if (
+                found[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+                != record.hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            ):
+                break
+        if i >= count:
+            self._fail(
+                tree,
+                f"{self.lines.name}: cut short: it ends at line {self.lines.number:,}, and "
+                f"the seals record {record.count - count:,} more line(s)",
+            )
+        else:
+            self._fail(
+                tree,
+                f"{self.lines.name} line {first + i + 1:,}: not the line sealed "
+                f"(changed, removed, added or moved; leaf {record.index + i + 1:,} of "
+                f"{tree.report.origin})",
+            )
+
+    def _signed(self, tree: _Tree, record: Signed) -> None:
+        kind = "checkpoint" if record.kind == "C" else "key change"
+        try:
+            body = Checkpoint.parse(record.note.split("\n\n", 1)[0] + "\n")
+        except NoteError as exc:
+            raise Failed(
+                f"sidecar record {self.record_number:,}: a {kind} that is malformed ({exc})"
+            ) from None
+        if (record.kind == "K") != (body.next_key is not None):
+            raise Failed(f"sidecar record {self.record_number:,}: a {kind} of the wrong form")
+        signer = self._check_signature(tree, record, body, kind)
+        if body.origin != tree.report.origin:
+            raise Failed(f"a {kind} for {body.origin}, in the tree {tree.report.origin}")
+        if body.size > tree.size:
+            raise Failed(
+                f"a {kind} of {body.size:,} lines of {body.origin}, of which the seals record "
+                f"only {tree.size:,}: the sidecar was cut"
+            )
+        if body.reason == "tree":
+            # The current key certifies the tree begun after a break, once.
+            outside = self.key_origin == body.origin
+        else:
+            outside = self.key_origin != body.origin or body.size < self.key_size
+        if signer is not self.trusted_root and outside:
+            raise Failed(
+                f"a {kind} of {body.size:,} lines signed by a key certified only from line "
+                f"{self.key_size:,} of {self.key_origin or 'no tree'}: re-sealed with a newer key"
+            )
+        self._check_root(tree, record, body, kind)
+        if record.kind == "K":
+            assert body.next_key is not None
+            following = Verifier.parse(body.next_key)
+            self.key, self.key_origin, self.key_size = following, body.origin, body.size
+            self.chain_keys.append(following)
+            tree.report.keys.append(following.encoded())
+            self.report.stopped = body.reason == "stop"
+        else:
+            tree.report.checkpoints += 1
+
+    trusted_root = object()
+
+    def _check_signature(self, tree: _Tree, record: Signed, body: Checkpoint, kind: str) -> object:
+        note = record.note
+        if self.key is not None:
+            try:
+                open_note(note, [self.key])
+                return self.key
+            except NoteError:
+                pass
+        # A chain (re)starts with a key change signed by a given key, for a tree of its own.
+        if record.kind == "K" and body.reason == "start":
+            try:
+                open_note(note, self.trusted)
+            except NoteError:
+                pass
+            else:
+                if self.key is None or self.key_origin != body.origin:
+                    return self.trusted_root
+        raise Failed(
+            f"a {kind} of {body.size:,} lines of {body.origin} that no key of the chain signed "
+            "(a foreign key, a forged or re-made seal)"
+        )
+
+    def _check_root(self, tree: _Tree, record: Signed, body: Checkpoint, kind: str) -> None:
+        if record.range is not None and fold_roots(record.range) != body.root:
+            raise Failed(f"a {kind} whose range does not fold to its root: the sidecar was changed")
+        if tree.range is None:
+            # --start: the checkpoint to start at gives the range.
+            if record.range is None or body.size != tree.report.started_at or self.skipping:
+                return
+            tree.range = CompactRange(body.size, list(record.range))
+            for hashes in tree.pending or ():
+                for start in range(0, len(hashes), HASH_SIZE):
+                    tree.range.append_hash(hashes[start : start + HASH_SIZE])
+                tree.snapshots[tree.range.size] = tree.range.roots
+            tree.pending = None
+            tree.last_checkpoint = body.size
+            tree.report.sealed = body.size
+            return
+        if self.skipping:
+            return
+        roots = tree.snapshots.get(body.size)
+        if roots is None:
+            roots = tree.range.roots if body.size == tree.range.size else None
+        if roots is None and body.size == 0:
+            roots = []
+        if roots is None and body.size < tree.report.started_at:
+            return
+        if roots is None or fold_roots(roots) != body.root:
+            if tree.failed:
+                return
+            self._fail(
+                tree,
+                f"lines {tree.last_checkpoint + 1:,} to {body.size:,} of {body.origin} do not "
+                f"match the {kind} that sealed them (the log and its seal file were both changed)",
+            )
+            return
+        for size in [s for s in tree.snapshots if s < body.size]:
+            del tree.snapshots[size]
+        if not tree.failed:
+            tree.last_checkpoint = max(tree.last_checkpoint, body.size)
+            tree.report.sealed = tree.last_checkpoint
+
+    def _finish_tree(self, tree: _Tree) -> None:
+        if tree.range is None and not self.skipping and not tree.failed:
+            self._fail(tree, f"no checkpoint with a range at line {tree.report.started_at:,}")
+
+    def _end(self) -> None:
+        tree = self.tree
+        if self.skipping:
+            raise Failed(f"no file of the seals begins at line {self.start:,} (see --start)")
+        if tree is None:
+            raise Failed("the seal file records no tree: nothing was sealed")
+        self._finish_tree(tree)
+        if not tree.failed and self.lines.index >= 0:
+            extra = self.lines.rest()
+            if extra and self.report.stopped:
+                self._fail(
+                    tree,
+                    f"{self.lines.name}: {extra:,} line(s) after line "
+                    f"{self.lines.number - extra:,} follow the "
+                    "clean stop's seal (added while the app was down)",
+                )
+            self.report.unsealed = extra
+        unused = len(self.lines.paths) - 1 - self.lines.index
+        if unused > 0 and not tree.failed:
+            self._fail(tree, f"{self.lines.paths[self.lines.index + 1]}: not in the seals")
+        if not tree.failed:
+            self.report.unsealed += tree.size - tree.last_checkpoint
+            if tree.last_checkpoint == 0 and tree.size:
+                self._fail(tree, f"no line of {tree.report.origin} is sealed by a checkpoint")
+        for tree_report in self.report.trees[1:]:
+            facts = tree_report.broke or {}
+            self.report.failures.append(
+                f"a break: {facts.get('why', 'unknown')}; a new tree began: {tree_report.origin}"
+            )
+        self._check_copies()
+
+    def _check_copies(self) -> None:
+        for copy in self.copies:
+            try:
+                text, _ = open_note(copy, self.chain_keys + self.trusted)
+                body = Checkpoint.parse(text)
+            except NoteError as exc:
+                self.report.failures.append(f"a checkpoint held elsewhere does not verify: {exc}")
+                continue
+            self.report.external += 1
+            matched = self.external.get((body.origin, body.size))
+            if matched is None:
+                self.report.failures.append(
+                    f"the log does not reach a checkpoint held elsewhere: {body.size:,} lines of "
+                    f"{body.origin} (cut short, or removed)"
+                )
+            elif matched != body.root:
+                self.report.failures.append(
+                    "the log differs from a checkpoint held elsewhere: "
+                    f"{body.size:,} lines of {body.origin}"
+                )
+
+
+def copies_from(text: str) -> list[str]:
+    """The signed notes in a ``--checkpoint`` file: its ``login-log-checkpoint`` lines, or
+    the file itself as one note."""
+    if STDERR_PREFIX not in text:
+        return [text]
+    notes = []
+    for line in text.splitlines():
+        at = line.find(STDERR_PREFIX)
+        if at >= 0:
+            try:
+                notes.append(note_of(line[at + len(STDERR_PREFIX) :].strip()))
+            except Damaged:
+                notes.append(line)
+    return notes
+
+
+def verify(
+    paths: list[str],
+    sidecar: str,
+    keys: list[Verifier],
+    *,
+    copies: list[str] = (),  # type: ignore[assignment]
+    start: int | None = None,
+) -> Report:
+    """Verify the log ``paths`` (its files in rotation order) against ``sidecar`` and ``keys``.
+
+    ``copies``: checkpoints held elsewhere (signed notes) the log must reach
+    and match. ``start``: begin at the file that starts at this line of the
+    tree (files before it removed on purpose), trusting its checkpoint.
+    """
+    return Verification(list(paths), list(keys), list(copies), start).run(sidecar)
