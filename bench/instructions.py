@@ -1,18 +1,22 @@
 """Instructions per request under callgrind: a count a busy machine does not change.
 
-``python -m bench.instructions [--requests N] [--rate R]`` (needs valgrind:
-``apt-get install valgrind``).
+``python -m bench.instructions [--requests N] [--rate R] [--targets ...]`` (needs
+valgrind: ``apt-get install valgrind``).
 
-For ``/?username=…`` and ``/login/?username=…``, hypercorn serves the app as
-``make run`` does, under callgrind, loaded by ``quart-app-loadtest`` with N and
-then 2N requests; the difference of the two totals over N is what one request
-costs, start-up and shutdown cancelling out. The requests arrive at a constant
-R per second, so every batch holds about R/20 records (R times the 50 ms
-linger) whatever the speed of the code measured: a login's share of a batch's
-cost depends on the batch's size, and a closed loop would make it depend on how
-fast the server runs. Slow (callgrind runs Python some 50 times slower), but it
-repeats to a fraction of a percent where timings on a shared machine vary by
-tens of percent.
+For ``/?username=…``, ``/login/?username=…`` and the same login route with a
+sealed log (issue 18: ``LOGIN_LOG_SEAL_KEY``, a fresh key from ``quart-app-log
+keygen`` in the run's temporary directory, checkpoints every second),
+hypercorn serves the app as ``make run`` does, under callgrind, loaded by
+``quart-app-loadtest`` with N and then 2N requests; the difference of the two
+totals over N is what one request costs, start-up and shutdown cancelling out.
+The requests arrive at a constant R per second, so every batch holds about
+R/20 records (R times the 50 ms linger) whatever the speed of the code
+measured: a login's share of a batch's cost depends on the batch's size, and
+a closed loop would make it depend on how fast the server runs. Slow
+(callgrind runs Python some 50 times slower), but it repeats to a fraction of
+a percent where timings on a shared machine vary by tens of percent. A sealed
+run's log must pass ``quart-app-log verify`` after it; what the server wrote
+to stderr besides its checkpoints is printed.
 """
 
 from __future__ import annotations
@@ -30,35 +34,50 @@ from pathlib import Path
 
 from quart_app.tools.server import ENTRY, ROOT, free_port
 
-PATHS = {"/": "`/?username=…`", "/login/": "`/login/?username=…`"}
+# name: (path, sealed, label)
+TARGETS = {
+    "/": ("/", False, "`/?username=…`"),
+    "/login/": ("/login/", False, "`/login/?username=…`"),
+    "sealed": ("/login/", True, "sealed `/login/?username=…`"),
+}
+PATHS = {path: label for path, sealed, label in TARGETS.values() if not sealed}
+
+BIN = Path(sys.executable).parent
 
 
-def instructions(path: str, requests: int, rate: float, workdir: Path) -> tuple[int, float]:
+def instructions(
+    path: str, requests: int, rate: float, workdir: Path, *, sealed: bool = False
+) -> tuple[int, float]:
     """Instructions the server ran to start, answer ``requests`` requests of ``path`` and stop,
-    and the mean records per batch it wrote.
+    and the mean records per batch it wrote. ``sealed``: with a sealed log, a new key each run.
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     out = workdir / f"callgrind-{port}.%p"
+    log = workdir / f"log-{port}.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUART_")}
-    env["QUART_LOGIN_LOG_PATH"] = str(workdir / f"log-{port}.txt")
+    env["QUART_LOGIN_LOG_PATH"] = str(log)
     env["PYTHONHASHSEED"] = "0"  # the same dict and set layouts in every run
+    key = workdir / f"key-{port}" / "key"  # in a directory of its own: replaced each epoch
+    if sealed:
+        key.parent.mkdir()
+        keygen = [str(BIN / "quart-app-log"), "keygen", str(key)]
+        subprocess.run(keygen, check=True, stdout=subprocess.DEVNULL)
+        env["QUART_LOGIN_LOG_SEAL_KEY"] = str(key)
+    stderr_path = workdir / f"stderr-{port}.txt"
     command = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
         sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"),
         "-b", f"127.0.0.1:{port}", ENTRY,
     ]  # fmt: skip
-    server = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with stderr_path.open("wb") as stderr:
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     try:
         _wait_until_serving(url, server)
         load = [
-            str(Path(sys.executable).with_name("quart-app-loadtest")), url,
+            str(BIN / "quart-app-loadtest"), url,
             "-n", str(requests), "-c", "64", "--rate", str(rate), "--run-id", "bench",
             "--path", path, "-q", "--timeout", "300",
         ]  # fmt: skip
@@ -67,12 +86,37 @@ def instructions(path: str, requests: int, rate: float, workdir: Path) -> tuple[
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=600)
+        _show_stderr(stderr_path, sealed)
+    if sealed:
+        _verify(log, key)
     total = 0
     for dump in workdir.glob(f"callgrind-{port}.*"):
         for line in dump.read_text().splitlines():
             if line.startswith("totals:"):
                 total += int(line.split()[1])
     return total, batch
+
+
+def _show_stderr(path: Path, sealed: bool) -> None:
+    # Valgrind's own lines, hypercorn's INFO lines and the checkpoints' copies are
+    # expected; anything else (an error, a traceback) is worth seeing.
+    unexpected = [
+        line
+        for line in path.read_text(errors="replace").splitlines()
+        if line.strip()
+        and not line.startswith(("==", "login-log-checkpoint "))
+        and "] [INFO] " not in line
+    ]
+    for line in unexpected[:40]:
+        print(f"  server stderr: {line[:300]}", file=sys.stderr)
+
+
+def _verify(log: Path, key: Path) -> None:
+    # The sealed run must have left a log that verifies.
+    check = [str(BIN / "quart-app-log"), "verify", "--key", f"{key}.pub", str(log)]
+    result = subprocess.run(check, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"quart-app-log verify {log} failed:\n{result.stdout}{result.stderr}")
 
 
 def _records_per_batch(url: str) -> float:
@@ -105,11 +149,22 @@ def _wait_until_serving(url: str, server: subprocess.Popen[bytes]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the instructions per request of each path and the login route's ratio."""
-    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    """Print the instructions per request of each target and the ratios."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.instructions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--requests", type=int, default=2000, help="N (default 2000)")
     parser.add_argument(
         "--rate", type=float, default=100.0, help="R requests per second (default 100)"
+    )
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=list(TARGETS),
+        default=list(TARGETS),
+        help="which to measure (default all: / /login/ sealed)",
     )
     args = parser.parse_args(argv)
     if args.requests < 1:
@@ -120,13 +175,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("valgrind is not installed (apt-get install valgrind)")
     per_request = {}
     with tempfile.TemporaryDirectory(prefix="quart-callgrind-") as tmp:
-        for path in PATHS:
-            once, _ = instructions(path, args.requests, args.rate, Path(tmp))
-            twice, batch = instructions(path, 2 * args.requests, args.rate, Path(tmp))
-            per_request[path] = (twice - once) / args.requests
+        for name in [name for name in TARGETS if name in args.targets]:
+            path, sealed, label = TARGETS[name]
+            once, _ = instructions(path, args.requests, args.rate, Path(tmp), sealed=sealed)
+            twice, batch = instructions(
+                path, 2 * args.requests, args.rate, Path(tmp), sealed=sealed
+            )
+            per_request[name] = (twice - once) / args.requests
             batches = f" ({batch:.0f} records per batch)" if batch else ""
-            print(f"{PATHS[path]}: {per_request[path]:,.0f} instructions per request{batches}")
-    print(f"/login/ over /: {per_request['/login/'] / per_request['/']:.3f}x")
+            print(
+                f"{label}: {per_request[name]:,.0f} instructions per request{batches}", flush=True
+            )
+    for top, bottom, text in (
+        ("/login/", "/", "/login/ over /"),
+        ("sealed", "/login/", "sealed /login/ over /login/"),
+    ):
+        if top in per_request and bottom in per_request:
+            print(f"{text}: {per_request[top] / per_request[bottom]:.3f}x")
     return 0
 
 

@@ -11,6 +11,8 @@ class ServerSpec:
 
     ``workers`` None serves as ``make run`` does (``hypercorn.toml``: one process).
     With ``database`` it logs into a table of the benchmark's throwaway PostgreSQL.
+    With ``sealed`` its log is sealed (``LOGIN_LOG_SEAL_KEY``), each server with a
+    key of its own made by ``quart-app-log keygen``.
     """
 
     key: str
@@ -18,6 +20,7 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     workers: int | None = None
     database: bool = False
+    sealed: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ SERVERS = [
     ServerSpec("app"),
     ServerSpec("durable", env={"QUART_LOGIN_LOG_DURABLE": "true"}),
     ServerSpec("app-w2", workers=2),
+    ServerSpec("sealed", sealed=True),
     ServerSpec("pg", database=True),
     ServerSpec("pg-durable", env={"QUART_LOGIN_LOG_DURABLE": "true"}, database=True),
     ServerSpec("naive", app="bench.baselines.naive:app"),
@@ -80,6 +84,7 @@ TARGETS = [
     Target("/ bare", "app", "bare", "`GET /`: no query string either"),
     Target("login", "app", "login", "`GET /login/?username=…`, default mode"),
     Target("durable", "durable", "login", "`GET /login/?username=…`, `LOGIN_LOG_DURABLE=true`"),
+    Target("sealed", "sealed", "login", "`GET /login/?username=…`, sealed (`LOGIN_LOG_SEAL_KEY`)"),
     Target("/ -w 2", "app-w2", "root", "`GET /?username=…` with `-w 2`"),
     Target("login -w 2", "app-w2", "login", "`GET /login/?username=…` with `-w 2`"),
     Target("pg", "pg", "login", "`GET /login/?username=…`, PostgreSQL store"),
@@ -103,6 +108,14 @@ GOALS = [
     Goal("`/login/` server CPU per request vs bare `/`", "cpu", "login", "/ bare", 1.05, False),
     Goal("durable `/login/` req/s vs `/`", "rps", "durable", "/", 0.90, True),
     Goal("`/login/` p99 vs `/` p99", "p99", "login", "/", 1.2, False),
+    Goal(
+        "sealed `/login/` server CPU per request vs `/login/`",
+        "cpu",
+        "sealed",
+        "login",
+        1.03,
+        False,
+    ),
     Goal("`-w 2`: `/login/` req/s vs `/`", "rps", "login -w 2", "/ -w 2", 0.95, True),
     Goal("`/login/` req/s vs the naive port", "rps", "login", "naive", 1.4, True),
     Goal("writer vs `os.write` per line", "writer", "LogWriter", "os.write", 0.6, True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -11,8 +12,12 @@ from pathlib import Path
 
 import psutil
 
+from quart_app.seal.sidecar import sidecar_path
+from quart_app.seal.verify import verify
 from quart_app.tools.loadtest import LogFile, LoginSource
 from quart_app.tools.loadtest.sources import PostgresTable
+from quart_app.tools.log.keygen import keygen
+from quart_app.tools.log.verify import load_keys
 from quart_app.tools.server import Server, run_server
 from quart_app.tools.throwaway_postgres import Postgres
 
@@ -31,6 +36,8 @@ class Running:
     server: Server
     log: LoginSource
     database: psutil.Process | None = None
+    log_path: Path | None = None
+    seal_key: Path | None = None  # a sealed log's first key (its .pub verifies it)
 
     def database_cpu_seconds(self) -> float:
         """CPU time the database's processes have used so far (0 without one)."""
@@ -82,6 +89,13 @@ def start_servers(
             env = {"QUART_LOGIN_LOG_PATH": str(log_path), **spec.env}
             log: LoginSource = LogFile(log_path)
             postmaster = None
+            seal_key = None
+            if spec.sealed:
+                # A key of its own in a directory of its own: it is replaced each epoch.
+                seal_key = workdir / f"{key}.keys" / "key"
+                seal_key.parent.mkdir()
+                keygen(seal_key, None, io.StringIO())
+                env["QUART_LOGIN_LOG_SEAL_KEY"] = str(seal_key)
             if spec.database:
                 assert database is not None and database.pid is not None
                 table = key.replace("-", "_").replace("+", "_b")
@@ -95,10 +109,28 @@ def start_servers(
             )
             if spec.workers is None:
                 _share_the_first_core(server)
-            running[key] = Running(spec, server, log, postmaster)
+            running[key] = Running(spec, server, log, postmaster, log_path, seal_key)
             # A graceful stop first, which drains the writer as in production.
             stack.callback(server.stop)
         yield running
+
+
+def check_seals(servers: dict[str, Running]) -> list[str]:
+    """Once the servers have stopped: whether each sealed log verifies (``quart-app-log
+    verify``'s check, with the server's first key), one line each."""
+    out = []
+    for key, running in servers.items():
+        if running.seal_key is None or running.log_path is None:
+            continue
+        log = str(running.log_path)
+        report = verify([log], sidecar_path(log), load_keys([f"{running.seal_key}.pub"]))
+        lines = sum(count for _, count in report.files)
+        if report.ok:
+            out.append(f"sealed log of {key}: {lines:,} lines verified")
+        else:
+            failures = [t.failure for t in report.trees if t.failure] + report.failures
+            out.append(f"sealed log of {key}: NOT VERIFIED ({lines:,} lines): {failures}")
+    return out
 
 
 def _share_the_first_core(server: Server) -> None:

@@ -1,0 +1,287 @@
+"""``quart-app-log verify`` on a log sealed in process: a clean log verifies; each tampering
+is caught with exit 1, naming where; hostile seal files never crash it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+from pathlib import Path
+
+import pytest
+
+from quart_app.seal.certs import Checkpoint
+from quart_app.seal.merkle import CompactRange, leaf_hash
+from quart_app.seal.note import Signer
+from quart_app.seal.sidecar import one_line
+
+from helpers.seal import Sealed, make_key, make_sealed, rehash, resign, seal_batches
+from helpers.trail import run_log
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> Sealed:
+    return make_sealed(tmp_path)
+
+
+def assert_fails(sealed: Sealed, *expected: str, logs: tuple[Path | str, ...] = ()) -> str:
+    ran = sealed.verify(*logs)
+    assert ran.status == 1, ran.out + ran.err
+    assert "Traceback" not in ran.err, ran.err
+    assert "NOT VERIFIED" in ran.out
+    for text in expected:
+        assert text in ran.out, ran.out
+    return ran.out
+
+
+def test_a_clean_log_verifies_and_says_what_was_proved(sealed: Sealed) -> None:
+    ran = sealed.verify()
+    assert ran.status == 0, ran.out + ran.err
+    assert f"{sealed.log}: 48 line(s) read" in ran.out
+    assert "48 line(s), sealed up to line 48 by" in ran.out
+    assert ran.out.endswith("OK: every line is as sealed\n")
+
+
+def test_a_changed_line_is_named_by_file_and_line(sealed: Sealed) -> None:
+    lines = sealed.lines()
+    lines[9] = lines[9].replace(b"user-2-1", b"user-2-X")
+    sealed.write_lines(lines)
+    assert_fails(sealed, f"FAILED: {sealed.log} line 10: not the line sealed")
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (lambda lines: lines.pop(20), 21),  # removed
+        (lambda lines: lines.insert(30, lines[0]), 31),  # added
+        (lambda lines: lines.insert(5, lines.pop(6)), 6),  # two lines swapped
+    ],
+    ids=["removed", "added", "reordered"],
+)
+def test_a_removed_added_or_reordered_line_is_named(sealed: Sealed, change, line: int) -> None:
+    lines = sealed.lines()
+    change(lines)
+    sealed.write_lines(lines)
+    assert_fails(sealed, f"{sealed.log} line {line:,}: not the line sealed")
+
+
+def test_a_cut_tail_fails(sealed: Sealed) -> None:
+    sealed.write_lines(sealed.lines()[:-3])
+    assert_fails(sealed, "cut short: it ends at line 45")
+
+
+def test_a_line_added_after_the_clean_stop_fails(sealed: Sealed) -> None:
+    sealed.write_lines([*sealed.lines(), sealed.lines()[-1]])
+    assert_fails(sealed, "1 line(s) after line 48 follow the clean stop's seal")
+
+
+def test_a_log_changed_with_its_seal_file_names_the_range_between_checkpoints(
+    sealed: Sealed,
+) -> None:
+    lines = sealed.lines()
+    lines[9] = lines[9].replace(b"user-2-1", b"user-2-X")
+    sealed.write_lines(lines)
+    rehash(sealed)
+    out = assert_fails(sealed, "do not match the")
+    assert "(the log and its seal file were both changed)" in out
+    assert "line 10: not the line sealed" not in out
+
+
+def test_a_reseal_with_another_key_fails(sealed: Sealed) -> None:
+    # Root on the host, without the key's history: a new key signs a whole new chain.
+    lines = sealed.lines()
+    lines[0] = lines[0].replace(b"user-0-0", b"mallory")
+    sealed.write_lines(lines)
+    rehash(sealed)
+    records = [r for r in sealed.records() if r[:2] not in ("C ", "K ")]
+    tree = CompactRange()
+    for line in sealed.lines():
+        tree.append_hash(leaf_hash(line))
+    other = Signer.generate("test/login-log")
+    origin = records[1].split(" ")[1]
+    start = Checkpoint(origin, 0, CompactRange().root(), other.verifier.encoded(), "start")
+    records.append(f"K {one_line(other.sign(start.text()))}")
+    records.append(f"C {one_line(other.sign(Checkpoint(origin, tree.size, tree.root()).text()))}")
+    sealed.seal.write_text("".join(r + "\n" for r in records))
+    assert_fails(sealed, "that no key of the chain signed")
+
+
+def test_a_compromise_at_t_cannot_reseal_lines_sealed_before_its_epoch(tmp_path: Path) -> None:
+    key, public = make_key(tmp_path / "keys")
+    sealed = Sealed(key, public, tmp_path / "login_log.txt")
+    stolen: list[Signer] = []
+
+    def steal(index: int) -> None:
+        if index == 7:  # the key state at T, as an attacker who took the host copies it
+            stolen.append(Signer.parse(key.read_text()))
+
+    names = [[f"user-{b}-{i}" for i in range(4)] for b in range(12)]
+    asyncio.run(seal_batches(sealed, names, between=steal))
+    assert sealed.verify().status == 0
+    # Later, with the stolen key: line 3 (sealed long before T) changed, the seal file's
+    # hashes made to match, and everything the stolen key signed signed again.
+    lines = sealed.lines()
+    lines[2] = lines[2].replace(b"user-0-2", b"mallory")
+    sealed.write_lines(lines)
+    rehash(sealed)
+    assert resign(sealed, stolen[0]) > 0
+    out = assert_fails(sealed)
+    assert "OK" not in out
+
+
+def test_an_old_checkpoint_signed_again_with_a_newer_key_fails(tmp_path: Path) -> None:
+    key, public = make_key(tmp_path / "keys")
+    sealed = Sealed(key, public, tmp_path / "login_log.txt")
+    stolen: list[Signer] = []
+    names = [[f"user-{b}-{i}" for i in range(4)] for b in range(12)]
+    asyncio.run(
+        seal_batches(
+            sealed,
+            names,
+            between=lambda i: i == 11 and stolen.append(Signer.parse(key.read_text())),
+        )
+    )
+    tree = CompactRange()
+    for line in sealed.lines()[:4]:
+        tree.append_hash(leaf_hash(line))
+    origin = sealed.records()[1].split(" ")[1]
+    # Just after the key change that certified the stolen key: a checkpoint of 4 lines.
+    records = sealed.records()
+    at = max(i for i, r in enumerate(records) if r.startswith("K ")) - 1
+    note = stolen[0].sign(Checkpoint(origin, 4, tree.root()).text())
+    records.insert(at + 1, f"C {one_line(note)}")
+    sealed.seal.write_text("".join(r + "\n" for r in records))
+    assert_fails(sealed)
+
+
+def test_a_removed_key_change_breaks_the_chain(sealed: Sealed) -> None:
+    records = sealed.records()
+    at = [i for i, r in enumerate(records) if r.startswith("K ")][2]
+    del records[at]
+    sealed.seal.write_text("".join(r + "\n" for r in records))
+    assert_fails(sealed, "that no key of the chain signed")
+
+
+def test_a_log_never_sealed_fails(tmp_path: Path) -> None:
+    _, public = make_key(tmp_path / "keys")
+    log = tmp_path / "login_log.txt"
+    log.write_text("登录日志:用户名:a,登录时间:2026-12-01 00:00:00+00:00,ip地址:1.2.3.4\n")
+    ran = run_log("verify", "--key", public, log)
+    assert ran.status == 1
+    assert "the log was never sealed?" in ran.out
+
+
+def test_a_log_cut_with_its_seal_file_verifies_alone_but_not_against_a_copy(
+    sealed: Sealed, tmp_path: Path
+) -> None:
+    records = sealed.records()
+    copies = tmp_path / "journal.txt"
+    copies.write_text(
+        "".join(f"Dec 06 web1 hypercorn[42]: login-log-checkpoint {r.split(' ')[1]}\n"
+                for r in records if r[:2] in ("C ", "K "))
+    )  # fmt: skip
+    # Cut both after the sixth L record: a shorter log, consistent with itself.
+    at = [i for i, r in enumerate(records) if r.startswith("L ")][5]
+    end = int(records[at].split(" ")[2])
+    kept = [r for r in records[: at + 1]]
+    kept += [r for r in records[at + 1 : at + 8] if r[:2] in ("C ", "K ") and
+             int(base64.b64decode(r.split(" ")[1]).decode().split("\n")[1]) <= 24]  # fmt: skip
+    sealed.seal.write_text("".join(r + "\n" for r in kept))
+    with sealed.log.open("r+b") as log:
+        log.truncate(end)
+    alone = sealed.verify()
+    assert alone.status == 0, alone.out
+    ran = sealed.verify(sealed.log, extra=("--checkpoint", str(copies)))
+    assert ran.status == 1, ran.out
+    assert "FAILED: the log does not reach a checkpoint held elsewhere: 48 lines" in ran.out
+
+
+def test_a_whole_log_verifies_against_every_copy_of_its_checkpoints(
+    sealed: Sealed, tmp_path: Path
+) -> None:
+    copies = tmp_path / "journal.txt"
+    copies.write_text(
+        "".join(f"login-log-checkpoint {r.split(' ')[1]}\n"
+                for r in sealed.records() if r[:2] in ("C ", "K "))
+    )  # fmt: skip
+    ran = sealed.verify(sealed.log, extra=("--checkpoint", str(copies)))
+    assert ran.status == 0, ran.out
+    assert "checkpoint(s) held elsewhere checked" in ran.out
+    # A copy changed in transit, or of another log, is not taken on trust.
+    note = base64.b64decode(sealed.records()[-1].split(" ")[1]).decode()
+    forged = tmp_path / "forged.txt"
+    forged.write_text(note.replace("\n48\n", "\n47\n"))
+    ran = sealed.verify(sealed.log, extra=("--checkpoint", str(forged)))
+    assert ran.status == 1
+    assert "signed by no key of this log's chain" in ran.out
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"\x00\xff" * 5000 + b"\n",
+        b"L 0 10 " + b"A" * 10_000_000 + b"\n",
+        b"C \xff\xfe\n",
+        b"C "
+        + base64.b64encode(b"x/1\n9223372036854775808\n" + b"A" * 44 + b"\n\n\xe2\x80\x94 k AAAA\n")
+        + b"\n",
+        b"K " + base64.b64encode("o\n1\nAAAA\n\n— test/login-log AAA".encode()) + b"\n",
+        b"B {not json\n",
+        b"F 99999999999999999999 1:2\n",
+    ],
+    ids=[
+        "binary",
+        "huge-line",
+        "invalid-utf8",
+        "size-2^63",
+        "truncated-signature",
+        "bad-json",
+        "huge-number",
+    ],
+)
+def test_hostile_seal_files_are_reported_never_a_crash(sealed: Sealed, junk: bytes) -> None:
+    with sealed.seal.open("ab") as seal:
+        seal.write(junk)
+    ran = sealed.verify()
+    assert "Traceback" not in ran.err, ran.err
+    assert ran.status in (0, 1), ran.out + ran.err
+    if junk.startswith((b"C ", b"K ")) and b"\xff" not in junk:
+        assert ran.status == 1
+
+
+def test_junk_instead_of_a_seal_file_fails(sealed: Sealed) -> None:
+    sealed.seal.write_bytes(b"\x7fELF\x00" * 1000)
+    assert_fails(sealed, "is not a seal file")
+
+
+def test_a_huge_line_in_the_log_is_hashed_as_it_streams(sealed: Sealed) -> None:
+    with sealed.log.open("ab") as log:
+        log.write(b"x" * (100 << 20) + b"\n")
+    assert_fails(sealed, "follow the clean stop's seal")
+
+
+def test_usage_errors_exit_2(sealed: Sealed, tmp_path: Path) -> None:
+    assert run_log("verify", sealed.log).status == 2  # no --key
+    missing = run_log("verify", "--key", sealed.public, tmp_path / "nope.txt")
+    assert missing.status == 2
+    assert "cannot be read" in missing.err
+    bad_key = run_log("verify", "--key", "junk+12345678+AAAA", sealed.log)
+    assert bad_key.status == 2
+    assert "not a verifier key" in bad_key.err
+
+
+def test_a_foreign_key_fails(sealed: Sealed, tmp_path: Path) -> None:
+    _, other = make_key(tmp_path / "other")
+    ran = run_log("verify", "--key", other, sealed.log)
+    assert ran.status == 1
+    assert "that no key of the chain signed" in ran.out
+
+
+def test_a_copy_of_the_log_verifies(sealed: Sealed, tmp_path: Path) -> None:
+    # Copied elsewhere (another machine): identities differ, content is what counts.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(sealed.log, copy / "login_log.txt")
+    shutil.copy(sealed.seal, copy / "login_log.txt.seal")
+    ran = run_log("verify", "--key", sealed.public, copy / "login_log.txt")
+    assert ran.status == 0, ran.out
