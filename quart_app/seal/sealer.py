@@ -19,9 +19,11 @@ import fcntl
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable
-from typing import TextIO
+from collections.abc import Callable, Iterable
+from functools import wraps
+from typing import Any, TextIO, TypeVar
 
 from ..stores.file import LockFile
 from . import keys
@@ -50,6 +52,19 @@ STDERR_PREFIX = "login-log-checkpoint "
 
 _datasync = getattr(os, "fdatasync", os.fsync)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_at_a_time(method: F) -> F:
+    # A tick given up on (its thread stuck on a hung disk) may still run when
+    # the next call comes: they take turns.
+    @wraps(method)
+    def locked(self: Sealer, *args: Any, **kwargs: Any) -> Any:
+        with self._busy:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
 
 class Sealer:
     """Follows one log's sidecar; signs its checkpoints while it holds the sealer lock."""
@@ -72,7 +87,7 @@ class Sealer:
         self.sidecar = SidecarFile(sidecar_path(log_path))
         self.lock = LockFile(os.path.join(directory, f".{name}.lock"), log_path)
         self._sealer_path = os.path.join(directory, f".{name}.sealer")
-        self._writers_path = os.path.join(directory, f".{name}.writers")
+        self._writers_path = writers_lock_path(log_path)
         self._sealer_fd: int | None = None
         self._writers_fd: int | None = None
         # The tree as folded so far.
@@ -90,6 +105,7 @@ class Sealer:
         self.signer: Signer | None = None
         self.key_since = 0.0
         self.checkpoints = 0
+        self._busy = threading.RLock()
 
     @property
     def sealing(self) -> bool:
@@ -98,6 +114,7 @@ class Sealer:
 
     # -- in a thread ------------------------------------------------------
 
+    @_one_at_a_time
     def start(self) -> None:
         """Join the writers and read the sidecar from its last key change."""
         self._writers_fd = _lock_file(self._writers_path)
@@ -107,6 +124,7 @@ class Sealer:
             self._anchor(size)
             self._fold(self.sidecar.read_new())
 
+    @_one_at_a_time
     def tick(self, *, now: float | None = None) -> None:
         """Follow the sidecar; as the sealer, sign what is new, and change the key when due."""
         now = time.monotonic() if now is None else now
@@ -123,6 +141,7 @@ class Sealer:
         else:
             self.checkpoint()
 
+    @_one_at_a_time
     def stop(self, *, wait: float = 2.0) -> None:
         """At a clean stop: the last process to stop signs everything and changes the key."""
         try:
@@ -147,6 +166,7 @@ class Sealer:
         finally:
             self.close()
 
+    @_one_at_a_time
     def close(self) -> None:
         """Let go of the locks and the sidecar, and forget the key."""
         self.signer = None
@@ -301,7 +321,10 @@ class Sealer:
             return
         if record.kind == "K" and body.next_key is not None:
             self.certified, self.key_origin, self.key_size = body.next_key, body.origin, body.size
-        self.signed = (body.origin, body.size)
+        if record.range is not None:  # a file start signed (by whichever process sealed)
+            self._file_starts = [start for start in self._file_starts if start[0] != body.size]
+        if body.origin != self.signed[0] or body.size > self.signed[1]:
+            self.signed = (body.origin, body.size)
 
     def _append(self, signed: list[Signed], *, sync: bool) -> None:
         data = b"".join(record.encode() for record in signed)
@@ -342,6 +365,29 @@ class Sealer:
             return False
         self._sealer_fd = fd
         return True
+
+
+def writers_lock_path(log_path: str) -> str:
+    """``.LOG.writers``: held shared by every process writing the log."""
+    directory, name = os.path.split(os.path.abspath(log_path))
+    return os.path.join(directory, f".{name}.writers")
+
+
+def is_being_written(log_path: str) -> bool:
+    """Whether a process is writing the log at ``log_path`` now (holds its writers lock)."""
+    try:
+        fd = os.open(writers_lock_path(log_path), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def _lock_file(path: str) -> int:

@@ -9,8 +9,9 @@ import errno
 import logging
 import os
 import stat
-
-from aiofiles.os import wrap as _in_thread
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..config import Settings
 from ..stores.base import RecordStore, WrappingStore
@@ -18,6 +19,36 @@ from ..stores.file import FileStore, LogPathError
 from . import keys
 from .leaves import LeafRecorder
 from .sealer import Sealer
+
+T = TypeVar("T")
+
+
+async def _in_thread(function: Callable[[], T]) -> T:
+    # A daemon thread of its own, not the default executor's: the sealer syncs
+    # the disk, and at exit Python joins the executor's threads, so a sync that
+    # hangs would keep a stopped process alive for ever.
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=run, name="login-log-sealer", daemon=True).start()
+    return await future
+
+
+def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if future.done():
+        return  # given up on (cancelled)
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 class SealedStore(WrappingStore):
@@ -48,16 +79,16 @@ class SealedStore(WrappingStore):
 
     async def open(self) -> None:
         """Check the key and the log, open the file (its seals checked), start sealing."""
-        name = await _in_thread(self._check)()
+        name = await _in_thread(self._check)
         self.recorder = LeafRecorder(self.file.path, name, mode=self.file.mode, logger=self.logger)
         self.file.appended = self.recorder
         await self.file.open()
         try:
-            await _in_thread(self.sealer.start)()
-            await _in_thread(self.sealer.tick)()
+            await _in_thread(self.sealer.start)
+            await _in_thread(self.sealer.tick)
         except BaseException:
             await self.file.close()
-            await _in_thread(self.sealer.close)()
+            await _in_thread(self.sealer.close)
             raise
         self._task = asyncio.create_task(self._seal_every(), name="login-log-sealer")
 
@@ -71,7 +102,7 @@ class SealedStore(WrappingStore):
         await self.file.close()
         if self.recorder is not None:
             self.recorder.close()
-        await _in_thread(self.sealer.stop)()
+        await _in_thread(self.sealer.stop)
 
     def _check(self) -> str:
         signer = keys.load(self.key_path)
@@ -92,7 +123,7 @@ class SealedStore(WrappingStore):
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await _in_thread(self.sealer.tick)()
+                await _in_thread(self.sealer.tick)
             except Exception as exc:
                 if not failing:
                     self.logger.error(

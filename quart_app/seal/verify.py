@@ -155,6 +155,7 @@ class _Tree:
     file: tuple[int, int] | None = None
     file_start: int = 0
     snapshots: dict[int, list[bytes]] = field(default_factory=dict)
+    starts: set[int] = field(default_factory=set)  # leaves files begin with
     pending: list[bytes] | None = None  # --start: hashes before the range is known
     failed: bool = False
     last_checkpoint: int = 0
@@ -169,8 +170,10 @@ class Verification:
         trusted: list[Verifier],
         copies: list[str],
         start: int | None,
+        running: bool,
     ) -> None:
         self.report = Report()
+        self.running = running
         self.lines = _Lines(paths, self.report)
         self.trusted = trusted
         self.start = start  # --start: the leaf of the checkpoint to start at
@@ -304,6 +307,9 @@ class Verification:
         self.lines.open(following)
         self.file_ids[record.identity] = following
         tree.file, tree.file_start = record.identity, record.index
+        tree.starts.add(record.index)
+        if tree.range is not None:
+            tree.snapshots[record.index] = tree.range.roots
 
     def _leaves(self, tree: _Tree, record: Leaves) -> None:
         if record.index != tree.size:
@@ -457,8 +463,8 @@ class Verification:
                 f"match the {kind} that sealed them (the log and its seal file were both changed)",
             )
             return
-        for size in [s for s in tree.snapshots if s < body.size]:
-            del tree.snapshots[size]
+        for size in [s for s in tree.snapshots if s < body.size and s not in tree.starts]:
+            del tree.snapshots[size]  # kept: where files start, signed when the sealer gets to it
         if not tree.failed:
             tree.last_checkpoint = max(tree.last_checkpoint, body.size)
             tree.report.sealed = tree.last_checkpoint
@@ -489,8 +495,13 @@ class Verification:
             self._fail(tree, f"{self.lines.paths[self.lines.index + 1]}: not in the seals")
         if not tree.failed:
             self.report.unsealed += tree.size - tree.last_checkpoint
-            if tree.last_checkpoint == 0 and tree.size:
-                self._fail(tree, f"no line of {tree.report.origin} is sealed by a checkpoint")
+            if self.report.unsealed and not self.running:
+                # Allowed only while the app runs: the last interval's lines.
+                self._fail(
+                    tree,
+                    f"the last {self.report.unsealed:,} line(s) are not sealed, and no process "
+                    "is writing the log (it ended without a clean stop: start it to seal them)",
+                )
         for tree_report in self.report.trees[1:]:
             facts = tree_report.broke or {}
             self.report.failures.append(
@@ -562,11 +573,13 @@ def verify(
     *,
     copies: list[str] = (),  # type: ignore[assignment]
     start: int | None = None,
+    running: bool = False,
 ) -> Report:
     """Verify the log ``paths`` (its files in rotation order) against ``sidecar`` and ``keys``.
 
     ``copies``: checkpoints held elsewhere (signed notes) the log must reach
     and match. ``start``: begin at the file that starts at this line of the
-    tree (files before it removed on purpose), trusting its checkpoint.
+    tree (files before it removed on purpose), trusting its checkpoint. ``running``: the
+    app is writing the log now, so the lines since its last checkpoint may be unsealed.
     """
-    return Verification(list(paths), list(keys), list(copies), start).run(sidecar)
+    return Verification(list(paths), list(keys), list(copies), start, running).run(sidecar)

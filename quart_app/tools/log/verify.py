@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from quart_app.seal.note import NoteError, Verifier
+from quart_app.seal.sealer import is_being_written
 from quart_app.seal.sidecar import sidecar_path
 from quart_app.seal.verify import Report, copies_from, verify
 
@@ -62,7 +63,9 @@ def run_verify(
         except OSError as exc:
             reason = exc.strerror or exc
             raise UsageError(f"--checkpoint {path}: cannot be read: {reason}") from None
-    report = verify(logs, find_seal(logs, seal), trusted, copies=copies, start=start)
+    sealed = find_seal(logs, seal)
+    running = is_being_written(sealed.removesuffix(".seal"))
+    report = verify(logs, sealed, trusted, copies=copies, start=start, running=running)
     _print(report, out)
     return 0 if report.ok else 1
 
