@@ -147,11 +147,16 @@ def test_an_old_checkpoint_signed_again_with_a_newer_key_fails(tmp_path: Path) -
     origin = sealed.records()[1].split(" ")[1]
     # Just after the key change that certified the stolen key: a checkpoint of 4 lines.
     records = sealed.records()
-    at = max(i for i, r in enumerate(records) if r.startswith("K ")) - 1
+    certified = f"key {stolen[0].verifier.encoded()}\n"
+    at = next(
+        i
+        for i, r in enumerate(records)
+        if r.startswith("K ") and certified in base64.b64decode(r.split(" ")[1]).decode()
+    )
     note = stolen[0].sign(Checkpoint(origin, 4, tree.root()).text())
     records.insert(at + 1, f"C {one_line(note)}")
     sealed.seal.write_text("".join(r + "\n" for r in records))
-    assert_fails(sealed)
+    assert_fails(sealed, "signed by a key certified only from line", "re-sealed with a newer key")
 
 
 def test_a_removed_key_change_breaks_the_chain(sealed: Sealed) -> None:
