@@ -128,7 +128,8 @@ class Sealer:
     def tick(self, *, now: float | None = None) -> None:
         """Follow the sidecar; as the sealer, sign what is new, and change the key when due."""
         now = time.monotonic() if now is None else now
-        if not self.sealing and self._try_sealer_lock():
+        # Taken over again after a failure too (a key file gone, say).
+        if (self.sealing or self._try_sealer_lock()) and self.signer is None:
             self._take_over(now)
         with self.lock.held():
             self._fold(self.sidecar.read_new())
@@ -161,7 +162,9 @@ class Sealer:
                     self._take_over(time.monotonic())
                 with self.lock.held():
                     self._fold(self.sidecar.read_new())
-                if self.signer is not None and not self.gap:
+                if self.signer is not None and self.key_origin != self.origin:
+                    self.change_key("tree", time.monotonic())
+                if self.signer is not None:
                     self.change_key("stop", time.monotonic())
         finally:
             self.close()
@@ -181,7 +184,7 @@ class Sealer:
     def checkpoint(self) -> None:
         """Sign a checkpoint of the tree as folded, if it grew (and one per file start)."""
         origin, size = self.origin, self.range.size
-        if self.gap or (self.signed == (origin, size) and not self._file_starts):
+        if self.gap or not origin or (self.signed == (origin, size) and not self._file_starts):
             return
         self._sync_log()
         assert self.signer is not None
@@ -189,6 +192,8 @@ class Sealer:
         if self.signed != (origin, size):
             body = Checkpoint(origin, size, self.range.root())
             signed.append(Signed("C", self.signer.sign(body.text())))
+        if not signed:
+            return
         self._append(signed, sync=False)
         self.signed = (origin, size)
         self.checkpoints += 1
@@ -196,8 +201,8 @@ class Sealer:
     def change_key(self, reason: str, now: float) -> None:
         """A new key, certified by the current one with the tree as folded (see :mod:`.keys`)."""
         assert self.signer is not None
-        if self.gap:
-            return
+        if self.gap or not self.origin:
+            return  # nothing to certify: a tree with missing leaves, or none yet
         following = Signer.generate(self.signer.name)
         keys.write_next(self.key_path, following)
         origin, size, roots = self.origin, self.range.size, self.range.roots
