@@ -135,3 +135,17 @@ def test_keygen_makes_a_private_key_and_prints_its_public_one(tmp_path: Path) ->
     assert key.read_bytes() == before
     assert run_log("keygen", tmp_path / "other.key", "--name", "a name").status == 2
     assert not (tmp_path / "other.key").exists()
+
+
+def test_extend_folds_as_append_hash_does() -> None:
+    leaves = [leaf_hash(bytes([n]) * n) for n in range(70)]
+    for cut in (0, 1, 5, 64, 70):
+        one, many = CompactRange(), CompactRange()
+        for hashed in leaves[:cut]:
+            one.append_hash(hashed)
+        many.extend(b"".join(leaves[:cut]))
+        many.extend(b"".join(leaves[cut:]))
+        for hashed in leaves[cut:]:
+            one.append_hash(hashed)
+        assert (many.size, many.roots, many.root()) == (one.size, one.roots, one.root())
+        assert many.root() == reference_root([bytes([n]) * n for n in range(70)])

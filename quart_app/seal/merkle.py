@@ -51,6 +51,22 @@ class CompactRange:
         self._roots.append(hashed)
         self.size += 1
 
+    def extend(self, hashes: bytes) -> None:
+        r"""Add leaves by their :func:`leaf_hash`\ es, concatenated (32 bytes each).
+
+        :meth:`append_hash` in one loop: verifying folds every leaf of a year's log.
+        """
+        roots, size, sha256 = self._roots, self.size, hashlib.sha256
+        for start in range(0, len(hashes), 32):
+            hashed = hashes[start : start + 32]
+            count = size
+            while count & 1:
+                hashed = sha256(b"\x01" + roots.pop() + hashed).digest()
+                count >>= 1
+            roots.append(hashed)
+            size += 1
+        self.size = size
+
     def root(self) -> bytes:
         """The tree's root hash: the subtrees' roots folded from the smallest."""
         return fold_roots(self._roots)

@@ -32,7 +32,6 @@ from .leaves import new_origin
 from .merkle import CompactRange, fold_roots
 from .note import NoteError, Signer
 from .sidecar import (
-    HASH_SIZE,
     Break,
     File,
     Leaves,
@@ -301,9 +300,7 @@ class Sealer:
                             self.origin,
                         )
                     continue
-                hashes = record.hashes
-                for start in range(0, len(hashes), HASH_SIZE):
-                    self.range.append_hash(hashes[start : start + HASH_SIZE])
+                self.range.extend(record.hashes)
             elif isinstance(record, File):
                 self.file = record.identity
                 if record.index == self.range.size and not self.gap:

@@ -333,10 +333,7 @@ class Verification:
             assert tree.pending is not None
             tree.pending.append(record.hashes)
             return
-        append = tree.range.append_hash
-        hashes = record.hashes
-        for start in range(0, len(hashes), HASH_SIZE):
-            append(hashes[start : start + HASH_SIZE])
+        tree.range.extend(record.hashes)
         if (tree.report.origin, tree.size) in self.wanted and not tree.failed:
             self.external[(tree.report.origin, tree.size)] = tree.range.root()
         if len(tree.snapshots) >= MAX_SNAPSHOTS:
@@ -438,8 +435,7 @@ class Verification:
                 return
             tree.range = CompactRange(body.size, list(record.range))
             for hashes in tree.pending or ():
-                for start in range(0, len(hashes), HASH_SIZE):
-                    tree.range.append_hash(hashes[start : start + HASH_SIZE])
+                tree.range.extend(hashes)
                 tree.snapshots[tree.range.size] = tree.range.roots
             tree.pending = None
             tree.last_checkpoint = body.size
