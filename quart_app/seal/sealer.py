@@ -27,7 +27,7 @@ from typing import Any, TextIO, TypeVar
 
 from ..stores.file import LockFile
 from . import keys
-from .certs import Checkpoint
+from .certs import Checkpoint, checkpoints_digest
 from .leaves import new_origin
 from .merkle import CompactRange, fold_roots
 from .note import NoteError, Signer
@@ -100,6 +100,7 @@ class Sealer:
         self.key_origin = ""
         self.key_size = 0
         self.signed = ("", -1)  # the last checkpoint: origin, size
+        self.digest = checkpoints_digest()  # of the checkpoints since the last key change
         # The sealer's own.
         self.signer: Signer | None = None
         self.key_since = 0.0
@@ -194,6 +195,8 @@ class Sealer:
         if not signed:
             return
         self._append(signed, sync=False)
+        for record in signed:
+            self.digest.update(record.encode())
         self.signed = (origin, size)
         self.checkpoints += 1
 
@@ -207,9 +210,15 @@ class Sealer:
         origin, size, roots = self.origin, self.range.size, self.range.roots
         self._sync_log()
         signed = self._file_start_notes()
-        body = Checkpoint(origin, size, fold_roots(roots), following.verifier.encoded(), reason)
+        digest = self.digest.copy()
+        for record in signed:
+            digest.update(record.encode())
+        body = Checkpoint(
+            origin, size, fold_roots(roots), following.verifier.encoded(), reason, digest.digest()
+        )
         signed.append(Signed("K", self.signer.sign(body.text()), tuple(roots)))
         self._append(signed, sync=True)
+        self.digest = checkpoints_digest()
         keys.commit_next(self.key_path)
         self.signer = following  # the old key's last reference: freed and cleared
         self.certified = following.verifier.encoded()
@@ -317,6 +326,10 @@ class Sealer:
                 self._fold_signed(record)
 
     def _fold_signed(self, record: Signed) -> None:
+        if record.kind == "C":
+            self.digest.update(record.encode())
+        else:
+            self.digest = checkpoints_digest()
         try:
             body = Checkpoint.parse(record.note.split("\n\n", 1)[0] + "\n")
         except NoteError:

@@ -11,32 +11,35 @@ compact range, and the ranges at the batch ends not yet checkpointed.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 
 from ..trail.files import CHUNK, gunzipped, is_gzip
-from .certs import Checkpoint
+from .certs import Checkpoint, checkpoints_digest
 from .merkle import CompactRange, fold_roots
 from .note import NoteError, Verifier, open_note
 from .sidecar import (
     HASH_SIZE,
     HEADER,
+    MAX_RECORD,
     Break,
     Damaged,
     File,
     Leaves,
+    Record,
     SidecarFile,
     Signed,
     Start,
     Tree,
     note_of,
+    parse,
 )
 
-MAX_SNAPSHOTS = 1 << 16
-"""Batch ends kept, awaiting the checkpoint that names one (a few, normally)."""
+RING = 1024
+"""Batch ends whose compact ranges are kept, for a checkpoint that names one."""
 
 STDERR_PREFIX = "login-log-checkpoint "
 
@@ -86,33 +89,51 @@ class _Lines:
         self.index = -1
         self.name = ""
         self.number = 0  # lines read from the current file
-        self._hashes: Iterator[bytes] = iter(())
+        self._chunks: Iterator[list[bytes]] = iter(())
+        self._buffer: list[bytes] = []  # the leaf hashes of a chunk of the file
+        self._at = 0  # those taken
         self.partial = False
 
     def open(self, index: int) -> None:
         self.close()
         self.index, self.name, self.number = index, self.paths[index], 0
-        self._hashes = _leaf_hashes(self.paths[index], self)
+        self._chunks = _leaf_hashes(self.paths[index], self)
+        self._buffer, self._at = [], 0
         self.report.files.append((self.name, 0))
 
     def close(self) -> None:
         if self.index >= 0 and self.report.files:
             self.report.files[-1] = (self.name, self.number)
 
-    def take(self, count: int) -> list[bytes]:
-        hashes = list(islice(self._hashes, count))
-        self.number += len(hashes)
-        return hashes
+    def take(self, count: int) -> bytes:
+        """The next ``count`` lines' leaf hashes, concatenated (fewer at the file's end)."""
+        at, end = self._at, self._at + count
+        if end <= len(self._buffer):
+            self._at = end
+            self.number += count
+            return self._buffer[at] if count == 1 else b"".join(self._buffer[at:end])
+        parts = self._buffer[at:]
+        for chunk in self._chunks:
+            need = count - len(parts)
+            parts += chunk[:need]
+            self._buffer, self._at = chunk, min(need, len(chunk))
+            if len(parts) == count:
+                break
+        else:
+            self._buffer, self._at = [], 0
+        self.number += len(parts)
+        return b"".join(parts)
 
     def rest(self) -> int:
-        count = sum(1 for _ in self._hashes)
+        count = len(self._buffer) - self._at + sum(len(chunk) for chunk in self._chunks)
+        self._buffer, self._at = [], 0
         self.number += count
         return count
 
 
-def _leaf_hashes(path: str, lines: _Lines) -> Iterator[bytes]:
-    # The RFC 6962 leaf hash of each whole line; a line of any length is hashed
-    # as it streams by, never held whole.
+def _leaf_hashes(path: str, lines: _Lines) -> Iterator[list[bytes]]:
+    # The RFC 6962 leaf hashes of the whole lines, a chunk's at a time; a line of
+    # any length is hashed as it streams by, never held whole.
     sha256 = hashlib.sha256
     with open(path, "rb") as raw:
         chunks = gunzipped(raw) if is_gzip(raw) else iter(lambda: raw.read(CHUNK), b"")
@@ -127,17 +148,37 @@ def _leaf_hashes(path: str, lines: _Lines) -> Iterator[bytes]:
                 rest = b""
                 continue
             pieces = data[:end].split(b"\n")
+            hashes = []
             if long is not None:
                 long.update(pieces[0])
-                yield long.digest()
+                hashes.append(long.digest())
                 long = None
                 pieces = pieces[1:]
-            for piece in pieces:
-                yield sha256(b"\x00" + piece).digest()
+            hashes += [sha256(b"\x00" + piece).digest() for piece in pieces]
+            yield hashes
             rest = data[end + 1 :]
             if len(rest) > CHUNK:
                 long, rest = sha256(b"\x00" + rest), b""
         lines.partial = bool(rest) or long is not None
+
+
+def _sidecar_lines(fd: int, report: Report) -> Iterator[bytes]:
+    # The seal file's lines after its header, read in large chunks; a line longer
+    # than any record, or cut short at the end, is counted as damaged.
+    offset, rest, skipping = len(HEADER), b"", False
+    while chunk := os.pread(fd, CHUNK, offset):
+        offset += len(chunk)
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        if skipping and lines:
+            del lines[0]
+            report.damaged += 1
+            skipping = False
+        yield from lines
+        if len(rest) > MAX_RECORD:
+            rest, skipping = b"", True
+    if rest or skipping:
+        report.damaged += 1
 
 
 def _read(chunks: Iterator[bytes], path: str) -> Iterator[bytes]:
@@ -154,8 +195,11 @@ class _Tree:
     size: int = 0  # leaves the sidecar recorded
     file: tuple[int, int] | None = None
     file_start: int = 0
+    # The compact range at the last RING batch ends, and where files start: a
+    # checkpoint of size n may come after batches beyond n.
+    ring: list[tuple[int, list[bytes]]] = field(default_factory=lambda: [(-1, [])] * RING)
+    written: int = 0
     snapshots: dict[int, list[bytes]] = field(default_factory=dict)
-    starts: set[int] = field(default_factory=set)  # leaves files begin with
     pending: list[bytes] | None = None  # --start: hashes before the range is known
     failed: bool = False
     last_checkpoint: int = 0
@@ -187,6 +231,8 @@ class Verification:
         self.file_ids: dict[tuple[int, int], int] = {}  # identity: index of the file given
         self.copies = copies
         self.record_number = 0
+        self.digest = checkpoints_digest()  # of the checkpoints since the last key change
+        self.pending: list[bytes] = []  # those, as read, to check if no key change follows
         # Roots at the sizes of the checkpoints held elsewhere, as the log has them.
         self.external: dict[tuple[str, int], bytes] = {}
         self.wanted: set[tuple[str, int]] = set()
@@ -203,6 +249,8 @@ class Verification:
             self._run(sidecar)
         except Failed as exc:
             self.report.failures.append(str(exc))
+        if self.tree is not None:
+            self.tree.report.lines = self.tree.size
         self.lines.close()
         return self.report
 
@@ -216,11 +264,19 @@ class Verification:
         try:
             if os.pread(file.fd, len(HEADER), 0) != HEADER:
                 raise Failed(f"{sidecar} is not a seal file: it does not begin {HEADER!r}")
-            for record in file.read_new():
+            for line in _sidecar_lines(file.fd, self.report):
                 self.record_number += 1
-                self._record(record)
-            if file.torn:
-                self.report.damaged += 1
+                head = line[:2]
+                if head == b"L ":
+                    self._leaves_line(line)
+                elif head == b"C ":
+                    self._checkpoint_line(line)
+                else:
+                    try:
+                        record: Record | None = parse(line)
+                    except Damaged:
+                        record = None
+                    self._record(record)
         finally:
             file.close()
         self._end()
@@ -242,15 +298,60 @@ class Verification:
         if tree is None:
             self.report.damaged += 1
             return
-        if isinstance(record, Leaves):
-            self._leaves(tree, record)
-        elif isinstance(record, File):
+        if isinstance(record, File):
             self._file(tree, record)
         elif isinstance(record, Signed):
             self._signed(tree, record)
 
+    def _leaves_line(self, line: bytes) -> None:
+        # Most of a seal file, read without making a record of each.
+        try:
+            _, index, _, data = line.split(b" ")
+            hashes = binascii.a2b_base64(data, strict_mode=True)
+            first = int(index)
+        except (ValueError, binascii.Error):
+            self.report.damaged += 1
+            return
+        if self.tree is None or not hashes or len(hashes) % HASH_SIZE:
+            self.report.damaged += 1
+            return
+        self._leaves(self.tree, first, hashes)
+
+    def _checkpoint_line(self, line: bytes) -> None:
+        # Checkpoints are many (one a second): each is taken into the digest the next
+        # key change signs, and checked one by one only when no key change follows.
+        tree = self.tree
+        if tree is None:
+            self.report.damaged += 1
+            return
+        self.digest.update(line + b"\n")
+        tree.report.checkpoints += 1
+        if b" " in line[2:]:  # a file's first line, with the range: --start may need it
+            try:
+                record = parse(line)
+            except Damaged:
+                self.report.damaged += 1
+                return
+            assert isinstance(record, Signed)
+            self._signed(tree, record)
+        else:
+            self.pending.append(line)
+
+    def _settle(self, tree: _Tree) -> None:
+        # The checkpoints no key change covers: each checked in full.
+        pending, self.pending = self.pending, []
+        for line in pending:
+            try:
+                record = parse(line)
+            except Damaged:
+                self.report.damaged += 1
+                continue
+            assert isinstance(record, Signed)
+            self._signed(tree, record)
+
     def _new_tree(self, origin: str) -> None:
         if self.tree is not None:
+            self._settle(self.tree)
             self._finish_tree(self.tree)
         report = TreeReport(origin)
         if self.report.trees:
@@ -307,38 +408,35 @@ class Verification:
         self.lines.open(following)
         self.file_ids[record.identity] = following
         tree.file, tree.file_start = record.identity, record.index
-        tree.starts.add(record.index)
         if tree.range is not None:
             tree.snapshots[record.index] = tree.range.roots
 
-    def _leaves(self, tree: _Tree, record: Leaves) -> None:
-        if record.index != tree.size:
-            if record.index < tree.size:
+    def _leaves(self, tree: _Tree, index: int, hashes: bytes) -> None:
+        if index != tree.size:
+            if index < tree.size:
                 self.report.damaged += 1
                 return
             raise Failed(
-                f"the seal file lacks leaves {tree.size + 1:,} to {record.index:,} of "
+                f"the seal file lacks leaves {tree.size + 1:,} to {index:,} of "
                 f"{tree.report.origin}: the sidecar was changed"
             )
-        count = record.count
+        count = len(hashes) // HASH_SIZE
         tree.size += count
-        tree.report.lines = tree.size
         if self.skipping:
             return
         if not tree.failed:
-            found = b"".join(self.lines.take(count))
-            if found != record.hashes:
-                self._mismatch(tree, found, record)
+            found = self.lines.take(count)
+            if found != hashes:
+                self._mismatch(tree, found, Leaves(index, 0, hashes))
         if tree.range is None:
             assert tree.pending is not None
-            tree.pending.append(record.hashes)
+            tree.pending.append(hashes)
             return
-        tree.range.extend(record.hashes)
-        if (tree.report.origin, tree.size) in self.wanted and not tree.failed:
+        tree.range.extend(hashes)
+        if self.wanted and (tree.report.origin, tree.size) in self.wanted and not tree.failed:
             self.external[(tree.report.origin, tree.size)] = tree.range.root()
-        if len(tree.snapshots) >= MAX_SNAPSHOTS:
-            del tree.snapshots[next(iter(tree.snapshots))]
-        tree.snapshots[tree.size] = tree.range.roots
+        tree.ring[tree.written % RING] = (tree.size, tree.range.roots)
+        tree.written += 1
 
     def _mismatch(self, tree: _Tree, found: bytes, record: Leaves) -> None:
         count = len(found) // HASH_SIZE
@@ -394,13 +492,17 @@ class Verification:
         self._check_root(tree, record, body, kind)
         if record.kind == "K":
             assert body.next_key is not None
+            if body.checkpoints != self.digest.digest():
+                raise Failed(
+                    f"the checkpoints before the key change at line {body.size:,} of "
+                    f"{body.origin} are not those its key signed (changed, added or removed)"
+                )
+            self.digest, self.pending = checkpoints_digest(), []
             following = Verifier.parse(body.next_key)
             self.key, self.key_origin, self.key_size = following, body.origin, body.size
             self.chain_keys.append(following)
             tree.report.keys.append(following.encoded())
             self.report.stopped = body.reason == "stop"
-        else:
-            tree.report.checkpoints += 1
 
     trusted_root = object()
 
@@ -436,7 +538,8 @@ class Verification:
             tree.range = CompactRange(body.size, list(record.range))
             for hashes in tree.pending or ():
                 tree.range.extend(hashes)
-                tree.snapshots[tree.range.size] = tree.range.roots
+                tree.ring[tree.written % RING] = (tree.range.size, tree.range.roots)
+                tree.written += 1
             tree.pending = None
             tree.last_checkpoint = body.size
             tree.report.sealed = body.size
@@ -444,8 +547,10 @@ class Verification:
         if self.skipping:
             return
         roots = tree.snapshots.get(body.size)
-        if roots is None:
-            roots = tree.range.roots if body.size == tree.range.size else None
+        if body.size == tree.range.size:
+            roots = tree.range.roots
+        elif roots is None:
+            roots = next((kept for at, kept in tree.ring if at == body.size), None)
         if roots is None and body.size == 0:
             roots = []
         if roots is None and body.size < tree.report.started_at:
@@ -459,13 +564,12 @@ class Verification:
                 f"match the {kind} that sealed them (the log and its seal file were both changed)",
             )
             return
-        for size in [s for s in tree.snapshots if s < body.size and s not in tree.starts]:
-            del tree.snapshots[size]  # kept: where files start, signed when the sealer gets to it
         if not tree.failed:
             tree.last_checkpoint = max(tree.last_checkpoint, body.size)
             tree.report.sealed = tree.last_checkpoint
 
     def _finish_tree(self, tree: _Tree) -> None:
+        tree.report.lines = tree.size
         if tree.range is None and not self.skipping and not tree.failed:
             self._fail(tree, f"no checkpoint with a range at line {tree.report.started_at:,}")
 
@@ -475,6 +579,7 @@ class Verification:
             raise Failed(f"no file of the seals begins at line {self.start:,} (see --start)")
         if tree is None:
             raise Failed("the seal file records no tree: nothing was sealed")
+        self._settle(tree)
         self._finish_tree(tree)
         if not tree.failed and self.lines.index >= 0:
             extra = self.lines.rest()

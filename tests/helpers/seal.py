@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quart_app.records import LoginRecord
-from quart_app.seal.certs import Checkpoint
+from quart_app.seal.certs import Checkpoint, checkpoints_digest
 from quart_app.seal.merkle import CompactRange, leaf_hash
 from quart_app.seal.note import Signer
 from quart_app.seal.sidecar import one_line
@@ -108,9 +108,11 @@ def rehash(sealed: Sealed) -> None:
 
 def resign(sealed: Sealed, stolen: Signer) -> int:
     """An attacker's step: every checkpoint and key change ``stolen`` signed, signed again over
-    the seal file's hashes as they are now. Returns how many were re-signed."""
+    the seal file's hashes as they are now (a key change's digest of the checkpoints before it
+    made again too). Returns how many were re-signed."""
     tree = CompactRange()
     roots: dict[int, bytes] = {0: tree.root()}
+    digest = checkpoints_digest()
     out, count = [], 0
     for record in sealed.records():
         if record.startswith("L "):
@@ -119,16 +121,24 @@ def resign(sealed: Sealed, stolen: Signer) -> int:
             roots[tree.size] = tree.root()
         elif record[:2] in ("C ", "K "):
             kind, note, *_ = record.split(" ")
-            text = base64.b64decode(note).decode().split("\n\n")[0] + "\n"
-            body = Checkpoint.parse(text)
-            if f"— {stolen.name} " in base64.b64decode(note).decode() and body.size in roots:
-                signature = base64.b64decode(note).decode().split("\n\n")[1]
-                if base64.b64decode(signature.split(" ")[-1])[:4] == stolen.verifier.id:
-                    forged = Checkpoint(
-                        body.origin, body.size, roots[body.size], body.next_key, body.reason
-                    )
-                    record = f"{kind} {one_line(stolen.sign(forged.text()))}"
-                    count += 1
+            decoded = base64.b64decode(note).decode()
+            body = Checkpoint.parse(decoded.split("\n\n")[0] + "\n")
+            signature = base64.b64decode(decoded.split("\n\n")[1].split(" ")[-1])
+            if signature[:4] == stolen.verifier.id and body.size in roots:
+                forged = Checkpoint(
+                    body.origin,
+                    body.size,
+                    roots[body.size],
+                    body.next_key,
+                    body.reason,
+                    digest.digest() if kind == "K" else b"",
+                )
+                record = f"{kind} {one_line(stolen.sign(forged.text()))}"
+                count += 1
+            if kind == "C":
+                digest.update(record.encode() + b"\n")
+            else:
+                digest = checkpoints_digest()
         out.append(record)
     sealed.seal.write_text("".join(line + "\n" for line in out))
     return count
