@@ -100,8 +100,8 @@ async def test_a_key_change_a_crash_interrupts_leaves_a_usable_key_and_a_whole_c
     if target == "write_next":
         original = keys.write_next
 
-        def half_written(path: str, signer: Signer) -> None:
-            original(path, signer)
+        def half_written(path: str, signer: Signer, log_path: str) -> None:
+            original(path, signer, log_path)
             raise Crash
 
         monkeypatch.setattr(keys, "write_next", half_written)
@@ -131,3 +131,14 @@ async def test_the_first_key_signs_once_and_is_gone_from_its_file(tmp_path: Path
         assert seed not in path.read_text(errors="replace"), path
     assert base64.b64decode(seed)  # the check above looked for something real
     assert sorted(p.name for p in key.parent.iterdir()) == ["key", "key.pub"]
+
+
+async def test_a_key_that_sealed_one_log_is_refused_for_another(tmp_path: Path) -> None:
+    key, public = make_key(tmp_path / "keys")
+    await seal_batches(Sealed(key, public, tmp_path / "first.txt"), [["a"]])
+    other = SealedStore(FileStore(str(tmp_path / "second.txt")), str(key))
+    with pytest.raises(keys.KeyFileError) as refused:
+        await other.open()
+    assert f"it has sealed {tmp_path / 'first.txt'} already" in str(refused.value)
+    assert "each log needs a key of its own" in str(refused.value)
+    assert not (tmp_path / "second.txt").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from quart_app.seal.certs import Checkpoint, checkpoints_digest
+from quart_app.seal.certs import Checkpoint, records_digest
 from quart_app.seal.merkle import CompactRange, leaf_hash
 from quart_app.seal.note import Signer
 from quart_app.seal.sidecar import one_line
@@ -99,7 +99,7 @@ def test_a_reseal_with_another_key_fails(sealed: Sealed) -> None:
         tree.append_hash(leaf_hash(line))
     other = Signer.generate("test/login-log")
     origin = records[1].split(" ")[1]
-    nothing = checkpoints_digest().digest()
+    nothing = records_digest().digest()
     start = Checkpoint(origin, 0, CompactRange().root(), other.verifier.encoded(), "start", nothing)
     records.append(f"K {one_line(other.sign(start.text()))}")
     records.append(f"C {one_line(other.sign(Checkpoint(origin, tree.size, tree.root()).text()))}")
@@ -114,7 +114,7 @@ def test_a_compromise_at_t_cannot_reseal_lines_sealed_before_its_epoch(tmp_path:
 
     def steal(index: int) -> None:
         if index == 7:  # the key state at T, as an attacker who took the host copies it
-            stolen.append(Signer.parse(key.read_text()))
+            stolen.append(Signer.parse(key.read_text().split("\n")[0]))
 
     names = [[f"user-{b}-{i}" for i in range(4)] for b in range(12)]
     asyncio.run(seal_batches(sealed, names, between=steal))
@@ -133,7 +133,7 @@ def test_a_compromise_at_t_cannot_reseal_lines_sealed_before_its_epoch(tmp_path:
 def test_an_old_checkpoint_signed_again_with_a_newer_key_fails(sealed: Sealed) -> None:
     # Root on the stopped host holds the current key (certified from line 48): it signs a
     # checkpoint of the first 4 lines, as if it were an old one.
-    current = Signer.parse(sealed.key.read_text())
+    current = Signer.parse(sealed.key.read_text().split("\n")[0])
     tree = CompactRange()
     for line in sealed.lines()[:4]:
         tree.append_hash(leaf_hash(line))

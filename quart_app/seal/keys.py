@@ -1,7 +1,10 @@
 """The signing key file (``LOGIN_LOG_SEAL_KEY``): checked at start, and replaced each epoch.
 
 The file holds the current signing key, one line in the form
-``quart-app-log keygen`` writes. A key change is crash-safe in three steps:
+``quart-app-log keygen`` writes; once it has signed, a second line
+``seals LOG`` names the log it seals, so that it is never taken for a
+new key (its first public half, which verifiers hold, signs nothing more).
+A key change is crash-safe in three steps:
 
 1. the new key is written to ``KEY.next`` (mode 0600) and synced, with its directory;
 2. the old key signs the change into the sidecar (a ``K`` record), synced;
@@ -63,7 +66,7 @@ def load(path: str) -> Signer:
     finally:
         os.close(fd)
     try:
-        signer = Signer.parse(text.decode("ascii"))
+        signer = Signer.parse(text.decode("ascii").split("\n", 1)[0])
     except (UnicodeDecodeError, NoteError) as exc:
         raise _error(
             errno.EINVAL, f"it is not a signing key from quart-app-log keygen ({exc})", path
@@ -78,14 +81,24 @@ def load(path: str) -> Signer:
     return signer
 
 
-def write_next(path: str, signer: Signer) -> None:
+def sealed_log(path: str) -> str | None:
+    """The log the key at ``path`` seals (its ``seals`` line), ``None`` for a new key."""
+    try:
+        with open(path, "rb") as file:
+            lines = file.read(8192).decode("utf-8", "replace").split("\n")
+    except OSError:
+        return None
+    return next((line[6:] for line in lines[1:] if line.startswith("seals ")), None)
+
+
+def write_next(path: str, signer: Signer, log_path: str) -> None:
     """Step 1 of a key change: ``signer`` to ``KEY.next``, synced with its directory."""
     target = next_path(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(target)  # a change a crash interrupted before it was certified
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, (signer.encoded() + "\n").encode())
+        os.write(fd, f"{signer.encoded()}\nseals {os.path.abspath(log_path)}\n".encode())
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -108,7 +121,7 @@ def recover(path: str, certified: str | None) -> Signer:
     pending = next_path(path)
     try:
         with open(pending, encoding="ascii") as file:
-            candidate = Signer.parse(file.read())
+            candidate = Signer.parse(file.read().split("\n", 1)[0])
     except FileNotFoundError:
         return load(path)
     except (OSError, UnicodeDecodeError, NoteError):

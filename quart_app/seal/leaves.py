@@ -189,11 +189,11 @@ class LeafRecorder:
         if tree is not None:
             self.position.apply(_line_at(fd, tree))
             self.sidecar.offset = tree if begin is None or begin < tree else begin
-        for record in self.sidecar.read_new():
+        for _, record in self.sidecar.read_new():
             self.position.apply(record, keep_hashes=True)
 
     def _read(self) -> None:
-        for record in self.sidecar.read_new():
+        for _, record in self.sidecar.read_new():
             self.position.apply(record)
 
     def _check_file(self, state: FileState, records: list[bytes]) -> None:
@@ -312,7 +312,7 @@ class LeafRecorder:
 
 
 def _line_at(fd: int, offset: int) -> Record | None:
-    for _, line in lines_from(fd, offset):
+    for _, _, line in lines_from(fd, offset):
         try:
             return parse(line)
         except Damaged:

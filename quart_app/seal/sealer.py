@@ -27,7 +27,7 @@ from typing import Any, TextIO, TypeVar
 
 from ..stores.file import LockFile
 from . import keys
-from .certs import Checkpoint, checkpoints_digest
+from .certs import Checkpoint, is_whole, records_digest
 from .leaves import new_origin
 from .merkle import CompactRange, fold_roots
 from .note import NoteError, Signer
@@ -100,7 +100,7 @@ class Sealer:
         self.key_origin = ""
         self.key_size = 0
         self.signed = ("", -1)  # the last checkpoint: origin, size
-        self.digest = checkpoints_digest()  # of the checkpoints since the last key change
+        self.digest = records_digest()  # of the lines since the last key change
         # The sealer's own.
         self.signer: Signer | None = None
         self.key_since = 0.0
@@ -128,11 +128,11 @@ class Sealer:
     def tick(self, *, now: float | None = None) -> None:
         """Follow the sidecar; as the sealer, sign what is new, and change the key when due."""
         now = time.monotonic() if now is None else now
+        with self.lock.held():
+            self._fold(self.sidecar.read_new())
         # Taken over again after a failure too (a key file gone, say).
         if (self.sealing or self._try_sealer_lock()) and self.signer is None:
             self._take_over(now)
-        with self.lock.held():
-            self._fold(self.sidecar.read_new())
         if not self.sealing or self.signer is None:
             return
         if self.key_origin != self.origin:
@@ -158,10 +158,10 @@ class Sealer:
                         self.logger.error("login log: no clean-stop seal: the sealer lock is held")
                         return
                     time.sleep(0.01)
-                if self.signer is None:
-                    self._take_over(time.monotonic())
                 with self.lock.held():
                     self._fold(self.sidecar.read_new())
+                if self.signer is None:
+                    self._take_over(time.monotonic())
                 if self.signer is not None and self.key_origin != self.origin:
                     self.change_key("tree", time.monotonic())
                 if self.signer is not None:
@@ -194,9 +194,7 @@ class Sealer:
             signed.append(Signed("C", self.signer.sign(body.text())))
         if not signed:
             return
-        self._append(signed, sync=False)
-        for record in signed:
-            self.digest.update(record.encode())
+        self._append(lambda: signed)
         self.signed = (origin, size)
         self.checkpoints += 1
 
@@ -206,21 +204,37 @@ class Sealer:
         if self.gap or not self.origin:
             return  # nothing to certify: a tree with missing leaves, or none yet
         following = Signer.generate(self.signer.name)
-        keys.write_next(self.key_path, following)
+        keys.write_next(self.key_path, following, self.log_path)
         origin, size, roots = self.origin, self.range.size, self.range.roots
         self._sync_log()
-        signed = self._file_start_notes()
-        digest = self.digest.copy()
-        for record in signed:
-            digest.update(record.encode())
-        body = Checkpoint(
-            origin, size, fold_roots(roots), following.verifier.encoded(), reason, digest.digest()
-        )
-        signed.append(Signed("K", self.signer.sign(body.text()), tuple(roots)))
-        self._append(signed, sync=True)
-        self.digest = checkpoints_digest()
-        keys.commit_next(self.key_path)
-        self.signer = following  # the old key's last reference: freed and cleared
+        starts = self._file_start_notes()
+        signer = self.signer
+
+        def records() -> list[Signed]:
+            # Signed with the lock held: it signs the digest of every line before it.
+            digest = self.digest.copy()
+            for record in starts:  # appended with it, before it
+                digest.update(record.encode())
+            body = Checkpoint(
+                origin,
+                size,
+                fold_roots(roots),
+                following.verifier.encoded(),
+                reason,
+                digest.digest(),
+            )
+            return [*starts, Signed("K", signer.sign(body.text()), tuple(roots))]
+
+        self._append(records)  # raises if not written: the old key goes on
+        try:
+            self.sidecar.sync()
+        finally:
+            # Written, the change stands: the old key's last reference goes (freed,
+            # and cleared by OpenSSL). Should the rename fail, the next tick takes the
+            # key over again, and recover() finishes the change.
+            self.signer = None
+            keys.commit_next(self.key_path)
+            self.signer = following
         self.certified = following.verifier.encoded()
         self.key_origin, self.key_size, self.key_since = origin, size, now
         self.signed = (origin, size)
@@ -266,8 +280,8 @@ class Sealer:
         self.logger.error("login log: %s; a new tree begins as %s", why, origin)
         with self.lock.held():
             self._fold(self.sidecar.read_new())
-            self.sidecar.append(Break(details).encode() + Tree(origin).encode())
-            self._fold([Tree(origin)])
+            self.sidecar.append(Break(details).encode() + Tree(origin).encode(), reread=True)
+            self._fold(self.sidecar.read_new())
 
     def _anchor(self, size: int) -> None:
         # Start from the last key change (its range is the tree at its size),
@@ -295,8 +309,12 @@ class Sealer:
         self.signed = (body.origin, body.size)
         self.sidecar.offset = resume
 
-    def _fold(self, records: Iterable[Record | None]) -> None:
-        for record in records:
+    def _fold(self, records: Iterable[tuple[bytes, Record | None]]) -> None:
+        # Its own records too, as written (even in part): the digest a key change
+        # signs is of the lines as verify will read them.
+        for line, record in records:
+            if not (isinstance(record, Signed) and record.kind == "K" and is_whole(record.note)):
+                self.digest.update(line + b"\n")
             if isinstance(record, Leaves):
                 if record.index != self.range.size:
                     if record.index > self.range.size and not self.gap:
@@ -326,28 +344,25 @@ class Sealer:
                 self._fold_signed(record)
 
     def _fold_signed(self, record: Signed) -> None:
-        if record.kind == "C":
-            self.digest.update(record.encode())
-        else:
-            self.digest = checkpoints_digest()
+        if not is_whole(record.note):
+            return
         try:
             body = Checkpoint.parse(record.note.split("\n\n", 1)[0] + "\n")
         except NoteError:
             return
         if record.kind == "K" and body.next_key is not None:
             self.certified, self.key_origin, self.key_size = body.next_key, body.origin, body.size
+            self.digest = records_digest()
         if record.range is not None:  # a file start signed (by whichever process sealed)
             self._file_starts = [start for start in self._file_starts if start[0] != body.size]
         if body.origin != self.signed[0] or body.size > self.signed[1]:
             self.signed = (body.origin, body.size)
 
-    def _append(self, signed: list[Signed], *, sync: bool) -> None:
-        data = b"".join(record.encode() for record in signed)
+    def _append(self, make: Callable[[], list[Signed]]) -> None:
         with self.lock.held():
             self._fold(self.sidecar.read_new())
-            self.sidecar.append(data)
-            if sync:
-                self.sidecar.sync()
+            signed = make()
+            self.sidecar.append(b"".join(record.encode() for record in signed), reread=True)
         out = self.stderr or sys.stderr
         with contextlib.suppress(OSError, ValueError):
             out.write("".join(f"{STDERR_PREFIX}{one_line(record.note)}\n" for record in signed))
@@ -413,7 +428,7 @@ def _lock_file(path: str) -> int:
 
 
 def _record_at(fd: int, offset: int) -> Record | None:
-    for _, line in lines_from(fd, offset):
+    for _, _, line in lines_from(fd, offset):
         try:
             return parse(line)
         except ValueError:
@@ -427,7 +442,7 @@ def _after_leaf(fd: int, before: int, size: int) -> int | None:
     have appended more before the change was written)."""
     window = max(0, before - (1 << 22))
     best = None
-    for offset, line in lines_from(fd, window, before):
+    for offset, _, line in lines_from(fd, window, before):
         if line.startswith(b"L "):
             try:
                 record = parse(line)

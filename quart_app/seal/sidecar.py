@@ -180,8 +180,9 @@ def _b64(field: bytes) -> bytes:
         raise Damaged("not standard base64") from None
 
 
-def lines_from(fd: int, offset: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """``(offset, line)`` for each whole line of the file ``fd`` from ``offset`` (up to ``end``).
+def lines_from(fd: int, offset: int, end: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """``(start, end, line)`` for each whole line of the file ``fd`` from ``offset`` (up to
+    ``end``): where it starts, where the next begins, its bytes without the newline.
 
     A line longer than :data:`MAX_RECORD` is yielded as ``b""`` (damaged); a last
     piece without a newline is not yielded.
@@ -201,12 +202,10 @@ def lines_from(fd: int, offset: int, end: int | None = None) -> Iterator[tuple[i
             newline = data.find(b"\n", position)
             if newline < 0:
                 break
-            if skipping:
-                skipping = False
-                yield start, b""
-            else:
-                yield start, data[position:newline]
-            start += newline + 1 - position
+            following = start + newline + 1 - position
+            yield start, following, b"" if skipping else data[position:newline]
+            skipping = False
+            start = following
             position = newline + 1
         pending = data[position:]
         if len(pending) > MAX_RECORD:
@@ -236,9 +235,9 @@ def last_line_starting(fd: int, size: int, prefix: bytes) -> int | None:
 class SidecarFile:
     """A sidecar open for reading what others appended and appending under the log's lock.
 
-    ``offset`` is how far it was read, always at a line's end; ``torn`` says the
-    bytes after it end in no newline (a crash or a full disk mid-record), to be
-    ended before the next record.
+    ``offset`` is where the next read starts, a line's start; ``torn`` says the
+    file ends in a piece without its newline (a crash or a full disk
+    mid-record), to be ended before the next record.
     """
 
     def __init__(self, path: str, mode: int = 0o644) -> None:
@@ -246,6 +245,7 @@ class SidecarFile:
         self.mode = mode
         self.fd: int | None = None
         self.offset = 0
+        self.size = 0  # as the last read found it
         self.torn = False
 
     def open(self, *, create: bool) -> int:
@@ -265,27 +265,30 @@ class SidecarFile:
         self.fd = fd
         return info.st_size
 
-    def read_new(self) -> Iterator[Record | None]:
-        """The records appended since the last read (``None`` for a damaged line)."""
+    def read_new(self) -> Iterator[tuple[bytes, Record | None]]:
+        """Each line appended since the last read, and its record (``None``: damaged).
+
+        A last piece without its newline is read again once a newline ends it.
+        """
         assert self.fd is not None
         size = os.fstat(self.fd).st_size
-        if size <= self.offset:
-            self.torn = False if size == self.offset else self.torn
-            return
-        end = self.offset
-        for offset, line in lines_from(self.fd, self.offset, size):
-            end = offset + len(line) + 1
-            if offset == 0 and line + b"\n" == HEADER:
+        self.size = size
+        for start, end, line in lines_from(self.fd, self.offset, size):
+            self.offset = end
+            if start == 0 and line + b"\n" == HEADER:
                 continue
             try:
-                yield parse(line)
+                yield line, parse(line)
             except Damaged:
-                yield None
-        self.offset = size
-        self.torn = end != size
+                yield line, None
+        self.torn = self.offset < size
 
-    def append(self, data: bytes) -> None:
-        """Append whole records, everything before read (the caller holds the lock)."""
+    def append(self, data: bytes, *, reread: bool = False) -> None:
+        """Append whole records, everything before read (the caller holds the lock).
+
+        ``reread``: the next :meth:`read_new` reads them too, as another process's,
+        even written in part (the sealer follows its own records so).
+        """
         assert self.fd is not None
         if self.torn:
             data = b"\n" + data
@@ -295,11 +298,12 @@ class SidecarFile:
                 view = view[os.write(self.fd, view) :]
         except OSError:
             with contextlib.suppress(OSError):
-                self.offset = os.fstat(self.fd).st_size
-                self.torn = self.offset > 0 and os.pread(self.fd, 1, self.offset - 1) != b"\n"
+                size = os.fstat(self.fd).st_size
+                self.torn = size > 0 and os.pread(self.fd, 1, size - 1) != b"\n"
             raise
-        self.offset += len(data)
         self.torn = False
+        if not reread:
+            self.offset = self.size = self.size + len(data)
 
     def sync(self) -> None:
         """fsync it."""

@@ -19,6 +19,7 @@ from ..stores.file import FileStore, LogPathError
 from . import keys
 from .leaves import LeafRecorder
 from .sealer import Sealer
+from .sidecar import sidecar_path
 
 T = TypeVar("T")
 
@@ -106,6 +107,16 @@ class SealedStore(WrappingStore):
 
     def _check(self) -> str:
         signer = keys.load(self.key_path)
+        sealed = keys.sealed_log(self.key_path)
+        if sealed is not None and not os.path.exists(sidecar_path(self.file.path)):
+            # Verifiers hold the first key's public half; this key could only start a
+            # chain none of them can check.
+            raise keys.KeyFileError(
+                errno.EINVAL,
+                f"it has sealed {sealed} already, and {sidecar_path(self.file.path)} does not "
+                "exist: each log needs a key of its own (quart-app-log keygen)",
+                self.key_path,
+            )
         try:
             info = os.stat(self.file.path)
         except FileNotFoundError:

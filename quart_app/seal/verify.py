@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..trail.files import CHUNK, gunzipped, is_gzip
-from .certs import Checkpoint, checkpoints_digest
+from .certs import Checkpoint, is_whole, records_digest
 from .merkle import CompactRange, fold_roots
 from .note import NoteError, Verifier, open_note
 from .sidecar import (
@@ -171,14 +171,13 @@ def _sidecar_lines(fd: int, report: Report) -> Iterator[bytes]:
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
         if skipping and lines:
-            del lines[0]
-            report.damaged += 1
+            lines[0] = b""  # as the sealer reads it: a damaged line
             skipping = False
         yield from lines
         if len(rest) > MAX_RECORD:
             rest, skipping = b"", True
     if rest or skipping:
-        report.damaged += 1
+        report.damaged += 1  # being written, or cut short: not a line yet
 
 
 def _read(chunks: Iterator[bytes], path: str) -> Iterator[bytes]:
@@ -231,7 +230,8 @@ class Verification:
         self.file_ids: dict[tuple[int, int], int] = {}  # identity: index of the file given
         self.copies = copies
         self.record_number = 0
-        self.digest = checkpoints_digest()  # of the checkpoints since the last key change
+        self.digest = records_digest()  # of the lines since the last key change
+        self.uncovered = 0  # damaged lines since then
         self.pending: list[bytes] = []  # those, as read, to check if no key change follows
         # Roots at the sizes of the checkpoints held elsewhere, as the log has them.
         self.external: dict[tuple[str, int], bytes] = {}
@@ -267,6 +267,10 @@ class Verification:
             for line in _sidecar_lines(file.fd, self.report):
                 self.record_number += 1
                 head = line[:2]
+                if head == b"K ":
+                    self._key_change_line(line)
+                    continue
+                self.digest.update(line + b"\n")  # the next key change signs their digest
                 if head == b"L ":
                     self._leaves_line(line)
                 elif head == b"C ":
@@ -283,7 +287,7 @@ class Verification:
 
     def _record(self, record: object) -> None:
         if record is None:
-            self.report.damaged += 1
+            self._damaged()
             return
         if isinstance(record, Tree):
             self._new_tree(record.origin)
@@ -296,12 +300,28 @@ class Verification:
             return
         tree = self.tree
         if tree is None:
-            self.report.damaged += 1
+            self._damaged()
             return
         if isinstance(record, File):
             self._file(tree, record)
         elif isinstance(record, Signed):
             self._signed(tree, record)
+
+    def _key_change_line(self, line: bytes) -> None:
+        try:
+            record = parse(line)
+        except Damaged:
+            record = None
+        if not isinstance(record, Signed) or not is_whole(record.note):
+            # Cut short by a crash or a full disk, never signed whole: a line as any other.
+            self.digest.update(line + b"\n")
+            self._damaged()
+            return
+        self._record(record)
+
+    def _damaged(self) -> None:
+        self.report.damaged += 1
+        self.uncovered += 1
 
     def _leaves_line(self, line: bytes) -> None:
         # Most of a seal file, read without making a record of each.
@@ -310,10 +330,10 @@ class Verification:
             hashes = binascii.a2b_base64(data, strict_mode=True)
             first = int(index)
         except (ValueError, binascii.Error):
-            self.report.damaged += 1
+            self._damaged()
             return
         if self.tree is None or not hashes or len(hashes) % HASH_SIZE:
-            self.report.damaged += 1
+            self._damaged()
             return
         self._leaves(self.tree, first, hashes)
 
@@ -322,15 +342,14 @@ class Verification:
         # key change signs, and checked one by one only when no key change follows.
         tree = self.tree
         if tree is None:
-            self.report.damaged += 1
+            self._damaged()
             return
-        self.digest.update(line + b"\n")
         tree.report.checkpoints += 1
         if b" " in line[2:]:  # a file's first line, with the range: --start may need it
             try:
                 record = parse(line)
             except Damaged:
-                self.report.damaged += 1
+                self._damaged()
                 return
             assert isinstance(record, Signed)
             self._signed(tree, record)
@@ -344,7 +363,7 @@ class Verification:
             try:
                 record = parse(line)
             except Damaged:
-                self.report.damaged += 1
+                self._damaged()
                 continue
             assert isinstance(record, Signed)
             self._signed(tree, record)
@@ -377,7 +396,7 @@ class Verification:
             self.file_ids[record.identity] = self.lines.index
             return
         if record.index != tree.size:
-            self.report.damaged += 1
+            self._damaged()
             return
         if self.skipping:
             if record.index != self.start:
@@ -414,7 +433,7 @@ class Verification:
     def _leaves(self, tree: _Tree, index: int, hashes: bytes) -> None:
         if index != tree.size:
             if index < tree.size:
-                self.report.damaged += 1
+                self._damaged()
                 return
             raise Failed(
                 f"the seal file lacks leaves {tree.size + 1:,} to {index:,} of "
@@ -463,6 +482,9 @@ class Verification:
 
     def _signed(self, tree: _Tree, record: Signed) -> None:
         kind = "checkpoint" if record.kind == "C" else "key change"
+        if not is_whole(record.note):
+            self._damaged()  # a checkpoint cut short by a crash or a full disk
+            return
         try:
             body = Checkpoint.parse(record.note.split("\n\n", 1)[0] + "\n")
         except NoteError as exc:
@@ -492,12 +514,12 @@ class Verification:
         self._check_root(tree, record, body, kind)
         if record.kind == "K":
             assert body.next_key is not None
-            if body.checkpoints != self.digest.digest():
+            if body.records != self.digest.digest():
                 raise Failed(
-                    f"the checkpoints before the key change at line {body.size:,} of "
+                    f"the seal file's records before the key change at line {body.size:,} of "
                     f"{body.origin} are not those its key signed (changed, added or removed)"
                 )
-            self.digest, self.pending = checkpoints_digest(), []
+            self.digest, self.pending, self.uncovered = records_digest(), [], 0
             following = Verifier.parse(body.next_key)
             self.key, self.key_origin, self.key_size = following, body.origin, body.size
             self.chain_keys.append(following)
@@ -581,6 +603,12 @@ class Verification:
             raise Failed("the seal file records no tree: nothing was sealed")
         self._settle(tree)
         self._finish_tree(tree)
+        if self.uncovered:
+            self.report.failures.append(
+                f"{self.uncovered:,} damaged line(s) of the seal file after its last key change: "
+                "nothing vouches for them (a crash or a full disk leaves one; the next key "
+                "change covers it)"
+            )
         if not tree.failed and self.lines.index >= 0:
             extra = self.lines.rest()
             if extra and self.report.stopped:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quart_app.records import LoginRecord
-from quart_app.seal.certs import Checkpoint, checkpoints_digest
+from quart_app.seal.certs import Checkpoint, records_digest
 from quart_app.seal.merkle import CompactRange, leaf_hash
 from quart_app.seal.note import Signer
 from quart_app.seal.sidecar import one_line
@@ -112,7 +112,7 @@ def resign(sealed: Sealed, stolen: Signer) -> int:
     made again too). Returns how many were re-signed."""
     tree = CompactRange()
     roots: dict[int, bytes] = {0: tree.root()}
-    digest = checkpoints_digest()
+    digest = records_digest()
     out, count = [], 0
     for record in sealed.records():
         if record.startswith("L "):
@@ -138,7 +138,7 @@ def resign(sealed: Sealed, stolen: Signer) -> int:
             if kind == "C":
                 digest.update(record.encode() + b"\n")
             else:
-                digest = checkpoints_digest()
+                digest = records_digest()
         out.append(record)
     sealed.seal.write_text("".join(line + "\n" for line in out))
     return count
