@@ -38,8 +38,8 @@ from .sidecar import (
     parse,
 )
 
-RING = 1024
-"""Batch ends whose compact ranges are kept, for a checkpoint that names one."""
+SEGMENTS = 8
+"""Folds kept (each up to a chunk of the seal file) for the roots checkpoints name."""
 
 STDERR_PREFIX = "login-log-checkpoint "
 
@@ -195,11 +195,13 @@ class _Tree:
     size: int = 0  # leaves the sidecar recorded
     file: tuple[int, int] | None = None
     file_start: int = 0
-    # The compact range at the last RING batch ends, and where files start: a
-    # checkpoint of size n may come after batches beyond n.
-    ring: list[tuple[int, list[bytes]]] = field(default_factory=lambda: [(-1, [])] * RING)
-    written: int = 0
-    snapshots: dict[int, list[bytes]] = field(default_factory=dict)
+    # Leaf hashes gathered, folded a chunk of the seal file at a time.
+    batch: list[bytes] = field(default_factory=list)
+    batch_start: int = 0
+    # The last folds: (size before, compact range before, hashes), for the root at a
+    # size a checkpoint names (it may come after lines beyond it).
+    segments: list[tuple[int, list[bytes], bytes]] = field(default_factory=list)
+    snapshots: dict[int, list[bytes]] = field(default_factory=dict)  # where files start
     pending: list[bytes] | None = None  # --start: hashes before the range is known
     failed: bool = False
     last_checkpoint: int = 0
@@ -287,6 +289,7 @@ class Verification:
                 else:
                     self.pending.append(line)
             elif first == b"K":
+                self._flush(tree)
                 if number > run_start:
                     self.digest.update(b"\n".join(lines[run_start:number]) + b"\n")
                 run_start = number + 1
@@ -294,6 +297,7 @@ class Verification:
                 self._key_change_line(line)
                 tree = self.tree
             else:
+                self._flush(tree)
                 self.record_number = counted + number + 1
                 try:
                     record: Record | None = parse(line)
@@ -301,6 +305,7 @@ class Verification:
                     record = None
                 self._record(record)
                 tree = self.tree
+        self._flush(tree)
         self.record_number = counted + len(lines)
         if len(lines) > run_start:
             self.digest.update(b"\n".join(lines[run_start:]) + b"\n")
@@ -442,6 +447,7 @@ class Verification:
 
     def _leaves(self, tree: _Tree, index: int, hashes: bytes) -> None:
         if index != tree.size:
+            self._flush(tree)
             if index < tree.size:
                 self._damaged()
                 return
@@ -450,22 +456,57 @@ class Verification:
                 f"{tree.report.origin}: the sidecar was changed"
             )
         count = len(hashes) // HASH_SIZE
-        tree.size += count
         if self.skipping:
+            tree.size += count
             return
-        if not tree.failed:
-            found = self.lines.take(count)
-            if found != hashes:
-                self._mismatch(tree, found, Leaves(index, 0, hashes))
-        if tree.range is None:
+        if tree.range is None:  # --start: folded once its checkpoint gives the range
+            tree.size += count
+            if not tree.failed:
+                found = self.lines.take(count)
+                if found != hashes:
+                    self._mismatch(tree, found, Leaves(index, 0, hashes))
             assert tree.pending is not None
             tree.pending.append(hashes)
             return
+        if not tree.batch:
+            tree.batch_start = tree.size
+        tree.batch.append(hashes)
+        tree.size += count
+
+    def _flush(self, tree: _Tree | None) -> None:
+        # The gathered leaves: compared with the log's lines and folded, in one go.
+        if tree is None or not tree.batch:
+            return
+        hashes = b"".join(tree.batch)
+        tree.batch = []
+        start = tree.batch_start
+        if not tree.failed:
+            found = self.lines.take(len(hashes) // HASH_SIZE)
+            if found != hashes:
+                self._mismatch(tree, found, Leaves(start, 0, hashes))
+        assert tree.range is not None
+        tree.segments.append((start, tree.range.roots, hashes))
+        del tree.segments[:-SEGMENTS]
         tree.range.extend(hashes)
-        if self.wanted and (tree.report.origin, tree.size) in self.wanted and not tree.failed:
-            self.external[(tree.report.origin, tree.size)] = tree.range.root()
-        tree.ring[tree.written % RING] = (tree.size, tree.range.roots)
-        tree.written += 1
+        for origin, size in self.wanted:
+            if origin == tree.report.origin and start < size <= tree.size and not tree.failed:
+                roots = self._roots_at(tree, size)
+                if roots is not None:
+                    self.external[(origin, size)] = fold_roots(roots)
+
+    def _roots_at(self, tree: _Tree, size: int) -> list[bytes] | None:
+        """The tree's compact range at ``size``, if still known."""
+        assert tree.range is not None
+        if size == tree.range.size:
+            return tree.range.roots
+        if size in tree.snapshots:
+            return tree.snapshots[size]
+        for start, roots, hashes in reversed(tree.segments):
+            if start <= size <= start + len(hashes) // HASH_SIZE:
+                folded = CompactRange(start, list(roots))
+                folded.extend(hashes[: (size - start) * HASH_SIZE])
+                return folded.roots
+        return None
 
     def _mismatch(self, tree: _Tree, found: bytes, record: Leaves) -> None:
         count = len(found) // HASH_SIZE
@@ -569,23 +610,19 @@ class Verification:
                 return
             tree.range = CompactRange(body.size, list(record.range))
             for hashes in tree.pending or ():
+                tree.segments.append((tree.range.size, tree.range.roots, hashes))
+                del tree.segments[:-SEGMENTS]
                 tree.range.extend(hashes)
-                tree.ring[tree.written % RING] = (tree.range.size, tree.range.roots)
-                tree.written += 1
             tree.pending = None
             tree.last_checkpoint = body.size
             tree.report.sealed = body.size
             return
         if self.skipping:
             return
-        roots = tree.snapshots.get(body.size)
-        if body.size == tree.range.size:
-            roots = tree.range.roots
-        elif roots is None:
-            roots = next((kept for at, kept in tree.ring if at == body.size), None)
-        if roots is None and body.size == 0:
-            roots = []
-        if roots is None and body.size < tree.report.started_at:
+        roots = [] if body.size == 0 else self._roots_at(tree, body.size)
+        if roots is None and (record.kind == "C" or body.size < tree.report.started_at):
+            # Too far back to fold again: its signature stands, and the checkpoints
+            # after it check the lines.
             return
         if roots is None or fold_roots(roots) != body.root:
             if tree.failed:
