@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -286,4 +288,84 @@ def test_a_copy_of_the_log_verifies(sealed: Sealed, tmp_path: Path) -> None:
     shutil.copy(sealed.log, copy / "login_log.txt")
     shutil.copy(sealed.seal, copy / "login_log.txt.seal")
     ran = run_log("verify", "--key", sealed.public, copy / "login_log.txt")
+    assert ran.status == 0, ran.out
+
+
+def test_a_line_and_its_records_forged_after_a_clean_stop_fail(sealed: Sealed) -> None:
+    # Write access to the log and its seal file, not the key: a line, its leaf hash and
+    # a start record, as a restarted app would write them, but no checkpoint.
+    line = "登录日志:用户名:mallory,登录时间:2026-12-06 04:49:20+00:00,ip地址:10.6.6.6".encode()
+    size, end = len(sealed.lines()), sealed.log.stat().st_size + len(line) + 1
+    with sealed.log.open("ab") as log:
+        log.write(line + b"\n")
+    with sealed.seal.open("a") as seal:
+        seal.write(f"S 1\nL {size} {end} {base64.b64encode(leaf_hash(line)).decode()}\n")
+    assert_fails(sealed, "1 line(s) after the clean stop at line 48", "sealed by no checkpoint")
+
+
+def test_a_last_line_without_its_newline_fails_once_the_app_is_stopped(sealed: Sealed) -> None:
+    with sealed.log.open("ab") as log:
+        log.write("登录日志:用户名:mallory".encode())
+    assert_fails(sealed, "follow the clean stop's seal")
+
+
+def test_hostile_records_that_once_raised_are_reported(sealed: Sealed, tmp_path: Path) -> None:
+    current = Signer.parse(sealed.key.read_text().split("\n")[0])
+    origin = sealed.records()[1].split(" ")[1]
+    huge = f"{origin}\n{'9' * 5000}\n{base64.b64encode(bytes(32)).decode()}\n"
+    with sealed.seal.open("a") as seal:
+        seal.write(f"C {one_line(current.sign(huge))}\n")
+        seal.write("B " + "[" * 100_000 + "\n")
+    ran = sealed.verify()
+    assert ran.status == 1, ran.out
+    assert "Traceback" not in ran.err, ran.err
+    copy = tmp_path / "copy.txt"
+    copy.write_text(current.sign(huge))
+    ran = sealed.verify(sealed.log, extra=("--checkpoint", str(copy)))
+    assert ran.status == 1 and "Traceback" not in ran.err, ran.err
+    broken = tmp_path / "login_log.txt.1.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00" + b"junk" * 100)
+    ran = sealed.verify(broken, sealed.log)
+    assert ran.status == 1 and "Traceback" not in ran.err, ran.err
+    assert "cannot be read to its end" in ran.out
+
+
+def test_a_device_or_fifo_given_is_refused_not_read_for_ever(
+    sealed: Sealed, tmp_path: Path
+) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    for argv in (
+        ("verify", "--key", "/dev/zero", sealed.log),
+        ("verify", "--key", sealed.public, "/dev/zero", sealed.log),
+        ("verify", "--key", sealed.public, sealed.log, "--checkpoint", tmp_path / "fifo"),
+    ):
+        ran = run_log(*argv, timeout=20)
+        assert ran.status == 2, (argv, ran.out, ran.err)
+        assert "not a regular file" in ran.err
+
+
+def test_copies_in_a_journal_s_json_export_are_read(sealed: Sealed, tmp_path: Path) -> None:
+    export = tmp_path / "journal.json"
+    export.write_text(
+        "".join(json.dumps({"MESSAGE": f"login-log-checkpoint {r.split(' ')[1]}"}) + "\n"
+                for r in sealed.records() if r[:2] in ("C ", "K "))
+    )  # fmt: skip
+    ran = sealed.verify(sealed.log, extra=("--checkpoint", str(export)))
+    assert ran.status == 0, ran.out
+    assert "checkpoint(s) held elsewhere checked" in ran.out
+
+
+def test_an_empty_current_file_after_a_rotation_verifies(sealed: Sealed) -> None:
+    rotated = Path(f"{sealed.log}.1")
+    sealed.log.rename(rotated)
+    sealed.log.touch()
+    ran = sealed.verify(rotated, sealed.log, extra=("--seal", str(sealed.seal)))
+    assert ran.status == 0, ran.out
+
+
+def test_a_key_named_in_any_script_seals_and_verifies(tmp_path: Path) -> None:
+    key, public = make_key(tmp_path / "keys", name="服务器/登录日志")
+    sealed = Sealed(key, public, tmp_path / "login_log.txt")
+    asyncio.run(seal_batches(sealed, [["a", "b"], ["c"]]))
+    ran = sealed.verify()
     assert ran.status == 0, ran.out

@@ -77,6 +77,8 @@ async def test_rotation_mid_load_is_one_tree_across_files_and_a_missing_file_is_
             server.url, names, when_half_done=lambda: sealed.log.rename(rotated)
         )
         assert server.stop() == 0
+        copies = tmp_path / "stderr.txt"
+        copies.write_text(server.stderr)
     assert run.statuses == {200: len(names)}
     archived = Path(f"{rotated}.gz")
     archived.write_bytes(gzip.compress(rotated.read_bytes()))
@@ -98,6 +100,10 @@ async def test_rotation_mid_load_is_one_tree_across_files_and_a_missing_file_is_
     started = sealed.verify(sealed.log, extra=("--start", str(first)))
     assert started.status == 0, started.out
     assert f"verified from line {first + 1:,} (--start)" in started.out
+    # Checked against the copies too: those of the removed file's lines are said to be left.
+    copied = sealed.verify(sealed.log, extra=("--start", str(first), "--checkpoint", str(copies)))
+    assert copied.status == 0, copied.out
+    assert "cover only lines before --start: not checked" in copied.out
 
 
 async def test_sigkill_then_restart_seals_what_was_written_and_verifies(
@@ -256,5 +262,8 @@ def test_verify_of_a_running_app_reports_the_unsealed_tail_without_failing(
         ran = sealed.verify()
         assert server.stop() == 0
     assert ran.status == 0, ran.out
-    assert "20 line(s) at the end are not sealed yet" in ran.out
+    assert (
+        "the last 20 line(s), written since the last checkpoint while the app runs, are not"
+        in ran.out
+    )
     assert run_log("verify", "--key", sealed.public, sealed.log).status == 0

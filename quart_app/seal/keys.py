@@ -66,7 +66,7 @@ def load(path: str) -> Signer:
     finally:
         os.close(fd)
     try:
-        signer = Signer.parse(text.decode("ascii").split("\n", 1)[0])
+        signer = Signer.parse(text.decode("utf-8").split("\n", 1)[0])
     except (UnicodeDecodeError, NoteError) as exc:
         raise _error(
             errno.EINVAL, f"it is not a signing key from quart-app-log keygen ({exc})", path
@@ -120,7 +120,7 @@ def recover(path: str, certified: str | None) -> Signer:
     """
     pending = next_path(path)
     try:
-        with open(pending, encoding="ascii") as file:
+        with open(pending, encoding="utf-8") as file:
             candidate = Signer.parse(file.read().split("\n", 1)[0])
     except FileNotFoundError:
         return load(path)

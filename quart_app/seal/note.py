@@ -172,7 +172,7 @@ def parse_checkpoint(text: str) -> tuple[str, int, bytes, tuple[str, ...]]:
     origin, size, root, *extensions = lines[:-1]
     if not size.isascii() or not size.isdigit() or (len(size) > 1 and size[0] == "0"):
         raise NoteError(f"not a tree size: {size[:40]!r}")
-    if int(size) >= 1 << 63:
+    if len(size) > 19 or int(size) >= 1 << 63:  # int() of 5,000 digits raises
         raise NoteError("a tree size of 2^63 or more")
     hashed = _decode(root)
     if len(hashed) != 32:

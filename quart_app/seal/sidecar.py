@@ -149,14 +149,19 @@ def parse(line: bytes) -> Record:
                 raise Damaged("a file identity is DEV:INODE")
             return File(_number(fields[0]), (_number(dev), _number(ino)))
         if kind == b"T" and len(fields) == 1 and fields[0]:
-            origin = fields[0].decode("ascii")
+            origin = fields[0].decode("utf-8")  # the key's name, which may be any UTF-8
             if not origin.isprintable():
                 raise Damaged("an origin is printable")
             return Tree(origin)
         if kind == b"S" and len(fields) == 1:
             return Start(_number(fields[0]))
         if kind == b"B":
-            facts = json.loads(rest)
+            if len(rest) > 1 << 16:
+                raise Damaged("a break's facts are a few hundred bytes")
+            try:
+                facts = json.loads(rest)
+            except RecursionError:  # nested thousands deep
+                raise Damaged("a break's facts nest too deep") from None
             if not isinstance(facts, dict):
                 raise Damaged("a break's facts are a JSON object")
             return Break(facts)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import binascii
 import hashlib
 import os
+import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -73,6 +75,7 @@ class Report:
     stopped: bool = False
     failures: list[str] = field(default_factory=list)
     external: int = 0  # checkpoints held elsewhere that matched
+    before_start: int = 0  # those of lines before --start, not checked
 
     @property
     def ok(self) -> bool:
@@ -184,7 +187,7 @@ def _sidecar_chunks(fd: int, report: Report) -> Iterator[list[bytes]]:
 def _read(chunks: Iterator[bytes], path: str) -> Iterator[bytes]:
     try:
         yield from chunks
-    except (EOFError, OSError, ValueError) as exc:
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
         raise Failed(f"{path}: cannot be read to its end ({exc})") from None
 
 
@@ -233,6 +236,7 @@ class Verification:
         self.file_ids: dict[tuple[int, int], int] = {}  # identity: index of the file given
         self.copies = copies
         self.record_number = 0
+        self.stop_size = 0  # the tree's size at the last clean stop's key change
         self.digest = records_digest()  # of the lines since the last key change
         self.uncovered = 0  # damaged lines since then
         self.pending: list[bytes] = []  # those, as read, to check if no key change follows
@@ -321,8 +325,7 @@ class Verification:
             self.broke = record.facts
             return
         if isinstance(record, Start):
-            self.report.stopped = False
-            return
+            return  # unsigned: only a checkpoint after a clean stop says the app went on
         tree = self.tree
         if tree is None:
             self._damaged()
@@ -527,7 +530,7 @@ class Verification:
             self._fail(
                 tree,
                 f"{self.lines.name} line {first + i + 1:,}: not the line sealed "
-                f"(changed, removed, added or moved; leaf {record.index + i + 1:,} of "
+                f"(changed, removed, added or moved; line {record.index + i + 1:,} of the tree "
                 f"{tree.report.origin})",
             )
 
@@ -563,6 +566,8 @@ class Verification:
                 f"{self.key_size:,} of {self.key_origin or 'no tree'}: re-sealed with a newer key"
             )
         self._check_root(tree, record, body, kind)
+        if record.kind == "C" and body.size > self.stop_size:
+            self.report.stopped = False  # sealed since the clean stop: the app went on
         if record.kind == "K":
             assert body.next_key is not None
             if body.records != self.digest.digest():
@@ -576,6 +581,7 @@ class Verification:
             self.chain_keys.append(following)
             tree.report.keys.append(following.encoded())
             self.report.stopped = body.reason == "stop"
+            self.stop_size = body.size
 
     trusted_root = object()
 
@@ -614,6 +620,11 @@ class Verification:
                 del tree.segments[:-SEGMENTS]
                 tree.range.extend(hashes)
             tree.pending = None
+            for origin, size in self.wanted:  # copies of checkpoints in the lines read so far
+                if origin == tree.report.origin and body.size <= size <= tree.range.size:
+                    roots = self._roots_at(tree, size)
+                    if roots is not None:
+                        self.external[(origin, size)] = fold_roots(roots)
             tree.last_checkpoint = body.size
             tree.report.sealed = body.size
             return
@@ -658,17 +669,27 @@ class Verification:
             )
         if not tree.failed and self.lines.index >= 0:
             extra = self.lines.rest()
-            if extra and self.report.stopped:
+            if (extra or self.lines.partial) and self.report.stopped:
                 self._fail(
                     tree,
                     f"{self.lines.name}: {extra:,} line(s) after line "
                     f"{self.lines.number - extra:,} follow the "
                     "clean stop's seal (added while the app was down)",
                 )
+            elif self.lines.partial and not self.running:
+                self._fail(tree, f"{self.lines.name}: its last line has no newline (added?)")
             self.report.unsealed = extra
-        unused = len(self.lines.paths) - 1 - self.lines.index
-        if unused > 0 and not tree.failed:
-            self._fail(tree, f"{self.lines.paths[self.lines.index + 1]}: not in the seals")
+        # Files after the last the seals name: only empty ones (a rotation's new file).
+        for path in self.lines.paths[self.lines.index + 1 :]:
+            if not tree.failed and not _is_empty(path):
+                self._fail(tree, f"{path}: not in the seals")
+        if not tree.failed and self.report.stopped and tree.size > self.stop_size:
+            self._fail(
+                tree,
+                f"{tree.size - self.stop_size:,} line(s) after the clean stop at line "
+                f"{self.stop_size:,} of {tree.report.origin} are sealed by no checkpoint "
+                "(added while the app was down?)",
+            )
         if not tree.failed:
             self.report.unsealed += tree.size - tree.last_checkpoint
             if self.report.unsealed and not self.running:
@@ -704,6 +725,7 @@ class Verification:
                 if body.next_key is not None:
                     known.append(Verifier.parse(body.next_key))
                     grew = True
+        trees = {tree.origin: tree for tree in self.report.trees}
         for number in range(len(self.copies)):
             body = opened.get(number)
             if body is None:
@@ -711,6 +733,10 @@ class Verification:
                     "a checkpoint held elsewhere is signed by no key of this log's chain "
                     "(or is damaged)"
                 )
+                continue
+            tree = trees.get(body.origin)
+            if tree is not None and body.size < tree.started_at:
+                self.report.before_start += 1  # in the files removed: nothing to check
                 continue
             self.report.external += 1
             matched = self.external.get((body.origin, body.size))
@@ -724,22 +750,41 @@ class Verification:
                     "the log differs from a checkpoint held elsewhere: "
                     f"{body.size:,} lines of {body.origin}"
                 )
+        # A clean stop held elsewhere: lines after it need a checkpoint held elsewhere too
+        # (one made with the key on the host alone proves nothing about who added them).
+        for origin, tree in trees.items():
+            copies = [body for body in opened.values() if body.origin == origin]
+            stops = [body.size for body in copies if body.reason == "stop"]
+            last = max(stops, default=-1)
+            if 0 <= last < tree.lines and not any(body.size > last for body in copies):
+                self.report.failures.append(
+                    f"{tree.lines - last:,} line(s) of {origin} after the clean stop at line "
+                    f"{last:,} held elsewhere, with no later checkpoint held elsewhere"
+                )
+
+
+COPY = re.compile(re.escape(STDERR_PREFIX) + r"([A-Za-z0-9+/]+={0,2})")
 
 
 def copies_from(text: str) -> list[str]:
-    """The signed notes in a ``--checkpoint`` file: its ``login-log-checkpoint`` lines, or
-    the file itself as one note."""
+    """The signed notes in a ``--checkpoint`` file: each ``login-log-checkpoint BASE64``
+    in it (a journal's lines, its JSON export), or the file itself as one note."""
     if STDERR_PREFIX not in text:
         return [text]
     notes = []
-    for line in text.splitlines():
-        at = line.find(STDERR_PREFIX)
-        if at >= 0:
-            try:
-                notes.append(note_of(line[at + len(STDERR_PREFIX) :].strip()))
-            except Damaged:
-                notes.append(line)
+    for found in COPY.finditer(text):
+        try:
+            notes.append(note_of(found.group(1)))
+        except Damaged:
+            notes.append(found.group(0))
     return notes
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def verify(

@@ -32,7 +32,7 @@ def keygen(path: Path, name: str | None, out: TextIO) -> None:
                                    (public, signer.verifier.encoded(), 0o644)):  # fmt: skip
             descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             written.append(target)
-            with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
                 file.write(text + "\n")
                 file.flush()
                 os.fsync(file.fileno())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import stat
 from typing import TextIO
 
 from quart_app.seal.note import NoteError, Verifier
@@ -19,15 +19,28 @@ def load_keys(given: list[str]) -> list[Verifier]:
     keys = []
     for text in given:
         if "+" not in text or os.path.exists(text):
-            try:
-                text = Path(text).read_text(encoding="ascii", errors="replace")[:4096]
-            except OSError as exc:
-                raise UsageError(f"--key {text}: cannot be read: {exc.strerror or exc}") from None
+            text = _read_regular(text, "--key", 4096).decode("utf-8", "replace")
         try:
             keys.append(Verifier.parse(text))
         except (NoteError, ValueError) as exc:
             raise UsageError(f"--key: not a verifier key ({exc})") from None
     return keys
+
+
+MAX_COPIES = 1 << 28
+"""The largest ``--checkpoint`` file read (a journal export of a year's checkpoints fits)."""
+
+
+def _read_regular(path: str, what: str, count: int) -> bytes:
+    # A FIFO or /dev/zero given by mistake: refused, never read for ever.
+    try:
+        # O_NONBLOCK: a FIFO without a writer would block in open() itself.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise UsageError(f"{what} {path}: not a regular file")
+            return file.read(count)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot be read: {exc.strerror or exc}") from None
 
 
 def find_seal(logs: list[str], given: str | None) -> str:
@@ -51,19 +64,16 @@ def run_verify(
     """Verify; print what was proved; 0 when everything verified, 1 when not."""
     trusted = load_keys(keys)
     for log in logs:
-        try:
-            with open(log, "rb") as file:
-                file.read(1)
-        except OSError as exc:
-            raise UsageError(f"{log}: cannot be read: {exc.strerror or exc}") from None
+        _read_regular(log, "LOG", 1)
     copies = []
     for path in checkpoints:
-        try:
-            copies += copies_from(Path(path).read_text(encoding="utf-8", errors="replace"))
-        except OSError as exc:
-            reason = exc.strerror or exc
-            raise UsageError(f"--checkpoint {path}: cannot be read: {reason}") from None
+        data = _read_regular(path, "--checkpoint", MAX_COPIES + 1)
+        if len(data) > MAX_COPIES:
+            raise UsageError(f"--checkpoint {path}: larger than {MAX_COPIES:,} bytes")
+        copies += copies_from(data.decode("utf-8", "replace"))
     sealed = find_seal(logs, seal)
+    if os.path.exists(sealed) and not os.path.isfile(sealed):
+        raise UsageError(f"{sealed}: not a seal file (not a regular file)")
     running = is_being_written(sealed.removesuffix(".seal"))
     report = verify(logs, sealed, trusted, copies=copies, start=start, running=running)
     _print(report, out)
@@ -97,15 +107,20 @@ def _print(report: Report, out: TextIO) -> None:
         out.write(f"{report.damaged:,} damaged line(s) in the seal file skipped\n")
     if report.external:
         out.write(f"{report.external:,} checkpoint(s) held elsewhere checked\n")
+    if report.before_start:
+        out.write(
+            f"{report.before_start:,} checkpoint(s) held elsewhere cover only lines before "
+            "--start: not checked\n"
+        )
     for failure in report.failures:
         if not failure.startswith("a break: "):
             out.write(f"FAILED: {failure}\n")
-    if report.unsealed and report.ok:
+    if report.ok and report.unsealed:
         out.write(
-            f"{report.unsealed:,} line(s) at the end are not sealed yet (written since the last "
-            "checkpoint: normal while the app runs)\n"
+            f"OK: every sealed line is as sealed; the last {report.unsealed:,} line(s), written "
+            "since the last checkpoint while the app runs, are not sealed yet\n"
         )
-    if report.ok:
+    elif report.ok:
         out.write("OK: every line is as sealed\n" if report.trees else "")
     else:
         breaks = sum(1 for tree in report.trees[1:])
