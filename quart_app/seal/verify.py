@@ -282,10 +282,32 @@ class Verification:
         # The lines go to the digest a run at a time, up to each key change.
         run_start, counted = 0, self.record_number
         tree = self.tree
+        a2b, error = binascii.a2b_base64, binascii.Error
         for number, line in enumerate(lines):
             first = line[:1]
             if first == b"L" and tree is not None:
-                self._leaves_line(tree, line)
+                # _leaves_line and _leaves, inline for the common case: this line is
+                # most of the work.
+                try:
+                    _, index, _, data = line.split(b" ")
+                    hashes = a2b(data, strict_mode=True)
+                except (ValueError, error):
+                    self._damaged()
+                    continue
+                size = len(hashes)
+                if (
+                    size
+                    and not size % HASH_SIZE
+                    and tree.range is not None
+                    and not self.skipping
+                    and int(index) == tree.size
+                ):
+                    if not tree.batch:
+                        tree.batch_start = tree.size
+                    tree.batch.append(hashes)
+                    tree.size += size // HASH_SIZE
+                else:
+                    self._leaves_line(tree, line)
             elif first == b"C" and tree is not None and line[1:2] == b" ":
                 tree.report.checkpoints += 1
                 if self.start is not None and line.count(b" ") == 2:
