@@ -142,3 +142,32 @@ async def test_a_key_that_sealed_one_log_is_refused_for_another(tmp_path: Path) 
     assert f"it has sealed {tmp_path / 'first.txt'} already" in str(refused.value)
     assert "each log needs a key of its own" in str(refused.value)
     assert not (tmp_path / "second.txt").exists()
+
+
+async def test_the_log_replaced_by_a_copy_of_itself_is_the_same_file_running_or_not(
+    tmp_path: Path,
+) -> None:
+    key, public = make_key(tmp_path / "keys")
+    sealed = Sealed(key, public, tmp_path / "login_log.txt")
+
+    def copied_over(index: int) -> None:
+        if index in (2, 5):  # an editor's save: the same lines, another file, renamed over
+            copy = tmp_path / "copy"
+            copy.write_bytes(sealed.log.read_bytes())
+            copy.rename(sealed.log)
+
+    await seal_batches(
+        sealed, [[f"a{b}-{i}" for i in range(3)] for b in range(8)], between=copied_over
+    )
+    ran = sealed.verify()
+    assert ran.status == 0, ran.out
+    # Stopped, copied back (a restore), started twice: still the one file.
+    copy = tmp_path / "copy"
+    copy.write_bytes(sealed.log.read_bytes())
+    copy.rename(sealed.log)
+    await seal_batches(sealed, [["b1"]])
+    await seal_batches(sealed, [["b2"]])
+    ran = sealed.verify()
+    assert ran.status == 0, ran.out
+    assert "26 line(s), sealed up to line 26" in ran.out
+    assert sum(r.startswith("M ") for r in sealed.records()) == 3

@@ -30,6 +30,7 @@ from .sidecar import (
     Damaged,
     File,
     Leaves,
+    Moved,
     Record,
     SidecarFile,
     Signed,
@@ -69,6 +70,7 @@ class Position:
     file_start: int = 0  # the leaf the current file begins with
     end: int = 0  # bytes of the current file the leaves cover
     stopped: bool = False  # the last thing recorded was a clean stop
+    first_hash: bytes = b""  # the current file's first line's leaf hash
     hashes: list[bytes] = field(default_factory=list)  # of the current file, at start only
 
     def apply(self, record: Record | None, *, keep_hashes: bool = False) -> None:
@@ -76,6 +78,8 @@ class Position:
         if isinstance(record, Leaves):
             if record.index != self.size:
                 return  # not contiguous: damaged; the gap is caught up from the file
+            if record.index == self.file_start:
+                self.first_hash = record.hashes[:32]
             self.size += record.count
             self.end = record.end
             self.stopped = False
@@ -88,8 +92,10 @@ class Position:
                 0,
                 False,
             )
-            self.size = record.index
+            self.size, self.first_hash = record.index, b""
             self.hashes = []
+        elif isinstance(record, Moved):
+            self.file = record.identity
         elif isinstance(record, Tree):
             self.origin, self.size, self.file, self.end = record.origin, 0, None, 0
             self.hashes = []
@@ -210,7 +216,7 @@ class LeafRecorder:
                 )
             return self._catch_up(state, records, more=False)
         if moved:
-            records.append(File(position.file_start, state.identity).encode())
+            records.append(Moved(position.file_start, state.identity).encode())
             position.file = state.identity
         number = 0
         for number, line in enumerate(_lines(state, 0, position.end), 1):
@@ -245,6 +251,16 @@ class LeafRecorder:
         if position.file != state.identity:
             if not (state.size or more):
                 return None
+            if (
+                position.first_hash
+                and state.size >= position.end
+                and _first_hash(state) == position.first_hash
+            ):
+                # The same lines in another file (an editor's save, a copy moved back):
+                # the file moved, it did not begin. Whatever follows is checked below.
+                records.append(Moved(position.file_start, state.identity).encode())
+                position.file = state.identity
+                return self._catch_up(state, records, more=more)
             records.append(File(position.size, state.identity).encode())
             position.file, position.file_start, position.end = state.identity, position.size, 0
         if state.size < position.end:
@@ -261,6 +277,8 @@ class LeafRecorder:
         lines = data.split(b"\n")
         del lines[-1]
         offset = end - len(data)
+        if lines and position.size == position.file_start:
+            position.first_hash = leaf_hash(lines[0])
         for start in range(0, len(lines), MAX_LEAVES):
             part = lines[start : start + MAX_LEAVES]
             offset += sum(map(len, part)) + len(part)

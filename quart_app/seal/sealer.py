@@ -35,6 +35,7 @@ from .sidecar import (
     Break,
     File,
     Leaves,
+    Moved,
     Record,
     SidecarFile,
     Signed,
@@ -328,6 +329,8 @@ class Sealer:
                         )
                     continue
                 self.range.extend(record.hashes)
+            elif isinstance(record, Moved):
+                self.file = record.identity
             elif isinstance(record, File):
                 self.file = record.identity
                 if record.index == self.range.size and not self.gap:

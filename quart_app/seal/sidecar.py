@@ -63,6 +63,18 @@ class File:
 
 
 @dataclass(frozen=True, slots=True)
+class Moved:
+    """``M INDEX DEV:INODE``: the current file (begun with leaf ``index``) is now the file
+    ``DEV:INODE``, the same lines (copied back, restored, saved by an editor)."""
+
+    index: int
+    identity: tuple[int, int]
+
+    def encode(self) -> bytes:
+        return f"M {self.index} {self.identity[0]}:{self.identity[1]}\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
 class Start:
     """``S PID``: a writing process started; lines may follow a clean stop again."""
 
@@ -105,7 +117,7 @@ class Signed:
         return (" ".join(fields) + "\n").encode()
 
 
-Record = Tree | Break | File | Start | Leaves | Signed
+Record = Tree | Break | File | Moved | Start | Leaves | Signed
 
 
 class Damaged(ValueError):
@@ -143,11 +155,12 @@ def parse(line: bytes) -> Record:
                     raise Damaged("a compact range is up to 64 hashes of 32 bytes")
                 ranged = tuple(raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE))
             return Signed(kind.decode(), note_of(fields[0].decode("ascii")), ranged)
-        if kind == b"F" and len(fields) == 2:
+        if kind in (b"F", b"M") and len(fields) == 2:
             dev, colon, ino = fields[1].partition(b":")
             if not colon:
                 raise Damaged("a file identity is DEV:INODE")
-            return File(_number(fields[0]), (_number(dev), _number(ino)))
+            made = File if kind == b"F" else Moved
+            return made(_number(fields[0]), (_number(dev), _number(ino)))
         if kind == b"T" and len(fields) == 1 and fields[0]:
             origin = fields[0].decode("utf-8")  # the key's name, which may be any UTF-8
             if not origin.isprintable():

@@ -31,6 +31,7 @@ from .sidecar import (
     Damaged,
     File,
     Leaves,
+    Moved,
     Record,
     SidecarFile,
     Signed,
@@ -352,7 +353,13 @@ class Verification:
         if tree is None:
             self._damaged()
             return
-        if isinstance(record, File):
+        if isinstance(record, Moved):
+            if record.index == tree.file_start and tree.file is not None:
+                self.file_ids[record.identity] = self.lines.index  # the same file, moved
+                tree.file = record.identity
+            else:
+                self._damaged()
+        elif isinstance(record, File):
             self._file(tree, record)
         elif isinstance(record, Signed):
             self._signed(tree, record)
@@ -429,12 +436,8 @@ class Verification:
             tree.report.failure = message
 
     def _file(self, tree: _Tree, record: File) -> None:
-        # F at the current file's first leaf, lines since: the same file, moved
-        # (another identity). F at the tree's end: the next file begins; the
-        # first file of a tree after a break is the file current at the break.
-        if record.index == tree.file_start and tree.size > record.index and tree.file:
-            self.file_ids[record.identity] = self.lines.index
-            return
+        # The next file begins; the first file of a tree after a break is the file
+        # current at the break.
         if record.index != tree.size:
             self._damaged()
             return
