@@ -171,3 +171,22 @@ async def test_the_log_replaced_by_a_copy_of_itself_is_the_same_file_running_or_
     assert ran.status == 0, ran.out
     assert "26 line(s), sealed up to line 26" in ran.out
     assert sum(r.startswith("M ") for r in sealed.records()) == 3
+
+
+async def test_a_line_torn_by_a_crash_is_ended_at_start_and_sealed_as_written(
+    tmp_path: Path,
+) -> None:
+    key, public = make_key(tmp_path / "keys")
+    sealed = Sealed(key, public, tmp_path / "login_log.txt")
+    store = SealedStore(FileStore(str(sealed.log)), str(key), interval=3600, epoch=3600)
+    await store.open()
+    await store.write(batch_of(store, "before"))
+    store.sealer.close()  # killed: no clean stop
+    await store.file.close()
+    with sealed.log.open("ab") as log:
+        log.write("登录日志:用户名:half".encode())  # a write(2) cut short by the kill
+    await seal_batches(sealed, [["after"]])
+    assert sealed.lines()[5] == "登录日志:用户名:half (cut short)".encode()
+    ran = sealed.verify()
+    assert ran.status == 0, ran.out
+    assert "7 line(s), sealed up to line 7" in ran.out
