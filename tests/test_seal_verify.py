@@ -369,3 +369,28 @@ def test_a_key_named_in_any_script_seals_and_verifies(tmp_path: Path) -> None:
     asyncio.run(seal_batches(sealed, [["a", "b"], ["c"]]))
     ran = sealed.verify()
     assert ran.status == 0, ran.out
+
+
+def test_start_with_copies_when_many_batches_came_before_the_file_s_checkpoint(
+    tmp_path: Path,
+) -> None:
+    key, public = make_key(tmp_path / "keys")
+    sealed = Sealed(key, public, tmp_path / "login_log.txt")
+    rotated = Path(f"{sealed.log}.1")
+
+    def rotate(index: int) -> None:
+        if index == 19:
+            sealed.log.rename(rotated)
+
+    # Batches of one line, faster than the sealer's interval: dozens of L records come
+    # between a file's first line and the checkpoint that carries the tree's state there.
+    names = [[f"n{b}"] for b in range(80)]
+    asyncio.run(seal_batches(sealed, names, pause=0.001, interval=0.2, between=rotate))
+    copies = tmp_path / "journal.txt"
+    copies.write_text(
+        "".join(f"login-log-checkpoint {r.split(' ')[1]}\n"
+                for r in sealed.records() if r[:2] in ("C ", "K "))
+    )  # fmt: skip
+    started = sealed.verify(sealed.log, extra=("--start", "20", "--checkpoint", str(copies)))
+    assert started.status == 0, started.out
+    assert "verified from line 21 (--start)" in started.out

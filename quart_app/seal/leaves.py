@@ -15,12 +15,13 @@ break, and a new tree begins.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..stores.file import FileState
 from .merkle import leaf_hash
@@ -71,9 +72,8 @@ class Position:
     end: int = 0  # bytes of the current file the leaves cover
     stopped: bool = False  # the last thing recorded was a clean stop
     first_hash: bytes = b""  # the current file's first line's leaf hash
-    hashes: list[bytes] = field(default_factory=list)  # of the current file, at start only
 
-    def apply(self, record: Record | None, *, keep_hashes: bool = False) -> None:
+    def apply(self, record: Record | None) -> None:
         """Take one record in."""
         if isinstance(record, Leaves):
             if record.index != self.size:
@@ -83,8 +83,6 @@ class Position:
             self.size += record.count
             self.end = record.end
             self.stopped = False
-            if keep_hashes:
-                self.hashes.append(record.hashes)
         elif isinstance(record, File):
             self.file, self.file_start, self.end, self.stopped = (
                 record.identity,
@@ -93,12 +91,10 @@ class Position:
                 False,
             )
             self.size, self.first_hash = record.index, b""
-            self.hashes = []
         elif isinstance(record, Moved):
             self.file = record.identity
         elif isinstance(record, Tree):
             self.origin, self.size, self.file, self.end = record.origin, 0, None, 0
-            self.hashes = []
         elif isinstance(record, Start):
             self.stopped = False
         elif isinstance(record, Signed) and record.kind == "K":
@@ -123,6 +119,7 @@ class LeafRecorder:
         self.logger = logger or logging.getLogger(__package__)
         self.on_break = on_break
         self.position = Position()
+        self._file_offset = -1  # where the current file's records begin in the seal file
         self.breaks = 0
         self._failing = False
 
@@ -192,11 +189,13 @@ class LeafRecorder:
         begin = last_line_starting(fd, size, b"F ")
         self.position = Position()
         self.sidecar.offset = 0
+        # Where the current file's L records are (none: the tree has no file yet).
+        self._file_offset = begin if begin is not None and (tree is None or begin > tree) else -1
         if tree is not None:
             self.position.apply(_line_at(fd, tree))
             self.sidecar.offset = tree if begin is None or begin < tree else begin
         for _, record in self.sidecar.read_new():
-            self.position.apply(record, keep_hashes=True)
+            self.position.apply(record)
 
     def _read(self) -> None:
         for _, record in self.sidecar.read_new():
@@ -206,10 +205,10 @@ class LeafRecorder:
         # At start: the current file must be what was sealed of it. The same lines
         # under another identity (copied back, restored) are the same file, moved.
         position = self.position
-        expected = b"".join(position.hashes)
-        position.hashes = []
+        expected = self._sealed_hashes()  # read as compared: a big file is not held
+        first = next(expected, b"")
         moved = position.file != state.identity
-        if moved and not (expected and _first_hash(state) == expected[:32]):
+        if moved and not (first and _first_hash(state) == first):
             if position.stopped and state.size:
                 return self._break(
                     state, records, "lines were added to a new file after a clean stop"
@@ -219,8 +218,9 @@ class LeafRecorder:
             records.append(Moved(position.file_start, state.identity).encode())
             position.file = state.identity
         number = 0
+        expected = itertools.chain([first] if first else [], expected)
         for number, line in enumerate(_lines(state, 0, position.end), 1):
-            sealed = expected[(number - 1) * 32 : number * 32]
+            sealed = next(expected, b"")
             if leaf_hash(line) != sealed:
                 return self._break(
                     state,
@@ -230,19 +230,37 @@ class LeafRecorder:
                     expected=base64.b64encode(sealed).decode() if sealed else None,
                     found=base64.b64encode(leaf_hash(line)).decode(),
                 )
-        if number * 32 < len(expected) or state.size < position.end:
+        missing = next(expected, None)
+        if missing is not None or state.size < position.end:
+            sealed_count = number + (missing is not None) + sum(1 for _ in expected)
             return self._break(
                 state,
                 records,
-                f"the file is cut short: it ends at line {number}, "
-                f"{len(expected) // 32} were sealed",
+                f"the file is cut short: it ends at line {number}, {sealed_count} were sealed",
                 line=number + 1,
-                expected=base64.b64encode(expected[number * 32 : number * 32 + 32]).decode(),
+                expected=base64.b64encode(missing).decode() if missing else None,
                 found=None,
             )
         if position.stopped and state.size > position.end:
             return self._break(state, records, "lines were added after a clean stop")
         return self._catch_up(state, records, more=False)
+
+    def _sealed_hashes(self) -> Iterator[bytes]:
+        # The leaf hashes the seal file recorded of the current file, in order.
+        fd, index = self.sidecar.fd, self.position.file_start
+        if fd is None or self._file_offset < 0:
+            return
+        for _, _, line in lines_from(fd, self._file_offset, self.sidecar.size):
+            if not line.startswith(b"L "):
+                continue
+            try:
+                record = parse(line)
+            except Damaged:
+                continue
+            if isinstance(record, Leaves) and record.index == index:
+                index += record.count
+                for start in range(0, len(record.hashes), 32):
+                    yield record.hashes[start : start + 32]
 
     def _catch_up(self, state: FileState, records: list[bytes], *, more: bool) -> None:
         # Records what the file holds that the sidecar lacks; a file begins (an F

@@ -640,10 +640,9 @@ class Verification:
             if record.range is None or body.size != tree.report.started_at or self.skipping:
                 return
             tree.range = CompactRange(body.size, list(record.range))
-            for hashes in tree.pending or ():
-                tree.segments.append((tree.range.size, tree.range.roots, hashes))
-                del tree.segments[:-SEGMENTS]
-                tree.range.extend(hashes)
+            waiting = b"".join(tree.pending or ())  # one fold: its sizes all found again
+            tree.segments.append((body.size, tree.range.roots, waiting))
+            tree.range.extend(waiting)
             tree.pending = None
             for origin, size in self.wanted:  # copies of checkpoints in the lines read so far
                 if origin == tree.report.origin and body.size <= size <= tree.range.size:
