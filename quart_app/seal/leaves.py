@@ -40,6 +40,7 @@ from .sidecar import (
     last_line_starting,
     lines_from,
     parse,
+    record_at,
     sidecar_path,
 )
 
@@ -192,7 +193,7 @@ class LeafRecorder:
         # Where the current file's L records are (none: the tree has no file yet).
         self._file_offset = begin if begin is not None and (tree is None or begin > tree) else -1
         if tree is not None:
-            self.position.apply(_line_at(fd, tree))
+            self.position.apply(record_at(fd, tree))
             self.sidecar.offset = tree if begin is None or begin < tree else begin
         for _, record in self.sidecar.read_new():
             self.position.apply(record)
@@ -345,15 +346,6 @@ class LeafRecorder:
         records.append(Tree(origin).encode())
         self.position = Position(origin=origin)
         self._catch_up(state, records, more=more)
-
-
-def _line_at(fd: int, offset: int) -> Record | None:
-    for _, _, line in lines_from(fd, offset):
-        try:
-            return parse(line)
-        except Damaged:
-            return None
-    return None
 
 
 def _first_hash(state: FileState) -> bytes:

@@ -32,6 +32,7 @@ from .leaves import new_origin
 from .merkle import CompactRange, fold_roots
 from .note import NoteError, Signer
 from .sidecar import (
+    STDERR_PREFIX,
     Break,
     File,
     Leaves,
@@ -44,11 +45,9 @@ from .sidecar import (
     lines_from,
     one_line,
     parse,
+    record_at,
     sidecar_path,
 )
-
-STDERR_PREFIX = "login-log-checkpoint "
-"""How a checkpoint's copy on stderr begins; the rest of the line is the note, base64."""
 
 _datasync = getattr(os, "fdatasync", os.fsync)
 
@@ -292,7 +291,7 @@ class Sealer:
         at = last_line_starting(fd, size, b"K ")
         if at is None:
             return
-        record = _record_at(fd, at)
+        record = record_at(fd, at)
         if not isinstance(record, Signed):
             return
         ranged = record.range or ()
@@ -428,15 +427,6 @@ def _lock_file(path: str) -> int:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot open the lock file {path!r}: {exc.strerror}") from None
-
-
-def _record_at(fd: int, offset: int) -> Record | None:
-    for _, _, line in lines_from(fd, offset):
-        try:
-            return parse(line)
-        except ValueError:
-            return None
-    return None
 
 
 def _after_leaf(fd: int, before: int, size: int) -> int | None:

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 HEADER = b"quart-app-log seal 1\n"
+STDERR_PREFIX = "login-log-checkpoint "
+"""How a note's copy on stderr begins; the rest of the line is the note, base64."""
 HASH_SIZE = 32
 READ_CHUNK = 1 << 20
 MAX_RECORD = 1 << 24
@@ -196,6 +198,16 @@ def _b64(field: bytes) -> bytes:
         return base64.b64decode(field, validate=True)
     except (binascii.Error, ValueError):
         raise Damaged("not standard base64") from None
+
+
+def record_at(fd: int, offset: int) -> Record | None:
+    """The record of the line at ``offset`` (``None``: damaged, or none)."""
+    for _, _, line in lines_from(fd, offset):
+        try:
+            return parse(line)
+        except Damaged:
+            return None
+    return None
 
 
 def lines_from(fd: int, offset: int, end: int | None = None) -> Iterator[tuple[int, int, bytes]]:

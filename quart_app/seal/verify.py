@@ -27,6 +27,7 @@ from .sidecar import (
     HASH_SIZE,
     HEADER,
     MAX_RECORD,
+    STDERR_PREFIX,
     Break,
     Damaged,
     File,
@@ -43,8 +44,6 @@ from .sidecar import (
 
 SEGMENTS = 8
 """Folds kept (each up to a chunk of the seal file) for the roots checkpoints name."""
-
-STDERR_PREFIX = "login-log-checkpoint "
 
 
 class Failed(Exception):
@@ -407,13 +406,7 @@ class Verification:
         # The checkpoints no key change covers: each checked in full.
         pending, self.pending = self.pending, []
         for line in pending:
-            try:
-                record = parse(line)
-            except Damaged:
-                self._damaged()
-                continue
-            assert isinstance(record, Signed)
-            self._signed(tree, record)
+            self._checkpoint_line(tree, line)
 
     def _new_tree(self, origin: str) -> None:
         if self.tree is not None:
