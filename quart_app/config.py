@@ -33,6 +33,10 @@ DURABLE_MIN_WAIT = 0.1
 """Seconds: the least ``LOGIN_LOG_FULL_TIMEOUT`` durable mode takes (syncs take milliseconds)."""
 
 
+SPOOL_MIN_BYTES = 4096
+"""The least ``LOGIN_LOG_SPOOL_MAX_BYTES`` takes: room for the longest record, and then some."""
+
+
 QUART_KEYS = frozenset({"MAX_CONTENT_LENGTH"})
 """Keys of the table that are Quart's own: the project's app checks them, the extension not."""
 
@@ -322,6 +326,16 @@ class Settings:
         seconds(0, 3600, low_open=True),
         "seconds each connect and statement may take before it fails",
     )
+    login_log_spool_dir: str = _setting(
+        "",
+        optional_path,
+        "a local directory where records wait while the database is away; empty: no spool",
+    )
+    login_log_spool_max_bytes: int = _setting(
+        1 << 30,
+        integer(SPOOL_MIN_BYTES, 1 << 50),
+        "bytes the spool directory may hold, all workers together; then 503",
+    )
     login_log_max_pending: int = _setting(
         10_000,
         integer(1, MAX_PENDING_LIMIT),
@@ -389,6 +403,11 @@ class Settings:
             raise ConfigError(
                 "LOGIN_LOG_SEAL_KEY seals the log file; a PostgreSQL table "
                 "(LOGIN_LOG_DATABASE_URL) cannot be sealed yet"
+            )
+        if settings.login_log_spool_dir and not settings.login_log_database_url:
+            raise ConfigError(
+                "LOGIN_LOG_SPOOL_DIR keeps records the database cannot take now: it needs "
+                "LOGIN_LOG_DATABASE_URL"
             )
         return settings
 

@@ -68,8 +68,21 @@ _LEDGER_FILE = re.compile(r"ledger_(\d+)_.+\.json")  # the app's name is in the 
 _NAME_LIMIT = 120
 
 
+class SpoolFigures(NamedTuple):
+    """A spool's figures in one process: what waits in its files, and what became of the rest."""
+
+    records: int = 0
+    bytes: int = 0
+    oldest_age: float = 0.0
+    forwarded: int = 0
+    rejected: int = 0
+    torn: int = 0
+    moved_aside: int = 0
+    moved_aside_bytes: int = 0
+
+
 class Ledger(NamedTuple):
-    """A writer's figures at one moment."""
+    """A writer's figures at one moment, with its store's spool's (zero without one)."""
 
     taken: int = 0
     written: int = 0
@@ -77,6 +90,14 @@ class Ledger(NamedTuple):
     set_aside: int = 0
     unconfirmed: int = 0
     oldest_pending_age: float = 0.0
+    spool_records: int = 0
+    spool_bytes: int = 0
+    spool_oldest_age: float = 0.0
+    spool_forwarded: int = 0
+    spool_rejected: int = 0
+    spool_torn: int = 0
+    spool_moved_aside: int = 0
+    spool_moved_aside_bytes: int = 0
 
 
 def ledger_file_name(app: str, pid: int) -> str:
@@ -103,8 +124,61 @@ def write_ledger(directory: str, app: str, pid: int, ledger: Ledger) -> None:
     os.replace(f"{path}.tmp", path)  # atomic: a scrape reads the old ledger or the new
 
 
-def _families(app: str, counters: Ledger, live: Ledger) -> Iterator[Metric]:
+_SPOOL_FAMILIES = (
+    (
+        GaugeMetricFamily,
+        "quart_app_spool_records",
+        "Login records in the spool, waiting for the database.",
+        "spool_records",
+    ),
+    (GaugeMetricFamily, "quart_app_spool_bytes", "Bytes of the spool's files.", "spool_bytes"),
+    (
+        GaugeMetricFamily,
+        "quart_app_spool_oldest_record_age_seconds",
+        "Age of the oldest login record in the spool.",
+        "spool_oldest_age",
+    ),
+    (
+        CounterMetricFamily,
+        "quart_app_spool_forwarded_records",
+        "Spooled login records forwarded into the table.",
+        "spool_forwarded",
+    ),
+    (
+        CounterMetricFamily,
+        "quart_app_spool_rejected_records",
+        "Spooled login records the table refused for good, kept in rejected.jsonl.",
+        "spool_rejected",
+    ),
+    (
+        CounterMetricFamily,
+        "quart_app_spool_torn_records",
+        "Records a crash cut short at the end of a spool file (never acknowledged), dropped.",
+        "spool_torn",
+    ),
+    (
+        CounterMetricFamily,
+        "quart_app_spool_moved_aside",
+        "Unreadable pieces of spool files moved aside to damaged/ (each holds records).",
+        "spool_moved_aside",
+    ),
+    (
+        CounterMetricFamily,
+        "quart_app_spool_moved_aside_bytes",
+        "Bytes of the unreadable pieces of spool files moved aside.",
+        "spool_moved_aside_bytes",
+    ),
+)
+
+
+def _families(app: str, counters: Ledger, live: Ledger, *, spool: bool) -> Iterator[Metric]:
     # Counters from every worker that ever ran; gauges from the live ones only.
+    if spool:
+        for kind, name, documentation, attribute in _SPOOL_FAMILIES:
+            source = live if kind is GaugeMetricFamily else counters
+            family = kind(name, documentation, labels=("app",))
+            family.add_metric((app,), getattr(source, attribute))
+            yield family
     for kind, name, documentation, figure in (
         (
             CounterMetricFamily,
@@ -156,7 +230,7 @@ class _LedgerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         ledger = self.metrics.ledger()
-        return _families(self.metrics.app, ledger, ledger)
+        return _families(self.metrics.app, ledger, ledger, spool=self.metrics.spool)
 
 
 class _FleetLedgerCollector(Collector):
@@ -181,8 +255,11 @@ class _FleetLedgerCollector(Collector):
         gauges = Ledger(
             pending=sum(ledger.pending for ledger in live),
             oldest_pending_age=max((ledger.oldest_pending_age for ledger in live), default=0.0),
+            spool_records=sum(ledger.spool_records for ledger in live),
+            spool_bytes=sum(ledger.spool_bytes for ledger in live),
+            spool_oldest_age=max((ledger.spool_oldest_age for ledger in live), default=0.0),
         )
-        return _families(app, counters, gauges)
+        return _families(app, counters, gauges, spool=self.metrics.spool)
 
 
 def _read_ledger(directory: str, name: str) -> tuple[str, Ledger] | None:
@@ -244,6 +321,7 @@ class Metrics:
         self.app = app
         self.registry = registry if registry is not None else CollectorRegistry()
         self.ledger: Callable[[], Ledger] = Ledger
+        self.spool = False  # whether the store has a spool: its series are shown
         # Publishes run in threads: a late one must not replace a newer ledger with its older one.
         self._publishing = threading.Lock()
         r = self.registry

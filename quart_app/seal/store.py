@@ -9,13 +9,13 @@ import errno
 import logging
 import os
 import stat
-import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ..config import Settings
 from ..stores.base import RecordStore, WrappingStore
 from ..stores.file import FileStore, LogPathError
+from ..threads import in_daemon_thread
 from . import keys
 from .leaves import LeafRecorder
 from .sealer import Sealer
@@ -24,32 +24,8 @@ from .sidecar import sidecar_path
 T = TypeVar("T")
 
 
-async def _in_thread(function: Callable[[], T]) -> T:
-    # A daemon thread of its own, not the default executor's: the sealer syncs
-    # the disk, and at exit Python joins the executor's threads, so a sync that
-    # hangs would keep a stopped process alive for ever.
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def run() -> None:
-        try:
-            result = function()
-        except BaseException as exc:  # handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=run, name="login-log-sealer", daemon=True).start()
-    return await future
-
-
-def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
-    if future.done():
-        return  # given up on (cancelled)
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)  # type: ignore[arg-type]
+def _in_thread(function: Callable[[], T]) -> Awaitable[T]:
+    return in_daemon_thread(function, name="login-log-sealer")
 
 
 class SealedStore(WrappingStore):

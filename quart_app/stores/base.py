@@ -87,3 +87,8 @@ class WrappingStore:
     async def close(self) -> None:
         """Close the inner store."""
         await self.inner.close()
+
+    @property
+    def spool(self) -> Any:
+        """The spool among the stores inside, if any (its figures are the writer's to show)."""
+        return getattr(self.inner, "spool", None)

@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -108,13 +108,22 @@ class DatabaseError(OSError):
     for the operator. Neither holds the password.
     """
 
-    def __init__(self, where: str, reason: str, detail: str) -> None:
+    def __init__(self, where: str, reason: str, detail: str, *, sqlstate: str = "") -> None:
         super().__init__(None, reason)
         self.where = where
         self.detail = detail
+        self.sqlstate = sqlstate
 
     def __str__(self) -> str:
         return f"cannot use the login log database {self.where}: {self.detail}"
+
+
+class Unusable(DatabaseError):
+    """The database cannot be used until a person acts: its URL, the password, its table."""
+
+
+class TableUnusable(Unusable):
+    """The database answers, but its table (or its encoding) cannot hold the records."""
 
 
 def new_ids(count: int) -> list[UUID]:
@@ -157,13 +166,15 @@ def failure_reasons(exc: BaseException, timeout: float) -> tuple[str, str]:
 
 @dataclass(slots=True)
 class _Batch:
-    """A batch's records, the columns the statement sends (ids included), and how far it got.
+    """A batch's records, the columns the statement sends (ids and host included), and how
+    far it got.
 
     ``left`` holds the parts ``(start, stop)`` neither stored nor set aside,
     in order: writing the batch again after a failure goes on from the first.
-    ``commit_unknown`` is set while the first part's COMMIT is unanswered, and
-    stays set when the connection fails then: whether it was committed is
-    found out before anything else is sent.
+    ``unsettled`` holds the starts of parts that may be committed already: one
+    whose COMMIT went unanswered (the connection failed then), or one
+    :meth:`PostgresStore.restore` was told of. Which of their rows are in the
+    table is found out before they are sent.
     """
 
     records: list[LoginRecord]
@@ -171,9 +182,21 @@ class _Batch:
     usernames: list[str]
     times: list[datetime]
     ips: list[str | None]
+    host: str
     left: list[tuple[int, int]]
     set_aside: list[LoginRecord] = field(default_factory=list)
-    commit_unknown: bool = False
+    unsettled: set[int] = field(default_factory=set)
+
+
+class Unfinished(NamedTuple):
+    """What a batch has not stored yet, as :meth:`PostgresStore.unfinished` gives it."""
+
+    records: list[LoginRecord]
+    ids: list[UUID]
+    host: str
+    maybe_stored: list[bool]
+    """Per record: whether it may be in the table already (its COMMIT went unanswered)."""
+    set_aside: list[LoginRecord]
 
 
 class PostgresStore:
@@ -230,12 +253,12 @@ class PostgresStore:
                     # Any other encoding cannot hold every username: 张三 would be
                     # answered 200 in default mode, then refused and set aside.
                     reason = f"its encoding is {encoding}, not UTF8: it cannot store every username"
-                    raise DatabaseError(self.where, reason, reason)
+                    raise TableUnusable(self.where, reason, reason)
                 await ensure_table(connection, self.table)
         except TableError as exc:
             self._drop_connection()
             reason = f"the table {self.table}: {exc}"
-            raise DatabaseError(self.where, reason, reason) from None
+            raise TableUnusable(self.where, reason, reason) from None
         except DatabaseError:
             self._drop_connection()
             raise
@@ -245,14 +268,55 @@ class PostgresStore:
 
     def prepare(self, records: list[LoginRecord]) -> _Batch:
         """The batch's columns, with an id for each record that every attempt reuses."""
+        return self.restore(records, new_ids(len(records)), self.host)
+
+    def restore(
+        self,
+        records: list[LoginRecord],
+        ids: list[UUID],
+        host: str,
+        maybe_stored: Sequence[bool] = (),
+    ) -> _Batch:
+        """A batch of ``records`` with the ids and host an earlier attempt prepared them with.
+
+        ``maybe_stored``, per record: whether it may be in the table already
+        (what :meth:`unfinished` said of it, or every record a crash left
+        unsure of); those are found out before anything is sent, so that a
+        resend stores each record once and sets none aside for being there.
+        """
+        left, unsettled, start = [], set(), 0
+        flags = list(maybe_stored) or [False] * len(records)
+        for stop in range(1, len(records) + 1):
+            if stop == len(records) or flags[stop] != flags[start]:
+                left.append((start, stop))
+                if flags[start]:
+                    unsettled.add(start)
+                start = stop
         return _Batch(
             records,
-            new_ids(len(records)),
+            ids,
             [record.username for record in records],
             [record.time for record in records],
             [None if record.ip == "-" else record.ip for record in records],
-            [(0, len(records))] if records else [],
+            host,
+            left,
+            unsettled=unsettled,
         )
+
+    def unfinished(self, batch: _Batch) -> Unfinished:
+        """What ``batch`` has not stored, for a store that keeps it elsewhere (a spool).
+
+        The records of the parts left, with their ids and host, each marked if
+        it may be stored already; and the records set aside so far.
+        """
+        records: list[LoginRecord] = []
+        ids: list[UUID] = []
+        maybe: list[bool] = []
+        for start, stop in batch.left:
+            records += batch.records[start:stop]
+            ids += batch.ids[start:stop]
+            maybe += [start in batch.unsettled] * (stop - start)
+        return Unfinished(records, ids, batch.host, maybe, list(batch.set_aside))
 
     async def write(self, batch: _Batch) -> Sequence[LoginRecord]:
         """Insert ``batch``; return the records the table refuses or skips.
@@ -269,11 +333,12 @@ class PostgresStore:
         other failure raises :class:`DatabaseError`; the batch written again
         goes on where it stopped.
         """
-        if batch.commit_unknown:
-            await self._settle(batch)
         takes_rows = False  # whether the table took a row during this call
         while batch.left:
             start, stop = batch.left[0]
+            if start in batch.unsettled:
+                await self._settle(batch)
+                continue
             refusal: asyncpg.PostgresError | None = None
             try:
                 taken = await self._insert(batch, start, stop)
@@ -317,58 +382,64 @@ class PostgresStore:
                 raise
 
     async def _settle(self, batch: _Batch) -> None:
-        """Find out whether the first part left, whose COMMIT went unanswered, was committed.
+        """Find out which rows of the first part left, which may be committed, are.
 
-        Committed: it is stored. Not: it stays, to be sent as any other part.
-        Nothing tells: its records are set aside, with a log line saying they
-        may or may not be stored; unless the table takes no
-        row now, which raises for the writer to try again later.
+        Those committed are stored; the others stay, to be sent as any other
+        part. Rows nothing tells of are set aside, with a log line saying they
+        may or may not be stored; unless the table takes no row now, which
+        raises for the writer to try again later.
         """
         start, stop = batch.left[0]
-        committed = await self._was_committed(batch, start, stop)
-        if committed is None and not await self._takes_rows():
+        found = await self._committed(batch, start, stop)
+        unknown = sum(high - low for low, high, committed in found if committed is None)
+        if unknown and not await self._takes_rows():
             raise self._takes_none(None)
-        batch.commit_unknown = False
-        if committed is False:
-            return
-        batch.left.pop(0)
-        if committed:
-            self._last_stored = batch.records[stop - 1]
-            return
-        # The records themselves are logged once, by the writer, as set aside.
-        logger.error(
-            "login log: %s cannot tell whether %d records were stored: their COMMIT got no "
-            "answer, and it now skips or refuses them, with new ids too; set aside, they may "
-            "or may not be stored",
-            self.description,
-            stop - start,
-        )
-        batch.set_aside += batch.records[start:stop]
+        batch.unsettled.discard(start)
+        batch.left[:1] = [(low, high) for low, high, committed in found if committed is False]
+        for low, high, committed in found:
+            if committed:
+                self._last_stored = batch.records[high - 1]
+            elif committed is None:
+                batch.set_aside += batch.records[low:high]
+        if unknown:
+            # The records themselves are logged once, by the writer, as set aside.
+            logger.error(
+                "login log: %s cannot tell whether %d records were stored: they may have been "
+                "committed, and it now skips or refuses them, with new ids too; set aside, "
+                "they may or may not be stored",
+                self.description,
+                unknown,
+            )
 
-    async def _was_committed(self, batch: _Batch, start: int, stop: int) -> bool | None:
-        """Whether ``batch[start:stop]``, of a part whose COMMIT went unanswered, was committed.
+    async def _committed(
+        self, batch: _Batch, start: int, stop: int
+    ) -> list[tuple[int, int, bool | None]]:
+        """Which rows of ``batch[start:stop]``, that may be committed, are: ``(start, stop,
+        committed)`` in order, None where nothing tells.
 
-        That part's transaction took all its rows, and committed all or none.
-        Tried again in transactions rolled back: a row taken with its own id
-        was not committed; rows skipped with their own ids but taken with new
-        ones were (their ids are there). None when neither tells; a part
-        refused with an error is tried in halves.
+        Tried in transactions rolled back: rows taken with their own ids were
+        not committed; rows skipped with their own ids but taken with new ones
+        were (their ids are there). A part that is neither all one nor all the
+        other, or refused with an error, is tried in halves: a part whose
+        COMMIT went unanswered, all or nothing, takes two statements.
         """
+        count = stop - start
         try:
-            if await self._insert(batch, start, stop, commit=False):
-                return False
-            if await self._insert(batch, start, stop, commit=False, fresh=True):
-                return True
-            return None
+            taken = await self._insert(batch, start, stop, commit=False)
+            if taken == count:
+                return [(start, stop, False)]
+            if taken == 0:
+                fresh = await self._insert(batch, start, stop, commit=False, fresh=True)
+                if fresh == count:
+                    return [(start, stop, True)]
         except asyncpg.PostgresError:
-            if stop - start == 1:
-                return None
+            pass
+        if count == 1:
+            return [(start, stop, None)]
         middle = (start + stop) // 2
-        for low, high in ((start, middle), (middle, stop)):
-            committed = await self._was_committed(batch, low, high)
-            if committed is not None:
-                return committed
-        return None
+        return await self._committed(batch, start, middle) + await self._committed(
+            batch, middle, stop
+        )
 
     async def _takes_rows(self) -> bool:
         """Whether the table takes a row now: the last one stored, else one for PROBE_USERNAME.
@@ -407,15 +478,21 @@ class PostgresStore:
     ) -> int:
         """Insert ``batch[start:stop]`` in a transaction; return how many rows the INSERT took.
 
-        Committed when ``commit`` and every row was taken (``commit_unknown``
-        set meanwhile), rolled back otherwise: then it leaves no row.
-        ``fresh``: with new ids. A refusal the rows may be at fault for is
+        Committed when ``commit`` and every row was taken (``start`` in
+        ``unsettled`` while the COMMIT is unanswered), rolled back otherwise:
+        then it leaves no row. ``fresh``: with new ids. A refusal the rows may be at fault for is
         raised as asyncpg raised it, the connection kept; any other failure
         drops the connection and raises :class:`DatabaseError`. Connecting,
         if there is no connection, and each statement have the timeout.
         """
         ids = new_ids(stop - start) if fresh else batch.ids[start:stop]
-        rows = (ids, batch.usernames[start:stop], batch.times[start:stop], batch.ips[start:stop])
+        rows = (
+            ids,
+            batch.usernames[start:stop],
+            batch.times[start:stop],
+            batch.ips[start:stop],
+            batch.host,
+        )
         try:
             connection = self._connection or await self._connect()
             transaction = connection.transaction()
@@ -423,7 +500,7 @@ class PostgresStore:
                 await transaction.start()
             try:
                 async with asyncio.timeout(self.timeout):
-                    tag = await connection.execute(self._sql, *rows, self.host)
+                    tag = await connection.execute(self._sql, *rows)
             except asyncpg.PostgresError as exc:
                 if may_be_the_rows(exc):  # the connection is kept: end its transaction
                     async with asyncio.timeout(self.timeout):
@@ -434,15 +511,16 @@ class PostgresStore:
                 async with asyncio.timeout(self.timeout):
                     await transaction.rollback()
                 return taken
-            batch.commit_unknown = True
+            batch.unsettled.add(start)
             try:
                 async with asyncio.timeout(self.timeout):
                     await transaction.commit()
             except asyncpg.PostgresError as exc:
                 # Refused at COMMIT (a deferred trigger or constraint): nothing committed.
-                batch.commit_unknown = not may_be_the_rows(exc)
+                if may_be_the_rows(exc):
+                    batch.unsettled.discard(start)
                 raise
-            batch.commit_unknown = False
+            batch.unsettled.discard(start)
             self._last_stored = batch.records[stop - 1]
             return taken
         except DatabaseError:
@@ -459,7 +537,7 @@ class PostgresStore:
 
     async def _connect(self) -> Any:
         if self._unusable:
-            raise DatabaseError(self.where, self._unusable, self._unusable)
+            raise Unusable(self.where, self._unusable, self._unusable)
         try:
             async with asyncio.timeout(self.timeout):
                 self._connection = await asyncpg.connect(
@@ -472,7 +550,7 @@ class PostgresStore:
                 f"asyncpg cannot use the URL ({type(exc).__name__}; its text is not shown, "
                 "as it may hold the password): percent-encode the user name and password"
             )
-            raise DatabaseError(self.where, reason, reason) from None
+            raise Unusable(self.where, reason, reason) from None
         return self._connection
 
     def _drop_connection(self) -> None:
@@ -482,7 +560,11 @@ class PostgresStore:
 
     def _error(self, exc: BaseException) -> DatabaseError:
         public, detail = failure_reasons(exc, self.timeout)
-        return DatabaseError(self.where, public, detail)
+        sqlstate = getattr(exc, "sqlstate", None)
+        sqlstate = sqlstate if isinstance(sqlstate, str) else ""
+        # A password or role refused (28): nothing to wait out.
+        kind = Unusable if sqlstate.startswith("28") else DatabaseError
+        return kind(self.where, public, detail, sqlstate=sqlstate)
 
 
 def from_settings(settings: Settings) -> PostgresStore:

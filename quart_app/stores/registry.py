@@ -97,6 +97,11 @@ REGISTRY = StoreRegistry()
 REGISTRY.register_store("file", "quart_app.stores.file:from_settings")
 REGISTRY.register_store("postgresql", "quart_app.stores.postgres:from_settings")
 REGISTRY.register_wrapper(
+    "spool",
+    "quart_app.spool.store:from_settings",
+    when=lambda settings: bool(settings.login_log_spool_dir),
+)
+REGISTRY.register_wrapper(
     "seal",
     "quart_app.seal.store:from_settings",
     when=lambda settings: bool(settings.login_log_seal_key),

@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from ..metrics import Ledger, Metrics
 from ..records import LoginRecord
@@ -73,6 +74,7 @@ class WriterBase:
         self.logger = logger or logging.getLogger(__package__)
         self.metrics = metrics or Metrics()
         self.metrics.ledger = self.ledger
+        self.metrics.spool = self.spool is not None
         self.publish_interval = publish_interval
         self.clock = clock
         self.state = "stopped"  # then "running", "draining", "stopped"; or "failed"
@@ -105,6 +107,11 @@ class WriterBase:
         self._room = asyncio.Event()  # set when records were stored
         self._hurry = asyncio.Event()  # set when lingering would keep a login waiting
         self._refused = asyncio.Event()  # set by refuse_waiting()
+
+    @property
+    def spool(self) -> Any:
+        """The store's spool (a :class:`~quart_app.spool.SpoolStore`), or None."""
+        return getattr(self.store, "spool", None)
 
     def _track_lag(self) -> None:
         # A deadline, recomputed when the oldest record or the failing state

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..metrics import Ledger
+from ..metrics import Ledger, SpoolFigures
 from .base import WriterBase
 
 
@@ -27,6 +27,7 @@ class Health(WriterBase):
 
     def ledger(self) -> Ledger:
         """The figures the metrics report, all of one moment."""
+        spool = self.spool
         return Ledger(
             self.taken,
             self.written,
@@ -34,6 +35,7 @@ class Health(WriterBase):
             self.set_aside_count,
             self.unconfirmed,
             self.oldest_age(),
+            *(spool.figures() if spool is not None else SpoolFigures()),
         )
 
     def stats(self) -> dict[str, Any]:
@@ -51,6 +53,7 @@ class Health(WriterBase):
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "durable": self.durable,
             "store": self.store.kind,
+            **({"spool": self.spool.stats()} if self.spool is not None else {}),
         }
 
     def not_ready_because(self, stall_seconds: float, high_water: float) -> list[str]:
@@ -72,6 +75,8 @@ class Health(WriterBase):
             reasons.append(f"a record has waited over {stall_seconds:g} s")
         if self.pending > high_water * self.max_pending:
             reasons.append(f"over {high_water:.0%} of the queue is full")
+        if self.spool is not None:
+            reasons += self.spool.not_ready_because()
         return reasons
 
     async def _publish_every(self, interval: float) -> None:

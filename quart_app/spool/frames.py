@@ -1,0 +1,157 @@
+"""The spool's record format: one frame per record, with a length and a checksum.
+
+A frame is ``MAGIC`` (4 bytes), the payload's length and the CRC-32 of the
+length and the payload (big-endian, 4 bytes each), then the payload. A
+record's payload is its kind (``R``: never sent; ``M``: may be in the table
+already), its id (16 bytes), its time in microseconds since 1970 UTC (8
+bytes, signed), the lengths of its IP and host (1 and 2 bytes), then the IP
+(ASCII; empty for ``-``), the host and the username (UTF-8). A file starts
+with a header frame (``H`` and JSON naming its database, table and host).
+
+Hand-written, not pickle or JSON: a frame is read back exactly or found
+damaged, and the checksum tells a record cut short by a crash (at the end of
+a file, nothing valid after it) from one damaged later (valid frames follow).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from ..records import LoginRecord
+
+MAGIC = b"\xa5QAS"
+_FRAME = struct.Struct(">4sII")  # magic, length, CRC-32 of the length and the payload
+_LENGTH = struct.Struct(">I")
+_RECORD = struct.Struct(">c16sqBH")  # kind, id, microseconds, IP length, host length
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+HEADER_KIND = b"H"
+NEW = b"R"
+MAYBE_STORED = b"M"
+MAX_PAYLOAD = 1 << 16
+"""No record's payload is longer: a longer length is damage, not a record."""
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` framed: magic, length, checksum, payload."""
+    length = _LENGTH.pack(len(payload))
+    return MAGIC + length + _LENGTH.pack(zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+def header_frame(binding: dict[str, str]) -> bytes:
+    """The first frame of a spool file: what it was spooled for."""
+    return frame(HEADER_KIND + json.dumps({"format": 1, **binding}, sort_keys=True).encode())
+
+
+def record_frames(
+    records: list[LoginRecord], ids: list[UUID], host: str, maybe_stored: list[bool]
+) -> list[bytes]:
+    """One frame per record, with its id, host and whether it may be stored already."""
+    host_bytes = host.encode("utf-8", "surrogatepass")
+    frames = []
+    for record, id_, maybe in zip(records, ids, maybe_stored, strict=True):
+        ip = b"" if record.ip == "-" else record.ip.encode("ascii")
+        micros = (record.time - _EPOCH) // _MICROSECOND
+        head = _RECORD.pack(
+            MAYBE_STORED if maybe else NEW, id_.bytes, micros, len(ip), len(host_bytes)
+        )
+        name = record.username.encode("utf-8", "surrogatepass")
+        frames.append(frame(b"".join((head, ip, host_bytes, name))))
+    return frames
+
+
+@dataclass(slots=True)
+class Spooled:
+    """One record read back: the record, its id and host, and whether it may be stored."""
+
+    record: LoginRecord
+    id: UUID
+    host: str
+    maybe_stored: bool
+
+
+@dataclass(slots=True)
+class Scan:
+    """What a spool file holds: its header, its records, and what could not be read.
+
+    ``damaged``: ``(offset, bytes)`` of each unreadable piece that valid
+    frames follow; ``torn``: the bytes after the last valid frame, which no
+    valid frame follows (a write a crash cut short).
+    """
+
+    header: dict[str, Any] | None = None
+    records: list[Spooled] = field(default_factory=list)
+    damaged: list[tuple[int, bytes]] = field(default_factory=list)
+    torn: int = 0
+
+
+def _payload_at(data: bytes, pos: int) -> bytes | None:
+    if data[pos : pos + 4] != MAGIC or pos + _FRAME.size > len(data):
+        return None
+    _, length, checksum = _FRAME.unpack_from(data, pos)
+    end = pos + _FRAME.size + length
+    if length > MAX_PAYLOAD or end > len(data):
+        return None
+    payload = data[pos + _FRAME.size : end]
+    if zlib.crc32(payload, zlib.crc32(data[pos + 4 : pos + 8])) != checksum:
+        return None
+    return payload
+
+
+def _record(payload: bytes) -> Spooled:
+    kind, id_, micros, ip_length, host_length = _RECORD.unpack_from(payload)
+    if kind not in (NEW, MAYBE_STORED):
+        raise ValueError(f"no record kind {kind!r}")
+    start = _RECORD.size
+    ip = payload[start : start + ip_length].decode("ascii") or "-"
+    start += ip_length
+    host = payload[start : start + host_length].decode("utf-8", "surrogatepass")
+    name = payload[start + host_length :].decode("utf-8", "surrogatepass")
+    time = _EPOCH + timedelta(microseconds=micros)
+    return Spooled(LoginRecord(name, time, ip), UUID(bytes=id_), host, kind == MAYBE_STORED)
+
+
+def scan(data: bytes) -> Scan:
+    """Read a spool file's bytes: every valid frame, and where the others are."""
+    result = Scan()
+    pos, bad = 0, -1  # bad: where the unreadable piece being crossed began
+    while pos < len(data):
+        payload = _payload_at(data, pos)
+        item: Spooled | dict[str, Any] | None = None
+        if payload is not None:
+            try:
+                item = json.loads(payload[1:]) if payload[:1] == HEADER_KIND else _record(payload)
+            except (ValueError, struct.error, UnicodeDecodeError):
+                item = None
+        if item is None:
+            if bad < 0:
+                bad = pos
+            following = data.find(MAGIC, pos + 1)
+            if following < 0:
+                break
+            pos = following
+            continue
+        if bad >= 0:
+            result.damaged.append((bad, data[bad:pos]))
+            bad = -1
+        if isinstance(item, Spooled):
+            result.records.append(item)
+        elif result.header is None and isinstance(item, dict):
+            result.header = item
+        assert payload is not None
+        pos += _FRAME.size + len(payload)
+    if bad >= 0:
+        result.torn = len(data) - bad
+    return result
+
+
+def oldest_time(data: bytes) -> datetime | None:
+    """The time of the first record in a spool file's first bytes, if one is readable there."""
+    found = scan(data)
+    return found.records[0].record.time if found.records else None
