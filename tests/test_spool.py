@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from pathlib import Path
+from urllib.parse import quote
 
+import asyncpg
 import pytest
+from quart.testing.app import LifespanError
 
 from quart_app import create_app
+from quart_app.config import ConfigError
 
-from helpers.pg import CLIENT, Database, pause, resume
+from helpers.pg import CLIENT, Database, changed_url, pause, resume
 
 
 async def statuses_of(client, names: list[str]) -> dict[str, int]:
     """Send the logins one after another; each one's status."""
     return {
-        name: (await client.get(f"/login/?username={name}", scope_base=CLIENT)).status_code
+        name: (await client.get(f"/login/?username={quote(name)}", scope_base=CLIENT)).status_code
         for name in names
     }
 
@@ -35,7 +41,11 @@ async def spool_health(client, until, timeout: float = 10) -> dict:
 
 
 async def usernames(database: Database) -> list[str]:
-    return sorted(row["username"] for row in await database.rows())
+    """The usernames in the test's table, sorted; none while it does not exist yet."""
+    try:
+        return sorted(row["username"] for row in await database.rows())
+    except asyncpg.UndefinedTableError:
+        return []
 
 
 async def wait_for_usernames(database: Database, names: list[str], timeout: float = 30) -> None:
@@ -99,3 +109,176 @@ async def test_a_hung_database_spills_to_the_spool(
         finally:
             resume(stopped)
         await wait_for_usernames(database, ["before", *names])
+
+
+async def test_a_host_started_while_the_database_is_down_serves_and_forwards_once_it_is_up(
+    tmp_path: Path, throwaway_database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    database, server = throwaway_database, throwaway_database.server
+    assert server is not None
+    spool = spool_dir(tmp_path)
+    config = database.config(LOGIN_LOG_SPOOL_DIR=str(spool), LOGIN_LOG_DURABLE=True)
+    server.stop()
+    try:
+        async with create_app(config).test_app() as test_app:
+            client = test_app.test_client()
+            names = [f"early-{i}" for i in range(10)]
+            assert set((await statuses_of(client, names)).values()) == {200}
+            assert (await client.get("/readyz")).status_code == 200
+            assert [p.suffix for p in spool.iterdir() if p.is_file()].count(".seg") == 1
+            server.start()
+            await wait_for_usernames(database, names)
+            await spool_health(client, lambda spool: spool["database"] == "direct")
+    finally:
+        if server.pid is None:
+            server.start()
+    assert not list(spool.glob("*.seg"))
+    assert "cannot take records now" in caplog.text
+
+
+async def test_no_spool_file_while_the_database_answers(tmp_path: Path, database: Database) -> None:
+    spool = spool_dir(tmp_path)
+    async with create_app(database.config(LOGIN_LOG_SPOOL_DIR=str(spool))).test_app() as test_app:
+        client = test_app.test_client()
+        assert await statuses_of(client, ["a", "b"]) == {"a": 200, "b": 200}
+        await wait_for_usernames(database, ["a", "b"])
+    assert sorted(p.name for p in spool.iterdir()) == [".lock", "damaged", "spool.json"]
+
+
+async def test_a_record_the_table_refuses_for_good_after_its_200_goes_to_the_rejects_file(
+    tmp_path: Path, throwaway_database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    database, server = throwaway_database, throwaway_database.server
+    assert server is not None
+    await database.create_table()
+    spool = spool_dir(tmp_path)
+    config = database.config(LOGIN_LOG_SPOOL_DIR=str(spool), LOGIN_LOG_DURABLE=True)
+    async with create_app(config).test_app() as test_app:
+        client = test_app.test_client()
+        server.stop()
+        try:
+            names = ["ok-1", "refused-张三", "ok-2"]
+            assert set((await statuses_of(client, names)).values()) == {200}
+        finally:
+            server.start()
+        # A DBA's check, added while the database was away.
+        await database.execute(
+            f"ALTER TABLE {database.table} ADD CHECK (username NOT LIKE 'refused%')"
+        )
+        await wait_for_usernames(database, ["ok-1", "ok-2"])
+        health = await spool_health(client, lambda spool: spool["rejected"] == 1)
+        metrics = await (await client.get("/metrics")).get_data(as_text=True)
+    assert health["spool"]["records"] == 0
+    assert 'quart_app_spool_rejected_records_total{app="quart_app.app"} 1.0' in metrics
+    rejected = [json.loads(line) for line in (spool / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["username"], r["ip"], r["host"]) for r in rejected] == [
+        ("refused-张三", "192.0.2.10", socket.gethostname())
+    ]
+    assert "refuses for good a record acknowledged while the database was away" in caplog.text
+
+
+async def test_a_table_found_unusable_once_the_database_is_back_keeps_the_records_and_says_why(
+    tmp_path: Path, throwaway_database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    database, server = throwaway_database, throwaway_database.server
+    assert server is not None
+    spool = spool_dir(tmp_path)
+    config = database.config(LOGIN_LOG_SPOOL_DIR=str(spool), LOGIN_LOG_DURABLE=True)
+    server.stop()
+    async with create_app(config).test_app() as test_app:
+        client = test_app.test_client()
+        try:
+            assert await statuses_of(client, ["kept"]) == {"kept": 200}
+        finally:
+            server.start()
+        # Made meanwhile by someone else, without the host column.
+        await database.execute(f"CREATE TABLE {database.table} (id uuid PRIMARY KEY)")
+        async with asyncio.timeout(15):
+            while (readyz := await client.get("/readyz")).status_code == 200:
+                await asyncio.sleep(0.05)
+        reason = await readyz.get_data(as_text=True)
+        assert reason.startswith("the table cannot take the spooled records: the table ")
+        assert (await spool_health(client, lambda spool: True))["spool"]["records"] == 1
+        await database.execute(f"DROP TABLE {database.table}")
+        await database.create_table()
+        await wait_for_usernames(database, ["kept"])
+        async with asyncio.timeout(15):
+            while (await client.get("/readyz")).status_code != 200:
+                await asyncio.sleep(0.05)
+    assert "the spooled records stay in the spool until it is fixed" in caplog.text
+
+
+async def test_a_refused_password_still_refuses_to_start(
+    tmp_path: Path, database: Database
+) -> None:
+    url = changed_url(database.url, password="Not-The-Password-42")
+    config = database.config(
+        LOGIN_LOG_DATABASE_URL=url, LOGIN_LOG_SPOOL_DIR=str(spool_dir(tmp_path))
+    )
+    with pytest.raises(LifespanError, match="password authentication failed"):
+        async with create_app(config).test_app():
+            pass
+
+
+@pytest.mark.parametrize("fault", ["missing", "through a symlink"])
+async def test_a_spool_directory_that_cannot_be_used_refuses_to_start(
+    tmp_path: Path, database: Database, fault: str
+) -> None:
+    path = tmp_path / "spool"
+    if fault == "through a symlink":
+        spool_dir(tmp_path)
+        (tmp_path / "link").symlink_to(path)
+        path = tmp_path / "link"
+    config = database.config(LOGIN_LOG_SPOOL_DIR=str(path))
+    with pytest.raises(LifespanError, match=f"cannot use the spool directory {path}: "):
+        async with create_app(config).test_app():
+            pass
+
+
+def test_a_spool_needs_a_database() -> None:
+    with pytest.raises(ConfigError, match=r"LOGIN_LOG_SPOOL_DIR .* needs LOGIN_LOG_DATABASE_URL"):
+        create_app({"LOGIN_LOG_SPOOL_DIR": "/tmp"})
+
+
+async def test_a_spool_on_tmpfs_is_taken_with_a_warning(
+    small_disk, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = small_disk("1m")
+    async with create_app(database.config(LOGIN_LOG_SPOOL_DIR=str(disk))).test_app() as test_app:
+        client = test_app.test_client()
+        assert await statuses_of(client, ["a"]) == {"a": 200}
+    assert f"the spool directory {disk} is on tmpfs: what it holds does not survive" in caplog.text
+
+
+async def test_a_spool_disk_that_fills_refuses_logins_and_turns_readyz_red(
+    small_disk, throwaway_database: Database
+) -> None:
+    database, server = throwaway_database, throwaway_database.server
+    assert server is not None
+    disk = small_disk("64k")
+    config = database.config(
+        LOGIN_LOG_SPOOL_DIR=str(disk), LOGIN_LOG_DURABLE=True, LOGIN_LOG_FULL_TIMEOUT=0.5
+    )
+    async with create_app(config).test_app() as test_app:
+        client = test_app.test_client()
+        server.stop()
+        try:
+            statuses: dict[str, int] = {}
+            for i in range(1000):  # 64 KiB hold a few hundred; then 503s, a few are enough
+                statuses.update(await statuses_of(client, [f"{i:03d}-" + "x" * 200]))
+                if list(statuses.values()).count(503) == 3:
+                    break
+            acknowledged = sorted(name for name, status in statuses.items() if status == 200)
+            assert 503 in statuses.values() and acknowledged
+            readyz = await client.get("/readyz")
+            assert readyz.status_code == 503
+            assert "the spool cannot be written (No space left on device)" in (
+                await readyz.get_data(as_text=True)
+            )
+        finally:
+            server.start()
+        async with asyncio.timeout(30):
+            while not set(acknowledged) <= set(await usernames(database)):
+                await asyncio.sleep(0.1)
+    stored = await usernames(database)
+    assert len(stored) == len(set(stored))

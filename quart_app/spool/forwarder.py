@@ -63,10 +63,14 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        held = [*([self.current] if self.current else []), *self.adopted]
+        held = self.held()
         self.current, self.adopted = None, deque()
         for segment in held:
             os.close(segment.fd)
+
+    def held(self) -> list[Segment]:
+        """The files this forwarder holds: the one it forwards, and those adopted."""
+        return [*([self.current] if self.current else []), *self.adopted]
 
     async def _run(self) -> None:
         delay = RETRY_FIRST
@@ -109,7 +113,8 @@ class Forwarder:
             self.adopted.extend(await _in_thread(self._adopt))
         if self.adopted:
             return self.adopted.popleft()
-        if not store.spooling or not await self._table_ready():
+        spooled = store.active is not None and store.active.records > 0
+        if not (store.spooling or spooled) or not await self._table_ready():
             return None
         async with store.lock:
             if store.active is not None and store.active.records:
@@ -130,7 +135,7 @@ class Forwarder:
     def _adopt(self) -> list[Segment]:
         # In a thread: lock the files of processes that are gone.
         store = self.store
-        held = {s.name for s in (*store.closed, store.active, self.current) if s is not None}
+        held = {s.name for s in (*store.closed, store.active, *self.held()) if s is not None}
         found = []
         for name in store.directory.leftovers():
             store.directory.adopt(name)  # removed if its creator is gone

@@ -156,36 +156,35 @@ class SpoolStore(WrappingStore):
         fitted stays spooled: the writer's retry appends the rest), and the
         ``OSError`` of a spool file that cannot be written.
         """
-        if not self.spooling and batch.frames is None:
-            try:
-                async with asyncio.timeout(self.spill_after):
-                    return await self.inner.write(batch.inner)
-            except Exception as exc:
-                self.go_to_spool(exc)
-        async with self.lock:
-            try:
-                await _in_thread(lambda: self._spool(batch))
-            except SpoolFull as exc:
-                self.write_error = exc.strerror
-                raise
-            except OSError as exc:
-                self.write_error = f"the spool cannot be written ({exc.strerror})"
-                raise
-            self.write_error = None
+        while True:
+            if not self.spooling and batch.frames is None:
+                try:
+                    async with asyncio.timeout(self.spill_after):
+                        return await self.inner.write(batch.inner)
+                except Exception as exc:
+                    self.go_to_spool(exc)
+            async with self.lock:
+                # The forwarder may have emptied the spool meanwhile and gone back to the
+                # table; unless part of this batch is spooled already.
+                if self.spooling or batch.frames is not None:
+                    self.spooling = True
+                    await self._spool_safely(batch)
+                    break
         if self._forwarder is not None:
             self._forwarder.wake()
         return batch.set_aside
 
     async def sync(self) -> None:
         """Make what was spooled durable (``fdatasync``), or sync the table's store."""
-        segment = self.active
-        if segment is not None and segment.dirty:
-            segment.dirty = False
-            try:
-                await _in_thread(lambda: files.datasync(segment.fd))
-            except OSError:
-                segment.dirty = True
-                raise
+        async with self.lock:  # the forwarder may neither rotate nor remove the file meanwhile
+            segment = self.active
+            if segment is not None and segment.dirty:
+                segment.dirty = False
+                try:
+                    await _in_thread(lambda: files.datasync(segment.fd))
+                except OSError:
+                    segment.dirty = True
+                    raise
         await self.inner.sync()
 
     async def close(self) -> None:
@@ -200,6 +199,18 @@ class SpoolStore(WrappingStore):
         for store in (self.inner, self.forwarding):
             with contextlib.suppress(Exception):
                 await store.close()
+
+    async def _spool_safely(self, batch: _SpoolBatch) -> None:
+        # The lock held: append, and keep why it failed for /readyz.
+        try:
+            await _in_thread(lambda: self._spool(batch))
+        except SpoolFull as exc:
+            self.write_error = exc.strerror
+            raise
+        except OSError as exc:
+            self.write_error = f"the spool cannot be written ({exc.strerror})"
+            raise
+        self.write_error = None
 
     @property
     def spool(self) -> SpoolStore:
@@ -223,8 +234,8 @@ class SpoolStore(WrappingStore):
     def figures(self) -> SpoolFigures:
         """Records and bytes in this process's spool files, the oldest's age, and the counts."""
         segments = [*self.closed, *([self.active] if self.active else [])]
-        if self._forwarder is not None and self._forwarder.current is not None:
-            segments.append(self._forwarder.current)
+        if self._forwarder is not None:
+            segments += self._forwarder.held()
         firsts = [s.first_time for s in segments if s.first_time and s.records > s.forwarded]
         age = 0.0
         if firsts:

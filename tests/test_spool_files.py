@@ -1,0 +1,159 @@
+"""The spool's record format and its directory: framing, damage, binding, refusals."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from quart_app.records import LoginRecord
+from quart_app.spool.directory import SpoolDirectory, SpoolDirError
+from quart_app.spool.frames import MAGIC, header_frame, record_frames, scan
+
+BINDING = {"database": "127.0.0.1:5432/audit", "table": "login_log", "host": "web-1"}
+NAMES = ["张三", "o'brien", "a,b\\c", "👩‍💻", "x" * 320]
+
+
+def records() -> list[LoginRecord]:
+    now = datetime(2026, 12, 6, 7, 0, 0, 123456, tzinfo=UTC)
+    ips = ["192.0.2.1", "2001:db8::1", "-", "::ffff:192.0.2.9", "203.0.113.7"]
+    return [LoginRecord(name, now, ip) for name, ip in zip(NAMES, ips, strict=True)]
+
+
+def spool_bytes(maybe: list[bool] | None = None) -> tuple[bytes, list]:
+    rows = records()
+    ids = [uuid4() for _ in rows]
+    frames = record_frames(rows, ids, "web-1", maybe or [False] * len(rows))
+    return header_frame(BINDING) + b"".join(frames), ids
+
+
+def test_records_read_back_exactly_with_their_ids_host_and_marks() -> None:
+    data, ids = spool_bytes([False, True, False, True, False])
+    found = scan(data)
+    assert found.header == {"format": 1, **BINDING}
+    assert [item.record for item in found.records] == records()
+    assert [item.id for item in found.records] == ids
+    assert {item.host for item in found.records} == {"web-1"}
+    assert [item.maybe_stored for item in found.records] == [False, True, False, True, False]
+    assert (found.torn, found.damaged) == (0, [])
+
+
+@pytest.mark.parametrize("cut", [1, 5, 12, 20])
+def test_a_record_cut_short_at_the_end_is_torn_and_the_rest_is_read(cut: int) -> None:
+    data, _ = spool_bytes()
+    found = scan(data[:-cut])
+    assert [item.record for item in found.records] == records()[:-1]
+    last = len(record_frames(records()[-1:], [uuid4()], "web-1", [False])[0])
+    assert found.torn == last - cut
+    assert found.damaged == []
+
+
+def test_a_damaged_record_in_the_middle_is_kept_aside_and_those_after_it_are_read() -> None:
+    data, _ = spool_bytes()
+    second = data.index(MAGIC, data.index(MAGIC, len(header_frame(BINDING))) + 1)
+    damaged = bytearray(data)
+    damaged[second + 30] ^= 0xFF  # in the second record's payload
+    found = scan(bytes(damaged))
+    assert [item.record.username for item in found.records] == [NAMES[0], *NAMES[2:]]
+    assert len(found.damaged) == 1
+    offset, piece = found.damaged[0]
+    assert offset == second and bytes(damaged).find(piece) == second
+    assert found.torn == 0
+
+
+def test_a_damaged_length_does_not_swallow_the_records_after_it() -> None:
+    data, _ = spool_bytes()
+    first = data.index(MAGIC, len(header_frame(BINDING)))
+    damaged = bytearray(data)
+    damaged[first + 4 : first + 8] = (1 << 31).to_bytes(4, "big")  # a length past the end
+    found = scan(bytes(damaged))
+    assert [item.record.username for item in found.records] == NAMES[1:]
+    assert [offset for offset, _ in found.damaged] == [first]
+
+
+def test_garbage_alone_is_a_torn_tail_and_nothing_else() -> None:
+    found = scan(b"\x00" * 100)
+    assert (found.records, found.damaged, found.torn) == ([], [], 100)
+
+
+def bound(path: Path, binding: dict[str, str] | None = None, max_bytes: int = 1 << 20):
+    directory = SpoolDirectory(str(path), binding or BINDING, max_bytes)
+    directory.open()
+    return directory
+
+
+def test_a_directory_is_bound_to_its_table_and_another_table_is_refused_while_files_wait(
+    tmp_path: Path,
+) -> None:
+    directory = bound(tmp_path)
+    name, fd, _ = directory.create("0001-1-000001")
+    os.close(fd)
+    directory.close()
+    other = {**BINDING, "table": "other_log"}
+    with pytest.raises(SpoolDirError) as refused:
+        bound(tmp_path, other)
+    assert "holds records spooled for the table login_log at 127.0.0.1:5432/audit" in str(
+        refused.value
+    )
+    os.unlink(tmp_path / name)
+    bound(tmp_path, other).close()  # nothing waits: bound anew
+    assert json.loads((tmp_path / "spool.json").read_text())["table"] == "other_log"
+
+
+def test_another_app_using_the_directory_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("quart_app.spool.directory.BIND_WAIT", 0.2)
+    directory = bound(tmp_path)
+    with pytest.raises(SpoolDirError, match="another app of this process uses it"):
+        bound(tmp_path)
+    directory.close()
+    # Another process, spooling for another table: it holds spool.json shared.
+    (tmp_path / "spool.json").write_text(json.dumps({**BINDING, "table": "theirs"}))
+    fd = os.open(tmp_path / "spool.json", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        with pytest.raises(SpoolDirError, match="another app uses it, spooling for the table theirs"):
+            bound(tmp_path)
+    finally:
+        os.close(fd)
+    bound(tmp_path).close()
+
+
+@pytest.mark.parametrize("fault", ["missing", "a file", "through a symlink"])
+def test_a_directory_that_cannot_be_used_is_refused_saying_why(tmp_path: Path, fault: str) -> None:
+    path = tmp_path / "spool"
+    expected = {
+        "missing": "No such file or directory: create it (mode 0700) first",
+        "a file": "it is not a directory",
+        "through a symlink": "its path goes through a symbolic link; give the real path",
+    }[fault]
+    if fault == "a file":
+        path.write_text("")
+    elif fault == "through a symlink":
+        (tmp_path / "real").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+        path = tmp_path / "link" / "spool"
+        path.mkdir()
+    with pytest.raises(SpoolDirError) as refused:
+        bound(path)
+    assert str(refused.value) == f"cannot use the spool directory {path}: {expected}"
+
+
+def test_a_file_being_created_is_never_adopted_and_a_dead_ones_is_removed(tmp_path: Path) -> None:
+    directory = bound(tmp_path)
+    name, fd, size = directory.create("0001-1-000001")
+    assert directory.adopt(name) is None  # locked by its live writer
+    os.close(fd)  # its writer died
+    adopted = directory.adopt(name)
+    assert adopted is not None and os.fstat(adopted).st_size == size
+    leftover = tmp_path / ".new-0123"
+    leftover.write_bytes(b"")
+    assert directory.leftovers() == [".new-0123"]
+    assert directory.adopt(".new-0123") is None and not leftover.exists()
+    directory.close()
