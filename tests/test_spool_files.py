@@ -76,9 +76,17 @@ def test_a_damaged_length_does_not_swallow_the_records_after_it() -> None:
     assert [offset for offset, _ in found.damaged] == [first]
 
 
-def test_garbage_alone_is_a_torn_tail_and_nothing_else() -> None:
+def test_a_file_of_garbage_is_kept_aside_whole_never_dropped_as_torn() -> None:
     found = scan(b"\x00" * 100)
-    assert (found.records, found.damaged, found.torn) == ([], [], 100)
+    assert (found.records, found.damaged, found.torn) == ([], [(0, b"\x00" * 100)], 0)
+
+
+def test_a_tail_longer_than_any_record_is_damage_not_a_tear() -> None:
+    data, _ = spool_bytes()
+    found = scan(data + b"\x00" * 70_000)
+    assert [item.record for item in found.records] == records()
+    assert [(offset, len(piece)) for offset, piece in found.damaged] == [(len(data), 70_000)]
+    assert found.torn == 0
 
 
 def bound(path: Path, binding: dict[str, str] | None = None, max_bytes: int = 1 << 20):
@@ -118,7 +126,9 @@ def test_another_app_using_the_directory_is_refused(
     fd = os.open(tmp_path / "spool.json", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_SH)
     try:
-        with pytest.raises(SpoolDirError, match="another app uses it, spooling for the table theirs"):
+        with pytest.raises(
+            SpoolDirError, match="another app uses it, spooling for the table theirs"
+        ):
             bound(tmp_path)
     finally:
         os.close(fd)

@@ -80,9 +80,10 @@ class Spooled:
 class Scan:
     """What a spool file holds: its header, its records, and what could not be read.
 
-    ``damaged``: ``(offset, bytes)`` of each unreadable piece that valid
-    frames follow; ``torn``: the bytes after the last valid frame, which no
-    valid frame follows (a write a crash cut short).
+    ``torn``: the bytes after the last valid frame, which no valid frame
+    follows, if they are no longer than one frame: a write a crash cut short.
+    ``damaged``: ``(offset, bytes)`` of every other unreadable piece: one that
+    valid frames follow, a longer tail, a file with no valid frame.
     """
 
     header: dict[str, Any] | None = None
@@ -121,6 +122,7 @@ def scan(data: bytes) -> Scan:
     """Read a spool file's bytes: every valid frame, and where the others are."""
     result = Scan()
     pos, bad = 0, -1  # bad: where the unreadable piece being crossed began
+    pos_valid = False  # whether a valid frame was read
     while pos < len(data):
         payload = _payload_at(data, pos)
         item: Spooled | dict[str, Any] | None = None
@@ -140,6 +142,7 @@ def scan(data: bytes) -> Scan:
         if bad >= 0:
             result.damaged.append((bad, data[bad:pos]))
             bad = -1
+        pos_valid = True
         if isinstance(item, Spooled):
             result.records.append(item)
         elif result.header is None and isinstance(item, dict):
@@ -147,7 +150,10 @@ def scan(data: bytes) -> Scan:
         assert payload is not None
         pos += _FRAME.size + len(payload)
     if bad >= 0:
-        result.torn = len(data) - bad
+        if pos_valid and len(data) - bad <= _FRAME.size + MAX_PAYLOAD:
+            result.torn = len(data) - bad
+        else:  # more than one write cut short, or no spool file at all: kept, not dropped
+            result.damaged.append((bad, data[bad:]))
     return result
 
 
