@@ -21,7 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..records import text_lines
-from ..stores.postgres import DatabaseError, TableUnusable
+from ..stores.postgres import DatabaseError
 from ..writer.errors import describe_error, one_line
 from . import frames
 from .store import Segment, _in_thread
@@ -162,15 +162,9 @@ class Forwarder:
             return True
         try:
             await store.forwarding.open()
-        except TableUnusable as exc:
-            if store.table_error is None:
-                store.logger.error(
-                    "login log: %s; the spooled records stay in the spool until it is fixed",
-                    exc,
-                )
-            store.table_error = f"the table cannot take the spooled records: {exc.strerror}"
-            return False
         except DatabaseError as exc:
+            if exc.lasting:
+                self._table_unusable(exc)
             store.database_error = exc.strerror
             return False
         store.table_error = None
@@ -232,10 +226,15 @@ class Forwarder:
             try:
                 set_aside = await store.forwarding.write(batch)
                 break
+            except DatabaseError as exc:
+                if exc.lasting:
+                    self._table_unusable(exc)
+                store.database_error = describe_error(exc)
             except Exception as exc:
                 store.database_error = describe_error(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+        store.table_error = None
         if set_aside:
             await self._reject(set_aside, spooled)
         store.forwarded += len(records) - len(set_aside)
@@ -265,6 +264,14 @@ class Forwarder:
                 entry["id"],
                 line,
             )
+
+    def _table_unusable(self, exc: DatabaseError) -> None:
+        store = self.store
+        if store.table_error is None:
+            store.logger.error(
+                "login log: %s; the spooled records stay in the spool until it is fixed", exc
+            )
+        store.table_error = f"the table cannot take the spooled records: {exc.strerror}"
 
     def _failed(self, exc: Exception) -> None:
         store = self.store

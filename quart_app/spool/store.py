@@ -33,7 +33,7 @@ from ..config import Settings
 from ..metrics import SpoolFigures
 from ..records import LoginRecord
 from ..stores.base import WrappingStore
-from ..stores.postgres import DatabaseError, PostgresStore, Unusable
+from ..stores.postgres import DatabaseError, PostgresStore
 from ..stores.postgres import from_settings as postgres_from_settings
 from ..threads import in_daemon_thread
 from . import directory as files
@@ -138,7 +138,7 @@ class SpoolStore(WrappingStore):
         try:
             await self.inner.open()
         except DatabaseError as exc:
-            if isinstance(exc, Unusable):
+            if exc.lasting:
                 await _in_thread(self.directory.close)
                 raise
             self.go_to_spool(exc)

@@ -108,22 +108,20 @@ class DatabaseError(OSError):
     for the operator. Neither holds the password.
     """
 
-    def __init__(self, where: str, reason: str, detail: str, *, sqlstate: str = "") -> None:
+    def __init__(
+        self, where: str, reason: str, detail: str, *, sqlstate: str = "", lasting: str = ""
+    ) -> None:
         super().__init__(None, reason)
         self.where = where
         self.detail = detail
         self.sqlstate = sqlstate
+        self.lasting = lasting
+        """Empty for a failure that may pass (the database away); ``"setup"`` for one that
+        lasts until a person acts on the URL or the role; ``"table"`` for a table (or an
+        encoding) that cannot hold the records."""
 
     def __str__(self) -> str:
         return f"cannot use the login log database {self.where}: {self.detail}"
-
-
-class Unusable(DatabaseError):
-    """The database cannot be used until a person acts: its URL, the password, its table."""
-
-
-class TableUnusable(Unusable):
-    """The database answers, but its table (or its encoding) cannot hold the records."""
 
 
 def new_ids(count: int) -> list[UUID]:
@@ -171,10 +169,11 @@ class _Batch:
 
     ``left`` holds the parts ``(start, stop)`` neither stored nor set aside,
     in order: writing the batch again after a failure goes on from the first.
-    ``unsettled`` holds the starts of parts that may be committed already: one
-    whose COMMIT went unanswered (the connection failed then), or one
-    :meth:`PostgresStore.restore` was told of. Which of their rows are in the
-    table is found out before they are sent.
+    ``unsettled`` maps the start of each part that may be committed already
+    to whether it is all or nothing: true for a part whose COMMIT went
+    unanswered (one transaction), false for one :meth:`PostgresStore.restore`
+    was told of. Which of their rows are in the table is found out before
+    they are sent.
     """
 
     records: list[LoginRecord]
@@ -185,7 +184,7 @@ class _Batch:
     host: str
     left: list[tuple[int, int]]
     set_aside: list[LoginRecord] = field(default_factory=list)
-    unsettled: set[int] = field(default_factory=set)
+    unsettled: dict[int, bool] = field(default_factory=dict)
 
 
 class Unfinished(NamedTuple):
@@ -253,12 +252,12 @@ class PostgresStore:
                     # Any other encoding cannot hold every username: 张三 would be
                     # answered 200 in default mode, then refused and set aside.
                     reason = f"its encoding is {encoding}, not UTF8: it cannot store every username"
-                    raise TableUnusable(self.where, reason, reason)
+                    raise DatabaseError(self.where, reason, reason, lasting="table")
                 await ensure_table(connection, self.table)
         except TableError as exc:
             self._drop_connection()
             reason = f"the table {self.table}: {exc}"
-            raise TableUnusable(self.where, reason, reason) from None
+            raise DatabaseError(self.where, reason, reason, lasting="table") from None
         except DatabaseError:
             self._drop_connection()
             raise
@@ -284,13 +283,15 @@ class PostgresStore:
         unsure of); those are found out before anything is sent, so that a
         resend stores each record once and sets none aside for being there.
         """
-        left, unsettled, start = [], set(), 0
+        left: list[tuple[int, int]] = []
+        unsettled: dict[int, bool] = {}
+        start = 0
         flags = list(maybe_stored) or [False] * len(records)
         for stop in range(1, len(records) + 1):
             if stop == len(records) or flags[stop] != flags[start]:
                 left.append((start, stop))
                 if flags[start]:
-                    unsettled.add(start)
+                    unsettled[start] = False
                 start = stop
         return _Batch(
             records,
@@ -391,10 +392,15 @@ class PostgresStore:
         """
         start, stop = batch.left[0]
         found = await self._committed(batch, start, stop)
+        told = [committed for _, _, committed in found if committed is not None]
+        if batch.unsettled[start] and told:
+            # One transaction: what some rows tell holds for all (a row refused now,
+            # a CHECK added since, is committed with the others).
+            found = [(start, stop, told[0])]
         unknown = sum(high - low for low, high, committed in found if committed is None)
         if unknown and not await self._takes_rows():
             raise self._takes_none(None)
-        batch.unsettled.discard(start)
+        del batch.unsettled[start]
         batch.left[:1] = [(low, high) for low, high, committed in found if committed is False]
         for low, high, committed in found:
             if committed:
@@ -469,9 +475,11 @@ class PostgresStore:
         """
         self._drop_connection()
         if refusal is not None:
-            return self._error(refusal)
+            public, detail = failure_reasons(refusal, self.timeout)
+            sqlstate = refusal.sqlstate or ""
+            return DatabaseError(self.where, public, detail, sqlstate=sqlstate, lasting="table")
         reason = "the table takes no row: it skips every one without an error, the check's too"
-        return DatabaseError(self.where, reason, reason)
+        return DatabaseError(self.where, reason, reason, lasting="table")
 
     async def _insert(
         self, batch: _Batch, start: int, stop: int, *, commit: bool = True, fresh: bool = False
@@ -511,16 +519,16 @@ class PostgresStore:
                 async with asyncio.timeout(self.timeout):
                     await transaction.rollback()
                 return taken
-            batch.unsettled.add(start)
+            batch.unsettled[start] = True
             try:
                 async with asyncio.timeout(self.timeout):
                     await transaction.commit()
             except asyncpg.PostgresError as exc:
                 # Refused at COMMIT (a deferred trigger or constraint): nothing committed.
                 if may_be_the_rows(exc):
-                    batch.unsettled.discard(start)
+                    batch.unsettled.pop(start, None)
                 raise
-            batch.unsettled.discard(start)
+            batch.unsettled.pop(start, None)
             self._last_stored = batch.records[stop - 1]
             return taken
         except DatabaseError:
@@ -537,7 +545,7 @@ class PostgresStore:
 
     async def _connect(self) -> Any:
         if self._unusable:
-            raise Unusable(self.where, self._unusable, self._unusable)
+            raise DatabaseError(self.where, self._unusable, self._unusable, lasting="setup")
         try:
             async with asyncio.timeout(self.timeout):
                 self._connection = await asyncpg.connect(
@@ -550,7 +558,7 @@ class PostgresStore:
                 f"asyncpg cannot use the URL ({type(exc).__name__}; its text is not shown, "
                 "as it may hold the password): percent-encode the user name and password"
             )
-            raise Unusable(self.where, reason, reason) from None
+            raise DatabaseError(self.where, reason, reason, lasting="setup") from None
         return self._connection
 
     def _drop_connection(self) -> None:
@@ -563,8 +571,8 @@ class PostgresStore:
         sqlstate = getattr(exc, "sqlstate", None)
         sqlstate = sqlstate if isinstance(sqlstate, str) else ""
         # A password or role refused (28): nothing to wait out.
-        kind = Unusable if sqlstate.startswith("28") else DatabaseError
-        return kind(self.where, public, detail, sqlstate=sqlstate)
+        lasting = "setup" if sqlstate.startswith("28") else ""
+        return DatabaseError(self.where, public, detail, sqlstate=sqlstate, lasting=lasting)
 
 
 def from_settings(settings: Settings) -> PostgresStore:
