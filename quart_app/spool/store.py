@@ -41,8 +41,8 @@ from .directory import SpoolDirectory
 from .frames import header_frame, record_frames
 
 SPILL_AFTER = 1.0
-"""Seconds a batch may take in the table before it goes to the spool instead (at most the
-database timeout): well within ``LOGIN_LOG_FULL_TIMEOUT``, so a hung database costs no login."""
+"""Seconds a batch may take in the table before it goes to the spool instead; at most the
+database timeout and half ``LOGIN_LOG_FULL_TIMEOUT``, so that a hung database costs no login."""
 
 SEGMENT_BYTES = 4 << 20
 """A spool file past this size is closed and a new one started: files are forwarded whole."""
@@ -359,4 +359,8 @@ def from_settings(inner: Any, settings: Settings) -> SpoolStore:
     directory = SpoolDirectory(
         settings.login_log_spool_dir, binding, settings.login_log_spool_max_bytes
     )
-    return SpoolStore(inner, directory, forwarding=postgres_from_settings(settings))
+    # Well within the time a login waits for its record, so that a hung database costs none.
+    spill_after = min(SPILL_AFTER, max(settings.login_log_full_timeout / 2, 0.05))
+    return SpoolStore(
+        inner, directory, forwarding=postgres_from_settings(settings), spill_after=spill_after
+    )
