@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from pathlib import Path
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from quart_app import create_app
 from quart_app.config import ConfigError
 
 from helpers.pg import CLIENT, Database, changed_url, pause, resume
+from helpers.server import ROOT
 
 
 async def statuses_of(client, names: list[str]) -> dict[str, int]:
@@ -24,6 +26,13 @@ async def statuses_of(client, names: list[str]) -> dict[str, int]:
         name: (await client.get(f"/login/?username={quote(name)}", scope_base=CLIENT)).status_code
         for name in names
     }
+
+
+def documented_spool_fields() -> set[str]:
+    """The fields docs/probes.md says ``/healthz``'s ``spool`` object has."""
+    text = (ROOT / "docs" / "probes.md").read_text(encoding="utf-8")
+    bullet = text[text.index("- With a spool, `/healthz` also has") :].split("\n- ", 1)[0]
+    return set(re.findall(r"`([a-z_]+)`", bullet)) - {"healthz", "spool", "direct", "spooling", "written"}
 
 
 def spool_dir(tmp_path: Path) -> Path:
@@ -76,6 +85,7 @@ async def test_the_database_down_then_back_costs_no_login_and_doubles_none(
             assert (await client.get("/readyz")).status_code == 200
             health = await spool_health(client, lambda spool: spool["records"] == 30)
             assert health["spool"]["database"] == "spooling"
+            assert set(health["spool"]) == documented_spool_fields()
             metrics = await (await client.get("/metrics")).get_data(as_text=True)
             assert 'quart_app_spool_records{app="quart_app.app"} 30.0' in metrics
         finally:
