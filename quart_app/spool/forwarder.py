@@ -146,13 +146,12 @@ class Forwarder:
             if fd is None:
                 continue
             data = _read(fd)
-            scan = frames.scan(data)
-            first = scan.records[0].record.time if scan.records else None
-            found.append(Segment(name, fd, len(data), False, len(scan.records), first))
+            count, first = frames.summary(data)
+            found.append(Segment(name, fd, len(data), False, count, first))
             store.logger.warning(
                 "login log: adopted the spool file %s (%d records) of a process that is gone",
                 name,
-                len(scan.records),
+                count,
             )
         return found
 

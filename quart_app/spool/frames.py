@@ -157,7 +157,27 @@ def scan(data: bytes) -> Scan:
     return result
 
 
-def oldest_time(data: bytes) -> datetime | None:
-    """The time of the first record in a spool file's first bytes, if one is readable there."""
+def summary(data: bytes) -> tuple[int, datetime | None]:
+    """How many records a spool file holds, and the first one's time: cheaply, by lengths.
+
+    Frames are counted by their lengths alone, and only the first record is
+    decoded (a damaged payload is counted, and found when forwarded); a file
+    whose frames do not follow one another so is read with :func:`scan`.
+    """
+    pos, count, first = 0, 0, None
+    while pos + _FRAME.size <= len(data):
+        magic, length, _ = _FRAME.unpack_from(data, pos)
+        if magic != MAGIC or length > MAX_PAYLOAD:
+            break
+        if data[pos + _FRAME.size : pos + _FRAME.size + 1] != HEADER_KIND:
+            count += 1
+            if first is None:
+                payload = _payload_at(data, pos)
+                if payload is None:
+                    break
+                first = _record(payload).record.time
+        pos += _FRAME.size + length
+    if pos == len(data):
+        return count, first
     found = scan(data)
-    return found.records[0].record.time if found.records else None
+    return len(found.records), found.records[0].record.time if found.records else None
