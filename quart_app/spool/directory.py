@@ -185,9 +185,9 @@ class SpoolDirectory:
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def sync(self) -> None:
-        """Make the directory's entries (a new, renamed or removed file) durable."""
-        fd = os.open(self._real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def sync(self, path: str = "") -> None:
+        """Make the directory's entries (a new, renamed or removed file) durable; or ``path``'s."""
+        fd = os.open(path or self._real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
@@ -254,6 +254,7 @@ class SpoolDirectory:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self.sync(os.path.join(self._real, DAMAGED))  # before the spool file goes
         return path
 
     def reject(self, entries: list[dict[str, Any]]) -> str:
@@ -266,6 +267,7 @@ class SpoolDirectory:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self.sync()  # the file may be new: before the spool file goes
         return path
 
 
