@@ -304,8 +304,8 @@ class SpoolStore(WrappingStore):
                 if segment.first_time is None:
                     segment.first_time = batch.first_time
                 batch.spooled += count
+            used = self.directory.used_bytes() if batch.spooled < len(batch.frames) else 0
         if batch.spooled < len(batch.frames):
-            used = self.directory.max_bytes - room
             raise SpoolFull(
                 errno.ENOSPC,
                 f"the spool is full ({used} of {self.directory.max_bytes} bytes)",
