@@ -208,7 +208,7 @@ class DatabaseURL(str):
                 "(%40 for @, %2F for /, %3F for ?, %23 for #)"
             )
         try:
-            port = parts.port or 5432
+            port = parts.port
         except ValueError:  # not a number
             raise ConfigError(one_host) from None
         if "," in (parts.hostname or ""):  # asyncpg would take a list of hosts
@@ -223,6 +223,7 @@ class DatabaseURL(str):
         host = unquote(parts.hostname or "") or query.get("host", ["(default host)"])[0]
         if ":" in host:
             host = f"[{host}]"
+        port = port or query.get("port", ["5432"])[0]
         user = unquote(parts.username or "") or query.get("user", ["(default user)"])[0]
         database = unquote(parts.path.lstrip("/")) or query.get("dbname", [user])[0]
         return cls._made(value, f"{user}@{host}:{port}/{database}", frozenset(query))

@@ -172,6 +172,12 @@ def test_the_database_url_is_read_once_into_what_it_names() -> None:
         checked.where = "elsewhere"
     socket = DatabaseURL("postgresql:///audit?host=%2Fvar%2Frun&user=app")
     assert socket.where == "app@/var/run:5432/audit"
+    # The port and host may be given in the query too: asyncpg connects there.
+    queried = DatabaseURL("postgresql://app@/audit?host=db.example&port=6543")
+    assert queried.where == "app@db.example:6543/audit"
+    assert DatabaseURL("postgresql://app@db.example/audit?port=6543").where == (
+        "app@db.example:6543/audit"
+    )
     empty = Settings.from_config({"LOGIN_LOG_DATABASE_URL": ""}).login_log_database_url
     assert isinstance(empty, DatabaseURL) and not empty
 
