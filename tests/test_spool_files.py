@@ -167,3 +167,85 @@ def test_a_file_being_created_is_never_adopted_and_a_dead_ones_is_removed(tmp_pa
     assert directory.leftovers() == [".new-0123"]
     assert directory.adopt(".new-0123") is None and not leftover.exists()
     directory.close()
+
+
+@pytest.mark.parametrize("binding_file", ["lost", "garbage"])
+def test_records_for_another_table_are_refused_even_when_the_binding_file_is_lost(
+    tmp_path: Path, binding_file: str
+) -> None:
+    directory = bound(tmp_path)
+    _, fd, _ = directory.create("0001-1-000001")
+    os.close(fd)
+    directory.close()
+    if binding_file == "lost":
+        (tmp_path / "spool.json").unlink()
+    else:
+        (tmp_path / "spool.json").write_bytes(b"\x00garbage")
+    with pytest.raises(SpoolDirError) as refused:
+        bound(tmp_path, {**BINDING, "table": "other_log"})
+    assert "holds records spooled for the table login_log at 127.0.0.1:5432/audit" in str(
+        refused.value
+    )
+    bound(tmp_path).close()  # the table its files were spooled for: taken, bound again
+    assert json.loads((tmp_path / "spool.json").read_text()) == BINDING
+
+
+@pytest.mark.parametrize("kind", ["a directory", "a symlink", "a FIFO"])
+def test_something_not_a_file_named_like_a_spool_file_is_passed_over(
+    tmp_path: Path, kind: str
+) -> None:
+    directory = bound(tmp_path)
+    stray = tmp_path / "0000-1-000001.seg"
+    if kind == "a directory":
+        stray.mkdir()
+    elif kind == "a symlink":
+        (tmp_path / "elsewhere").write_bytes(b"")
+        stray.symlink_to(tmp_path / "elsewhere")
+    else:
+        os.mkfifo(stray)
+    name, fd, _ = directory.create("0001-1-000002")
+    os.close(fd)
+    assert directory.segment_names() == [name]
+    assert directory.adopt(stray.name) is None
+    assert directory.adopt(name) is not None
+    directory.close()
+
+
+def test_a_file_being_created_survives_another_process_clearing_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = bound(tmp_path)
+    real_open = os.open
+
+    def open_then_clear(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if os.path.basename(path).startswith(".new-"):
+            # Another worker, between this one's open and its lock, takes it for a dead one's.
+            monkeypatch.setattr(os, "open", real_open)
+            assert directory.adopt(os.path.basename(path)) is None
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_clear)
+    name, fd, size = directory.create("0001-1-000001")
+    assert (tmp_path / name).stat().st_size == size and os.fstat(fd).st_nlink == 1
+    os.close(fd)
+    directory.close()
+
+
+def test_a_damaged_directory_that_is_a_file_is_refused_saying_why(tmp_path: Path) -> None:
+    (tmp_path / "damaged").write_text("")
+    with pytest.raises(SpoolDirError) as refused:
+        bound(tmp_path)
+    assert str(refused.value).endswith(
+        "damaged is not a directory: it must be one, for the pieces of damaged spool files"
+    )
+
+
+def test_removing_a_spool_file_someone_deleted_already_counts_as_removed(tmp_path: Path) -> None:
+    directory = bound(tmp_path)
+    name, fd, _ = directory.create("0001-1-000001")
+    (tmp_path / name).unlink()
+    directory.remove(name, fd)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+    directory.close()

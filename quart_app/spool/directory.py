@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from .frames import header_frame
+from .frames import MAX_PAYLOAD, first_header, header_frame, spooled_for
 
 SUFFIX = ".seg"
 NEW_PREFIX = ".new-"
@@ -39,6 +39,7 @@ REJECTED = "rejected.jsonl"
 DAMAGED = "damaged"
 BIND_WAIT = 10.0
 """Seconds a start waits for another process binding the directory."""
+_NO_WAIT = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # no link followed, no FIFO waited on
 _IN_USE: set[str] = set()  # directories opened in this process: one app each
 
 
@@ -100,7 +101,7 @@ class SpoolDirectory:
         try:
             self._lock_fd = self._open_file(".lock")
             self._bind()
-            os.makedirs(os.path.join(real, DAMAGED), mode=0o700, exist_ok=True)
+            self._make_damaged()
         except SpoolDirError:
             self.close()
             raise
@@ -130,6 +131,17 @@ class SpoolDirectory:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         return os.open(os.path.join(self._real, name), flags, 0o600)
 
+    def _make_damaged(self) -> None:
+        path = os.path.join(self._real, DAMAGED)
+        with suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            self._refuse(
+                errno.ENOTDIR,
+                f"{DAMAGED} is not a directory: it must be one, for the pieces of damaged "
+                "spool files",
+            )
+
     def _bind(self) -> None:
         self._bound_fd = fd = self._open_file(BINDING)
         deadline = time.monotonic() + BIND_WAIT
@@ -141,12 +153,13 @@ class SpoolDirectory:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             if _try_lock(fd, fcntl.LOCK_EX):
                 found = _read_binding(fd)
-                if found and found != self.binding and self.segment_names():
+                other = self._spooled_elsewhere(found) if found != self.binding else None
+                if other is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                     self._refuse(
                         errno.EBUSY,
-                        f"it holds records spooled for {_describe(found)}, not for "
-                        f"{_describe(self.binding)}: start with that configuration until they "
+                        f"it holds records spooled for {describe(other)}, not for "
+                        f"{describe(self.binding)}: start with that configuration until they "
                         "are forwarded, or move them away",
                     )
                 if found != self.binding:
@@ -158,13 +171,48 @@ class SpoolDirectory:
                 continue
             found = _read_binding(fd)
             if time.monotonic() > deadline:
-                whom = _describe(found) if found else "another app"
+                whom = describe(found) if found else "another app"
                 self._refuse(errno.EBUSY, f"another app uses it, spooling for {whom}")
             time.sleep(0.02 + secrets.randbelow(30) / 1000)
 
+    def _spooled_elsewhere(self, found: dict[str, str] | None) -> dict[str, Any] | None:
+        # What the files waiting here were spooled for, if not for this binding: the
+        # binding file names it, or, lost or damaged, the files' own headers do.
+        names = self.segment_names()
+        if not names:
+            return None
+        if found is not None:
+            return found
+        for name in names:
+            theirs = spooled_for(self.header_of(name))
+            if theirs is not None and theirs != self.binding:
+                return theirs
+        return None
+
+    def header_of(self, name: str) -> dict[str, Any] | None:
+        """The header spool file ``name`` starts with; None if unreadable."""
+        try:
+            fd = os.open(os.path.join(self._real, name), os.O_RDONLY | _NO_WAIT)
+        except OSError:
+            return None
+        try:
+            return first_header(os.pread(fd, 12 + MAX_PAYLOAD, 0))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def segment_names(self) -> list[str]:
-        """The spool files there, oldest first (their names start with their creation time)."""
-        return sorted(name for name in os.listdir(self._real) if name.endswith(SUFFIX))
+        """The spool files there, oldest first (their names start with their creation time).
+
+        Only regular files: a directory or a link named like one is not a spool file.
+        """
+        with os.scandir(self._real) as entries:
+            return sorted(
+                entry.name
+                for entry in entries
+                if entry.name.endswith(SUFFIX) and entry.is_file(follow_symlinks=False)
+            )
 
     def used_bytes(self) -> int:
         """What the spool files hold, those being created included."""
@@ -202,9 +250,10 @@ class SpoolDirectory:
             temporary = os.path.join(self._real, f"{NEW_PREFIX}{secrets.token_hex(8)}")
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             fd = os.open(temporary, flags | os.O_NOFOLLOW, 0o600)
-            if _try_lock(fd, fcntl.LOCK_EX):
+            if _try_lock(fd, fcntl.LOCK_EX) and os.fstat(fd).st_nlink:
                 break
-            # Another process took it for a dead one's, between the open and the lock.
+            # Another process took it for a dead one's, between the open and the lock
+            # (and may have removed it already).
             os.close(fd)
         try:
             header = header_frame(self.binding)
@@ -223,11 +272,15 @@ class SpoolDirectory:
         """Lock spool file ``name`` if no live process holds it; its fd, or None."""
         path = os.path.join(self._real, name)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | _NO_WAIT)
+        except OSError:  # gone since listed, or not a file (a link, a directory)
             return None
-        if not _try_lock(fd, fcntl.LOCK_EX) or os.fstat(fd).st_nlink == 0:
-            os.close(fd)  # a live process's, or forwarded and removed since listed
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not _try_lock(fd, fcntl.LOCK_EX):
+            os.close(fd)  # not a spool file (a FIFO), or a live process's
+            return None
+        if os.fstat(fd).st_nlink == 0:
+            os.close(fd)  # forwarded and removed since listed
             return None
         if name.startswith(NEW_PREFIX):  # a dead process's, never made visible: empty
             os.unlink(path)
@@ -236,10 +289,18 @@ class SpoolDirectory:
         return fd
 
     def remove(self, name: str, fd: int) -> None:
-        """Delete spool file ``name``, forwarded (its lock is held), durably."""
-        os.unlink(os.path.join(self._real, name))
-        os.close(fd)
-        self.sync()
+        """Delete spool file ``name``, forwarded (its lock is held), and close ``fd``.
+
+        ``fd`` is closed whatever happens. A removal a crash undoes is safe: the
+        file is adopted again and its records, found in the table, are not resent.
+        """
+        try:
+            with suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._real, name))
+        finally:
+            os.close(fd)
+        with suppress(OSError):
+            self.sync()
 
     def leftovers(self) -> list[str]:
         """Files a dead process may have left being created, to :meth:`adopt` (and remove)."""
@@ -248,7 +309,8 @@ class SpoolDirectory:
     def move_aside(self, name: str, offset: int, data: bytes) -> str:
         """Keep an unreadable piece of spool file ``name`` in ``damaged/``; its path."""
         path = os.path.join(self._real, DAMAGED, f"{name}.{offset}")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(path, flags, 0o600)
         try:
             _write_all(fd, data)
             os.fsync(fd)
@@ -261,7 +323,8 @@ class SpoolDirectory:
         """Append records the table refused for good to ``rejected.jsonl``, durably; its path."""
         path = os.path.join(self._real, REJECTED)
         lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(path, flags, 0o600)
         try:
             _write_all(fd, lines.encode("utf-8", "surrogatepass"))
             os.fsync(fd)
@@ -288,7 +351,8 @@ def _read_binding(fd: int) -> dict[str, str] | None:
     return found if isinstance(found, dict) else None
 
 
-def _describe(binding: dict[str, Any]) -> str:
+def describe(binding: dict[str, Any]) -> str:
+    """The table, database and host a binding names, for messages."""
     return (
         f"the table {binding.get('table')} at {binding.get('database')} "
         f"(host {binding.get('host')!r})"

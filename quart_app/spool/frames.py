@@ -46,7 +46,27 @@ def frame(payload: bytes) -> bytes:
 
 def header_frame(binding: dict[str, str]) -> bytes:
     """The first frame of a spool file: what it was spooled for."""
-    return frame(HEADER_KIND + json.dumps({"format": 1, **binding}, sort_keys=True).encode())
+    text = json.dumps({"format": 1, **binding}, sort_keys=True, ensure_ascii=False)
+    return frame(HEADER_KIND + text.encode("utf-8", "surrogatepass"))
+
+
+def spooled_for(header: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The binding (database, table, host) a file's header names; None if it has none."""
+    if header is None:
+        return None
+    return {key: value for key, value in header.items() if key != "format"}
+
+
+def first_header(data: bytes) -> dict[str, Any] | None:
+    """The header a spool file's bytes start with, or None if its first frame is not one."""
+    payload = _payload_at(data, 0)
+    if payload is None or payload[:1] != HEADER_KIND:
+        return None
+    try:
+        found = json.loads(payload[1:])
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def record_frames(
@@ -64,6 +84,13 @@ def record_frames(
         name = record.username.encode("utf-8", "surrogatepass")
         frames.append(frame(b"".join((head, ip, host_bytes, name))))
     return frames
+
+
+def longest_frame(host: str, username_max_length: int) -> int:
+    """The bytes of the longest record frame a host can write: no record is longer."""
+    host_bytes = len(host.encode("utf-8", "surrogatepass"))
+    ip_bytes = 255  # its length is one byte
+    return _FRAME.size + _RECORD.size + ip_bytes + host_bytes + 4 * username_max_length
 
 
 @dataclass(slots=True)
