@@ -6,8 +6,10 @@ import asyncio
 import json
 import re
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -15,6 +17,8 @@ from quart.testing.app import LifespanError
 
 from quart_app import create_app
 from quart_app.config import ConfigError
+from quart_app.records import LoginRecord
+from quart_app.spool.frames import header_frame, record_frames
 
 from helpers.pg import CLIENT, Database, changed_url, pause, resume
 from helpers.server import ROOT
@@ -293,3 +297,52 @@ async def test_a_spool_disk_that_fills_refuses_logins_and_turns_readyz_red(
                 await asyncio.sleep(0.1)
     stored = await usernames(database)
     assert len(stored) == len(set(stored))
+
+
+async def test_a_spool_file_for_another_table_or_with_no_header_is_kept_aside_never_forwarded(
+    tmp_path: Path, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = spool_dir(tmp_path)
+    async with create_app(database.config(LOGIN_LOG_SPOOL_DIR=str(spool))).test_app() as test_app:
+        client = test_app.test_client()
+        assert await statuses_of(client, ["ours"]) == {"ours": 200}
+        binding = json.loads((spool / "spool.json").read_text())
+        record = LoginRecord("theirs", datetime.now(UTC), "192.0.2.7")
+        body = b"".join(record_frames([record], [uuid4()], binding["host"], [False]))
+        dropped = {
+            # Copied in from another host's spool, spooled for another table.
+            "00000000000000000001-1-000001.seg": header_frame({**binding, "table": "other_log"})
+            + body,
+            "00000000000000000001-1-000002.seg": b"\x00not a header" + body,
+        }
+        for name, data in dropped.items():
+            (spool / name).write_bytes(data)
+        await spool_health(client, lambda spool: spool["moved_aside"] == 2)
+        await wait_for_usernames(database, ["ours"])
+    assert not list(spool.glob("*.seg"))
+    assert {path.name: path.read_bytes() for path in (spool / "damaged").iterdir()} == {
+        f"{name}.0": data for name, data in dropped.items()
+    }
+    assert "spooled for the table other_log" in caplog.text
+    assert "its header is unreadable" in caplog.text
+
+
+async def test_the_longest_record_fits_the_smallest_spool_or_the_start_is_refused(
+    tmp_path: Path,
+) -> None:
+    config = {
+        "LOGIN_LOG_DATABASE_URL": "postgresql://app@127.0.0.1:9/audit",  # away
+        "LOGIN_LOG_SPOOL_DIR": str(spool_dir(tmp_path)),
+        "LOGIN_LOG_SPOOL_MAX_BYTES": 4096,
+        "LOGIN_LOG_HOST": "😀" * 255,  # 1,020 bytes in each record, and in each file's header
+        "USERNAME_MAX_LENGTH": 320,
+    }
+    longest = "😀" * 320
+    async with create_app(config).test_app() as test_app:
+        client = test_app.test_client()
+        assert await statuses_of(client, [longest]) == {longest: 200}
+    name = "d" * 1000  # the database: named in each file's header
+    config["LOGIN_LOG_DATABASE_URL"] = f"postgresql://app@127.0.0.1:9/{name}"
+    with pytest.raises(ConfigError, match="LOGIN_LOG_SPOOL_MAX_BYTES must be at least 4703 "):
+        async with create_app(config).test_app():
+            pass

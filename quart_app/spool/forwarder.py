@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..records import text_lines
 from ..stores.postgres import DatabaseError
 from ..writer.errors import describe_error, one_line
+from . import directory as files
 from . import frames
 from .store import Segment, _in_thread
 
@@ -66,7 +67,8 @@ class Forwarder:
         held = self.held()
         self.current, self.adopted = None, deque()
         for segment in held:
-            os.close(segment.fd)
+            if segment.fd >= 0:  # not handed to a removal that was under way
+                os.close(segment.fd)
 
     def held(self) -> list[Segment]:
         """The files this forwarder holds: the one it forwards, and those adopted."""
@@ -90,6 +92,8 @@ class Forwarder:
                 except Exception:
                     # Retried: the records of the batch that failed may be in the table.
                     segment.exact = False
+                    if segment.fd < 0:  # its removal failed, the fd closed: adopted again
+                        self.current = None
                     raise
                 self.current = None
                 delay = RETRY_FIRST
@@ -145,8 +149,12 @@ class Forwarder:
             fd = store.directory.adopt(name)
             if fd is None:
                 continue
-            data = _read(fd)
-            count, first = frames.summary(data)
+            try:
+                data = _read(fd)
+                count, first = frames.summary(data)
+            except Exception:
+                os.close(fd)
+                raise
             found.append(Segment(name, fd, len(data), False, count, first))
             store.logger.warning(
                 "login log: adopted the spool file %s (%d records) of a process that is gone",
@@ -172,8 +180,12 @@ class Forwarder:
 
     async def _forward(self, segment: Segment) -> None:
         store = self.store
-        data = await _in_thread(lambda: _read(segment.fd))
-        scan = frames.scan(data)
+        # In a thread: a 4 MiB file takes the event loop ~100 ms to scan.
+        scan = await _in_thread(lambda: frames.scan(_read(segment.fd)))
+        theirs = frames.spooled_for(scan.header)
+        if theirs != store.directory.binding:
+            await self._set_aside(segment, theirs)
+            return
         for offset, piece in scan.damaged:
             path = await _in_thread(
                 lambda offset=offset, piece=piece: store.directory.move_aside(
@@ -212,7 +224,34 @@ class Forwarder:
             await self._insert(spooled[start:stop], exact=segment.exact)
             segment.forwarded = stop
             start = stop
-        await _in_thread(lambda: store.directory.remove(segment.name, segment.fd))
+        await self._remove(segment)
+
+    async def _remove(self, segment: Segment) -> None:
+        # The fd is the removal's from now on (it closes it), even if this task is
+        # cancelled meanwhile: stop() must not close it again.
+        fd, segment.fd = segment.fd, -1
+        await _in_thread(lambda: self.store.directory.remove(segment.name, fd))
+
+    async def _set_aside(self, segment: Segment, theirs: dict[str, Any] | None) -> None:
+        # A file spooled for another table, or whose header is unreadable, goes
+        # whole to damaged/: its records are kept, never forwarded into this table.
+        store = self.store
+        data = await _in_thread(lambda: _read(segment.fd))
+        path = await _in_thread(lambda: store.directory.move_aside(segment.name, 0, data))
+        store.moved_aside += 1
+        store.moved_aside_bytes += len(data)
+        why = (
+            "its header is unreadable"
+            if theirs is None
+            else f"it was spooled for {files.describe(theirs)}"
+        )
+        store.logger.error(
+            "login log: the spool file %s is not forwarded, %s: moved aside whole to %s",
+            segment.name,
+            why,
+            path,
+        )
+        await self._remove(segment)
 
     async def _insert(self, spooled: list[frames.Spooled], *, exact: bool) -> None:
         store = self.store

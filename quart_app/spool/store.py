@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..metrics import SpoolFigures
 from ..records import LoginRecord
 from ..stores.base import WrappingStore
@@ -38,7 +38,7 @@ from ..stores.postgres import from_settings as postgres_from_settings
 from ..threads import in_daemon_thread
 from . import directory as files
 from .directory import SpoolDirectory
-from .frames import header_frame, record_frames
+from .frames import header_frame, longest_frame, record_frames
 
 SPILL_AFTER = 1.0
 """Seconds a batch may take in the table before it goes to the spool instead; at most the
@@ -335,7 +335,8 @@ class SpoolStore(WrappingStore):
         for segment in segments:
             with contextlib.suppress(OSError):
                 files.datasync(segment.fd)
-            os.close(segment.fd)
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
         self.directory.close()
 
 
@@ -356,6 +357,13 @@ def from_settings(inner: Any, settings: Settings) -> SpoolStore:
         "table": inner.table,
         "host": inner.host,
     }
+    least = len(header_frame(binding)) + longest_frame(inner.host, settings.username_max_length)
+    if settings.login_log_spool_max_bytes < least:
+        # Else the longest login would never fit, even in an empty spool.
+        raise ConfigError(
+            f"LOGIN_LOG_SPOOL_MAX_BYTES must be at least {least} with this database, table, "
+            "host and USERNAME_MAX_LENGTH: room for a spool file's header and the longest record"
+        )
     directory = SpoolDirectory(
         settings.login_log_spool_dir, binding, settings.login_log_spool_max_bytes
     )
