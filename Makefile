@@ -33,7 +33,7 @@ lint: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench --rounds 5 --duration 5 --concurrency 64
 
-# Three hosts, one PostgreSQL table, one host stopped mid-load (docs/postgres.md).
+# Three hosts, one PostgreSQL table, one host stopped mid-load, then the database (docs/postgres.md).
 demo-hosts: $(VENV)/.test-installed
 	$(BIN)/python -m quart_app.tools.demo
 
