@@ -31,7 +31,7 @@ from .load import Wrk, run_rounds
 from .plan import SERVERS, TARGETS
 from .plot import plot
 from .report import markdown, summarize
-from .servers import check_seals, start_servers
+from .servers import check_seals, check_spools, start_servers
 from .writer import run_writers
 
 
@@ -162,6 +162,8 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                         say=say,
                     )
                 )
+                for line in check_spools(servers):
+                    say(line)
             for line in check_seals(servers):  # stopped by now: every line sealed
                 say(line)
             raw["http"] = [asdict(m) for m in measurements]

@@ -17,11 +17,18 @@ a closed loop would make it depend on how fast the server runs. Slow
 a percent where timings on a shared machine vary by tens of percent. A sealed
 run's log must pass ``quart-app-log verify`` after it; what the server wrote
 to stderr besides its checkpoints is printed.
+
+``--targets pg "pg spool"`` (issue 19) measures the login route with the
+PostgreSQL store, in a throwaway PostgreSQL (the ``test`` extra), without and
+with a spool (``LOGIN_LOG_SPOOL_DIR``) while the database is up: the spool
+must have stayed unused, or the run fails. Only the server runs under
+callgrind, not the database.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -30,27 +37,48 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 from quart_app.tools.server import ENTRY, ROOT, free_port
+from quart_app.tools.throwaway_postgres import throwaway_postgres
 
-# name: (path, sealed, label)
+# name: (path, store, label). store: "file" (the log file), "sealed" (sealed),
+# "pg" (the PostgreSQL table), "pg-spool" (the table inside a spool, the database up).
 TARGETS = {
-    "/": ("/", False, "`/?username=…`"),
-    "/login/": ("/login/", False, "`/login/?username=…`"),
-    "sealed": ("/login/", True, "sealed `/login/?username=…`"),
+    "/": ("/", "file", "`/?username=…`"),
+    "/login/": ("/login/", "file", "`/login/?username=…`"),
+    "sealed": ("/login/", "sealed", "sealed `/login/?username=…`"),
+    "pg": ("/login/", "pg", "PostgreSQL `/login/?username=…`"),
+    "pg spool": ("/login/", "pg-spool", "spooled PostgreSQL `/login/?username=…`"),
 }
-PATHS = {path: label for path, sealed, label in TARGETS.values() if not sealed}
+DEFAULT_TARGETS = ["/", "/login/", "sealed"]
+"""Measured without ``--targets``: the PostgreSQL ones need the ``test`` extra's server."""
+RATIOS = [
+    ("/login/", "/", "/login/ over /"),
+    ("sealed", "/login/", "sealed /login/ over /login/"),
+    ("pg spool", "pg", "spooled PostgreSQL /login/ over PostgreSQL /login/"),
+]
 
 BIN = Path(sys.executable).parent
 
 
 def instructions(
-    path: str, requests: int, rate: float, workdir: Path, *, sealed: bool = False
+    path: str,
+    requests: int,
+    rate: float,
+    workdir: Path,
+    *,
+    store: str = "file",
+    database_url: str = "",
 ) -> tuple[int, float]:
     """Instructions the server ran to start, answer ``requests`` requests of ``path`` and stop,
-    and the mean records per batch it wrote. ``sealed``: with a sealed log, a new key each run.
+    and the mean records per batch it wrote. ``store`` (see :data:`TARGETS`): ``sealed``, a
+    sealed log with a new key each run; ``pg``, a new table of the database at
+    ``database_url``; ``pg-spool``, the same inside a new spool directory, which must stay
+    unused (the database is up).
     """
+    sealed = store == "sealed"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     out = workdir / f"callgrind-{port}.%p"
@@ -64,6 +92,13 @@ def instructions(
         keygen = [str(BIN / "quart-app-log"), "keygen", str(key)]
         subprocess.run(keygen, check=True, stdout=subprocess.DEVNULL)
         env["QUART_LOGIN_LOG_SEAL_KEY"] = str(key)
+    if store in ("pg", "pg-spool"):
+        env["QUART_LOGIN_LOG_DATABASE_URL"] = database_url
+        env["QUART_LOGIN_LOG_TABLE"] = f"login_log_{port}"
+    if store == "pg-spool":
+        spool = workdir / f"spool-{port}"
+        spool.mkdir(mode=0o700)
+        env["QUART_LOGIN_LOG_SPOOL_DIR"] = str(spool)
     stderr_path = workdir / f"stderr-{port}.txt"
     command = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -83,6 +118,8 @@ def instructions(
         ]  # fmt: skip
         subprocess.run(load, check=True, stdout=subprocess.DEVNULL)
         batch = _records_per_batch(url)
+        if store == "pg-spool":
+            _check_spool_unused(url)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=600)
@@ -135,6 +172,15 @@ def _records_per_batch(url: str) -> float:
     return float(figures.get("quart_app_login_batch_records_sum", 0)) / count if count else 0.0
 
 
+def _check_spool_unused(url: str) -> None:
+    # The database was up the whole run: every batch must have gone straight to the table,
+    # or the count is the spool's and not the direct path's.
+    with urllib.request.urlopen(url + "/healthz", timeout=60) as response:
+        spool = json.load(response)["spool"]
+    if spool["database"] != "direct" or spool["records"] or spool["forwarded"]:
+        raise RuntimeError(f"the spool was used during the run: {spool}")
+
+
 def _wait_until_serving(url: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 300  # callgrind makes the start slow
     while time.monotonic() < deadline:
@@ -163,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         "--targets",
         nargs="+",
         choices=list(TARGETS),
-        default=list(TARGETS),
-        help="which to measure (default all: / /login/ sealed)",
+        default=DEFAULT_TARGETS,
+        help="which to measure (default: / /login/ sealed; 'pg' and 'pg spool' start a "
+        "throwaway PostgreSQL)",
     )
     args = parser.parse_args(argv)
     if args.requests < 1:
@@ -174,22 +221,22 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (apt-get install valgrind)")
     per_request = {}
-    with tempfile.TemporaryDirectory(prefix="quart-callgrind-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="quart-callgrind-") as tmp, ExitStack() as stack:
+        database_url = ""
+        if any(TARGETS[name][1].startswith("pg") for name in args.targets):
+            database = stack.enter_context(throwaway_postgres(Path(tmp) / "postgres"))
+            database_url = database.url
         for name in [name for name in TARGETS if name in args.targets]:
-            path, sealed, label = TARGETS[name]
-            once, _ = instructions(path, args.requests, args.rate, Path(tmp), sealed=sealed)
-            twice, batch = instructions(
-                path, 2 * args.requests, args.rate, Path(tmp), sealed=sealed
-            )
+            path, store, label = TARGETS[name]
+            where = {"store": store, "database_url": database_url}
+            once, _ = instructions(path, args.requests, args.rate, Path(tmp), **where)
+            twice, batch = instructions(path, 2 * args.requests, args.rate, Path(tmp), **where)
             per_request[name] = (twice - once) / args.requests
             batches = f" ({batch:.0f} records per batch)" if batch else ""
             print(
                 f"{label}: {per_request[name]:,.0f} instructions per request{batches}", flush=True
             )
-    for top, bottom, text in (
-        ("/login/", "/", "/login/ over /"),
-        ("sealed", "/login/", "sealed /login/ over /login/"),
-    ):
+    for top, bottom, text in RATIOS:
         if top in per_request and bottom in per_request:
             print(f"{text}: {per_request[top] / per_request[bottom]:.3f}x")
     return 0

@@ -12,7 +12,9 @@ class ServerSpec:
     ``workers`` None serves as ``make run`` does (``hypercorn.toml``: one process).
     With ``database`` it logs into a table of the benchmark's throwaway PostgreSQL.
     With ``sealed`` its log is sealed (``LOGIN_LOG_SEAL_KEY``), each server with a
-    key of its own made by ``quart-app-log keygen``.
+    key of its own made by ``quart-app-log keygen``. With ``spool`` (and
+    ``database``) the table is wrapped in a spool (``LOGIN_LOG_SPOOL_DIR``, a
+    directory of its own per server), the database up: the spool stays empty.
     """
 
     key: str
@@ -21,6 +23,7 @@ class ServerSpec:
     workers: int | None = None
     database: bool = False
     sealed: bool = False
+    spool: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ SERVERS = [
     ServerSpec("sealed", sealed=True),
     ServerSpec("pg", database=True),
     ServerSpec("pg-durable", env={"QUART_LOGIN_LOG_DURABLE": "true"}, database=True),
+    ServerSpec("pg-spool", database=True, spool=True),
     ServerSpec("naive", app="bench.baselines.naive:app"),
     ServerSpec("background", app="bench.baselines.background:app"),
 ]
@@ -89,6 +93,12 @@ TARGETS = [
     Target("login -w 2", "app-w2", "login", "`GET /login/?username=…` with `-w 2`"),
     Target("pg", "pg", "login", "`GET /login/?username=…`, PostgreSQL store"),
     Target("pg durable", "pg-durable", "login", "PostgreSQL store, `LOGIN_LOG_DURABLE=true`"),
+    Target(
+        "pg spool",
+        "pg-spool",
+        "login",
+        "PostgreSQL store with a spool (`LOGIN_LOG_SPOOL_DIR`), the database up: nothing spooled",
+    ),
     Target("naive", "naive", "login", "baseline: aiofiles open/append/close awaited per login"),
     Target("background", "background", "login", "baseline: `add_background_task`, one append"),
 ]
@@ -122,6 +132,15 @@ GOALS = [
     Goal("writer vs aiofiles per line", "writer", "LogWriter", "aiofiles", 50, True),
     Goal("PostgreSQL `/login/` req/s vs `/`", "rps", "pg", "/", 0.90, True),
     Goal("PostgreSQL durable `/login/` req/s vs `/`", "rps", "pg durable", "/", 0.80, True),
+    Goal("spooled PostgreSQL `/login/` req/s vs PostgreSQL", "rps", "pg spool", "pg", 0.97, True),
+    Goal(
+        "spooled PostgreSQL `/login/` server CPU per request vs PostgreSQL",
+        "cpu",
+        "pg spool",
+        "pg",
+        1.03,
+        False,
+    ),
     Goal(
         "writer into PostgreSQL vs a plain insert",
         "writer",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -104,6 +106,10 @@ def start_servers(
                     "QUART_LOGIN_LOG_TABLE": table,
                 }
                 log, postmaster = PostgresTable(database.url, table), psutil.Process(database.pid)
+                if spec.spool:
+                    spool = workdir / f"{key}.spool"
+                    spool.mkdir(mode=0o700)
+                    env["QUART_LOGIN_LOG_SPOOL_DIR"] = str(spool)
             server = stack.enter_context(
                 run_server(workdir, env, workers=spec.workers, app=spec.app, startup_timeout=30)
             )
@@ -130,6 +136,32 @@ def check_seals(servers: dict[str, Running]) -> list[str]:
         else:
             failures = [t.failure for t in report.trees if t.failure] + report.failures
             out.append(f"sealed log of {key}: NOT VERIFIED ({lines:,} lines): {failures}")
+    return out
+
+
+def check_spools(servers: dict[str, Running]) -> list[str]:
+    """While the servers run: each spooled server's spool, from ``/healthz``, one line each.
+
+    With the database up the whole run, a spooled server must have written
+    straight to the table: nothing spooled, nothing forwarded. Raises if not:
+    its figures would be the spool's, not the direct path's.
+    """
+    out = []
+    for key, running in servers.items():
+        if not running.spec.spool:
+            continue
+        with urllib.request.urlopen(running.server.url + "/healthz", timeout=10) as response:
+            spool = json.load(response)["spool"]
+        line = (
+            f"spool of {key}: {spool['database']}, {spool['records']} records waiting, "
+            f"{spool['forwarded']} forwarded"
+        )
+        if spool["database"] != "direct" or spool["records"] or spool["forwarded"]:
+            raise RuntimeError(
+                f"{line}: the spool was used, so the run did not measure the "
+                "direct path; see hypercorn's log in the run's directory"
+            )
+        out.append(line)
     return out
 
 
