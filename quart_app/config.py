@@ -220,12 +220,23 @@ class DatabaseURL(str):
                 f"{key} has a query that is not name=value pairs joined by &"
             ) from None
         # Unquoted, as asyncpg reads it: %2Ftmp is the socket directory /tmp.
-        host = unquote(parts.hostname or "") or query.get("host", ["(default host)"])[0]
+        # As asyncpg reads them: the URL, then its query, then the PG* environment.
+        environ = os.environ
+        host = (
+            unquote(parts.hostname or "")
+            or query.get("host", [environ.get("PGHOST", "(default host)")])[0]
+        )
         if ":" in host:
             host = f"[{host}]"
-        port = port or query.get("port", ["5432"])[0]
-        user = unquote(parts.username or "") or query.get("user", ["(default user)"])[0]
-        database = unquote(parts.path.lstrip("/")) or query.get("dbname", [user])[0]
+        port = port or query.get("port", [environ.get("PGPORT", "5432")])[0]
+        user = (
+            unquote(parts.username or "")
+            or query.get("user", [environ.get("PGUSER", "(default user)")])[0]
+        )
+        database = (
+            unquote(parts.path.lstrip("/"))
+            or query.get("dbname", query.get("database", [environ.get("PGDATABASE", user)]))[0]
+        )
         return cls._made(value, f"{user}@{host}:{port}/{database}", frozenset(query))
 
     @classmethod

@@ -178,6 +178,9 @@ def test_the_database_url_is_read_once_into_what_it_names() -> None:
     assert DatabaseURL("postgresql://app@db.example/audit?port=6543").where == (
         "app@db.example:6543/audit"
     )
+    assert DatabaseURL("postgresql://app@db.example?database=audit2").where == (
+        "app@db.example:5432/audit2"
+    )
     empty = Settings.from_config({"LOGIN_LOG_DATABASE_URL": ""}).login_log_database_url
     assert isinstance(empty, DatabaseURL) and not empty
 
@@ -244,3 +247,13 @@ async def test_short_writes_are_finished_not_torn(
         for name in ["短写一", "short-two"]:
             assert (await client.get("/login/", query_string={"username": name})).status_code == 200
     assert [r.username for r in read_records(log_path)] == ["短写一", "short-two"]
+
+
+def test_the_database_url_names_what_the_pg_environment_fills_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {"PGHOST": "db.example", "PGPORT": "6543", "PGUSER": "app"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PGDATABASE", "audit")
+    assert DatabaseURL("postgresql://").where == "app@db.example:6543/audit"
+    assert DatabaseURL("postgresql://web@db2/other").where == "web@db2:6543/other"

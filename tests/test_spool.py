@@ -343,6 +343,6 @@ async def test_the_longest_record_fits_the_smallest_spool_or_the_start_is_refuse
         assert await statuses_of(client, [longest]) == {longest: 200}
     name = "d" * 1000  # the database: named in each file's header
     config["LOGIN_LOG_DATABASE_URL"] = f"postgresql://app@127.0.0.1:9/{name}"
-    with pytest.raises(ConfigError, match="LOGIN_LOG_SPOOL_MAX_BYTES must be at least 4703 "):
+    with pytest.raises(ConfigError, match="LOGIN_LOG_SPOOL_MAX_BYTES must be at least 4719 "):
         async with create_app(config).test_app():
             pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -13,7 +14,8 @@ import pytest
 
 from quart_app.records import LoginRecord
 from quart_app.spool.directory import SpoolDirectory, SpoolDirError
-from quart_app.spool.frames import MAGIC, header_frame, record_frames, scan
+from quart_app.spool.frames import MAGIC, frame, header_frame, record_frames, scan, summary
+from quart_app.spool.store import server_settings
 
 BINDING = {"database": "127.0.0.1:5432/audit", "table": "login_log", "host": "web-1"}
 NAMES = ["张三", "o'brien", "a,b\\c", "👩‍💻", "x" * 320]
@@ -249,3 +251,69 @@ def test_removing_a_spool_file_someone_deleted_already_counts_as_removed(tmp_pat
     with pytest.raises(OSError):
         os.fstat(fd)  # closed
     directory.close()
+
+
+def bad_frames() -> dict[str, bytes]:
+    """Frames whose checksum holds and whose content no record has."""
+    good = record_frames(records()[:1], [uuid4()], "web-1", [False])[0]
+    payload = good[12:]
+    return {
+        "kind": frame(b"X" + payload[1:]),
+        "short": frame(payload[:20]),
+        "address": frame(payload[:28] + b"\xff" + payload[29:]),
+        "time": frame(payload[:17] + (2**63 - 1).to_bytes(8, "big") + payload[25:]),
+        "host": record_frames(records()[:1], [uuid4()], "web-2", [False])[0],
+    }
+
+
+@pytest.mark.parametrize("kind", ["kind", "short", "address", "time", "host"])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_whole_frame_no_record_could_be_is_damage_never_a_tear(kind: str, where: str) -> None:
+    data, _ = spool_bytes()
+    header = header_frame(BINDING)
+    bad = bad_frames()[kind]
+    if where == "first":
+        spooled = header + bad + data[len(header) :]
+        offset = len(header)
+    else:
+        spooled, offset = data + bad, len(data)
+    found = scan(spooled, "web-1")
+    assert [item.record for item in found.records] == records()
+    assert found.damaged == [(offset, bad)] and found.torn == 0
+    # Counted by lengths, found when read; a first record that cannot be read is read whole.
+    counted = len(records()) + (0 if where == "first" and kind != "host" else 1)
+    assert summary(spooled)[0] == counted
+
+
+@pytest.mark.parametrize("name", ["rejected.jsonl", "damaged"])
+def test_a_fifo_where_the_spool_keeps_records_aside_is_refused_not_waited_on(
+    tmp_path: Path, name: str
+) -> None:
+    directory = bound(tmp_path)
+    if name == "damaged":
+        os.mkfifo(tmp_path / "damaged" / "0001-1-000001.seg.0")
+        keep = lambda: directory.move_aside("0001-1-000001.seg", 0, b"x")  # noqa: E731
+    else:
+        os.mkfifo(tmp_path / name)
+        keep = lambda: directory.reject([{"id": "1"}])  # noqa: E731
+    failures: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            keep()
+        except OSError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "it waits for a reader of the FIFO"
+    assert len(failures) == 1
+    directory.close()
+
+
+def test_the_binding_holds_the_settings_that_may_change_which_table_a_name_is() -> None:
+    url = "postgresql://app@db/audit?search_path=s1&password=secret&sslmode=require&options=-c%20x"
+    assert server_settings(url) == "options=-c x&search_path=s1"
+    assert server_settings("postgresql://app@db/audit?service=prod") == "service=prod"
+    assert server_settings("postgresql://app@db/audit") == ""

@@ -309,8 +309,7 @@ class SpoolDirectory:
     def move_aside(self, name: str, offset: int, data: bytes) -> str:
         """Keep an unreadable piece of spool file ``name`` in ``damaged/``; its path."""
         path = os.path.join(self._real, DAMAGED, f"{name}.{offset}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(path, flags, 0o600)
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
             _write_all(fd, data)
             os.fsync(fd)
@@ -323,8 +322,7 @@ class SpoolDirectory:
         """Append records the table refused for good to ``rejected.jsonl``, durably; its path."""
         path = os.path.join(self._real, REJECTED)
         lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(path, flags, 0o600)
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             _write_all(fd, lines.encode("utf-8", "surrogatepass"))
             os.fsync(fd)
@@ -332,6 +330,15 @@ class SpoolDirectory:
             os.close(fd)
         self.sync()  # the file may be new: before the spool file goes
         return path
+
+
+def _open_regular(path: str, flags: int) -> int:
+    # Never waits on a FIFO put in its place, nor follows a link: refused, saying so.
+    fd = os.open(path, flags | _NO_WAIT, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
 
 
 def _try_lock(fd: int, kind: int) -> bool:
@@ -353,8 +360,9 @@ def _read_binding(fd: int) -> dict[str, str] | None:
 
 def describe(binding: dict[str, Any]) -> str:
     """The table, database and host a binding names, for messages."""
+    settings = f", with {binding['settings']}" if binding.get("settings") else ""
     return (
-        f"the table {binding.get('table')} at {binding.get('database')} "
+        f"the table {binding.get('table')} at {binding.get('database')}{settings} "
         f"(host {binding.get('host')!r})"
     )
 

@@ -151,10 +151,11 @@ class Forwarder:
                 continue
             try:
                 data = _read(fd)
-                count, first = frames.summary(data)
-            except Exception:
+            except OSError as exc:  # the others are adopted still; this one is tried again
                 os.close(fd)
-                raise
+                self._failed(exc)
+                continue
+            count, first = frames.summary(data)
             found.append(Segment(name, fd, len(data), False, count, first))
             store.logger.warning(
                 "login log: adopted the spool file %s (%d records) of a process that is gone",
@@ -181,7 +182,8 @@ class Forwarder:
     async def _forward(self, segment: Segment) -> None:
         store = self.store
         # In a thread: a 4 MiB file takes the event loop ~100 ms to scan.
-        scan = await _in_thread(lambda: frames.scan(_read(segment.fd)))
+        host = store.directory.binding["host"]
+        scan = await _in_thread(lambda: frames.scan(_read(segment.fd), host))
         theirs = frames.spooled_for(scan.header)
         if theirs != store.directory.binding:
             await self._set_aside(segment, theirs)

@@ -145,20 +145,33 @@ def _record(payload: bytes) -> Spooled:
     return Spooled(LoginRecord(name, time, ip), UUID(bytes=id_), host, kind == MAYBE_STORED)
 
 
-def scan(data: bytes) -> Scan:
-    """Read a spool file's bytes: every valid frame, and where the others are."""
+_BAD_CONTENT = (ValueError, struct.error, OverflowError, RecursionError)
+"""What decoding a frame whose checksum holds may raise: damage, or a forged frame."""
+
+
+def _decoded(payload: bytes, host: str | None) -> Spooled | dict[str, Any] | None:
+    try:
+        item = json.loads(payload[1:]) if payload[:1] == HEADER_KIND else _record(payload)
+    except _BAD_CONTENT:
+        return None
+    if isinstance(item, Spooled):
+        return item if host is None or item.host == host else None
+    return item if isinstance(item, dict) else None
+
+
+def scan(data: bytes, host: str | None = None) -> Scan:
+    """Read a spool file's bytes: every valid frame, and where the others are.
+
+    A frame whose checksum holds but whose content does not (a kind, a time or
+    an address no record has; with ``host``, a record of another host) is
+    damage on its own, never a torn tail: no crash writes it.
+    """
     result = Scan()
     pos, bad = 0, -1  # bad: where the unreadable piece being crossed began
     pos_valid = False  # whether a valid frame was read
     while pos < len(data):
         payload = _payload_at(data, pos)
-        item: Spooled | dict[str, Any] | None = None
-        if payload is not None:
-            try:
-                item = json.loads(payload[1:]) if payload[:1] == HEADER_KIND else _record(payload)
-            except (ValueError, struct.error, UnicodeDecodeError):
-                item = None
-        if item is None:
+        if payload is None:
             if bad < 0:
                 bad = pos
             following = data.find(MAGIC, pos + 1)
@@ -170,12 +183,15 @@ def scan(data: bytes) -> Scan:
             result.damaged.append((bad, data[bad:pos]))
             bad = -1
         pos_valid = True
-        if isinstance(item, Spooled):
+        end = pos + _FRAME.size + len(payload)
+        item = _decoded(payload, host)
+        if item is None:
+            result.damaged.append((pos, data[pos:end]))
+        elif isinstance(item, Spooled):
             result.records.append(item)
-        elif result.header is None and isinstance(item, dict):
+        elif result.header is None:
             result.header = item
-        assert payload is not None
-        pos += _FRAME.size + len(payload)
+        pos = end
     if bad >= 0:
         if pos_valid and len(data) - bad <= _FRAME.size + MAX_PAYLOAD:
             result.torn = len(data) - bad
@@ -200,9 +216,10 @@ def summary(data: bytes) -> tuple[int, datetime | None]:
             count += 1
             if first is None:
                 payload = _payload_at(data, pos)
-                if payload is None:
+                item = None if payload is None else _decoded(payload, None)
+                if not isinstance(item, Spooled):
                     break
-                first = _record(payload).record.time
+                first = item.record.time
         pos += _FRAME.size + length
     if pos == len(data):
         return count, first

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..config import ConfigError, Settings
 from ..metrics import SpoolFigures
@@ -348,6 +349,26 @@ def _reason(exc: BaseException, spill_after: float) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+_NOT_WHERE = frozenset(
+    {"host", "port", "user", "dbname", "database", "password", "passfile", "sslpassword"}
+    | {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "ssl_min_protocol_version"}
+    | {"ssl_max_protocol_version", "connect_timeout", "application_name"}
+)
+
+
+def server_settings(url: str) -> str:
+    """The URL's query parameters that may change which table its name is (``search_path``,
+    ``options``, ``service``...), in order: a spool directory is bound to them too. Not
+    the password, nor what only changes how the connection is made."""
+    query = parse_qs(urlsplit(url).query)
+    return "&".join(
+        f"{name}={value}"
+        for name, values in sorted(query.items())
+        if name not in _NOT_WHERE
+        for value in values
+    )
+
+
 def from_settings(inner: Any, settings: Settings) -> SpoolStore:
     """Spool ``inner`` (the PostgreSQL store) in ``LOGIN_LOG_SPOOL_DIR``."""
     if not isinstance(inner, PostgresStore):
@@ -356,6 +377,7 @@ def from_settings(inner: Any, settings: Settings) -> SpoolStore:
         "database": inner.url.where.partition("@")[2],
         "table": inner.table,
         "host": inner.host,
+        "settings": server_settings(inner.url),
     }
     least = len(header_frame(binding)) + longest_frame(inner.host, settings.username_max_length)
     if settings.login_log_spool_max_bytes < least:
