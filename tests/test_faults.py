@@ -139,6 +139,11 @@ async def test_durable_503_means_not_confirmed_and_200_means_written(
         body = await refused[0].get_data(as_text=True)
         assert "not confirmed" in body and "may or may not be logged" in body
         store.error = None
+        # The writer retries the 5 records after a backoff that may outlast the 0.2 s a
+        # login waits on a busy machine: "ok" is sent once it writes again.
+        async with asyncio.timeout(10):
+            while (await client.get("/readyz")).status_code != 200:
+                await asyncio.sleep(0.02)
         assert (await client.get("/login/?username=ok")).status_code == 200
     usernames = [r.username for r in read_records(log_path)]
     assert usernames.count("ok") == 1
