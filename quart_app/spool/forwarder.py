@@ -220,7 +220,10 @@ class Forwarder:
         while start < len(spooled):
             stop = start + 1
             while stop < len(spooled) and stop - start < BATCH:
-                if spooled[stop].host != spooled[start].host:
+                if (spooled[stop].host, spooled[stop].stream) != (
+                    spooled[start].host,
+                    spooled[start].stream,
+                ):
                     break
                 stop += 1
             await self._insert(spooled[start:stop], exact=segment.exact)
@@ -260,7 +263,11 @@ class Forwarder:
         records = [item.record for item in spooled]
         ids = [item.id for item in spooled]
         maybe = [item.maybe_stored or not exact for item in spooled]
-        batch = store.forwarding.restore(records, ids, spooled[0].host, maybe)
+        first = spooled[0]
+        positions = None if first.stream is None else [item.position for item in spooled]
+        batch = store.forwarding.restore(
+            records, ids, first.host, maybe, stream=first.stream, positions=positions
+        )
         delay = RETRY_FIRST
         while True:
             try:

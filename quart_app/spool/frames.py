@@ -5,8 +5,11 @@ length and the payload (big-endian, 4 bytes each), then the payload. A
 record's payload is its kind (``R``: never sent; ``M``: may be in the table
 already), its id (16 bytes), its time in microseconds since 1970 UTC (8
 bytes, signed), the lengths of its IP and host (1 and 2 bytes), then the IP
-(ASCII; empty for ``-``), the host and the username (UTF-8). A file starts
-with a header frame (``H`` and JSON naming its database, table and host).
+(ASCII; empty for ``-``), the host and the username (UTF-8). A sealed
+table's record (kinds ``S`` and ``T`` for ``R`` and ``M``) also carries its
+stream's length (2 bytes, after the host's) and its position (8 bytes), and
+the stream (UTF-8, after the host): as first stamped, never changed. A file
+starts with a header frame (``H`` and JSON naming its database, table and host).
 
 Hand-written, not pickle or JSON: a frame is read back exactly or found
 damaged, and the checksum tells a record cut short by a crash (at the end of
@@ -29,11 +32,14 @@ MAGIC = b"\xa5QAS"
 _FRAME = struct.Struct(">4sII")  # magic, length, CRC-32 of the length and the payload
 _LENGTH = struct.Struct(">I")
 _RECORD = struct.Struct(">c16sqBH")  # kind, id, microseconds, IP length, host length
+_SEALED = struct.Struct(">c16sqBHHq")  # and stream length, position
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 HEADER_KIND = b"H"
 NEW = b"R"
 MAYBE_STORED = b"M"
+SEALED_NEW = b"S"
+SEALED_MAYBE_STORED = b"T"
 MAX_PAYLOAD = 1 << 16
 """No record's payload is longer: a longer length is damage, not a record."""
 
@@ -70,26 +76,50 @@ def first_header(data: bytes) -> dict[str, Any] | None:
 
 
 def record_frames(
-    records: list[LoginRecord], ids: list[UUID], host: str, maybe_stored: list[bool]
+    records: list[LoginRecord],
+    ids: list[UUID],
+    host: str,
+    maybe_stored: list[bool],
+    stream: str | None = None,
+    positions: list[int | None] | None = None,
 ) -> list[bytes]:
-    """One frame per record, with its id, host and whether it may be stored already."""
+    """One frame per record, with its id, host and whether it may be stored already; and a
+    sealed table's stream and position."""
     host_bytes = host.encode("utf-8", "surrogatepass")
+    stream_bytes = (stream or "").encode("utf-8", "surrogatepass")
+    places = positions if stream is not None and positions is not None else None
     frames = []
-    for record, id_, maybe in zip(records, ids, maybe_stored, strict=True):
+    for number, (record, id_, maybe) in enumerate(zip(records, ids, maybe_stored, strict=True)):
         ip = b"" if record.ip == "-" else record.ip.encode("ascii")
         micros = (record.time - _EPOCH) // _MICROSECOND
-        head = _RECORD.pack(
-            MAYBE_STORED if maybe else NEW, id_.bytes, micros, len(ip), len(host_bytes)
-        )
         name = record.username.encode("utf-8", "surrogatepass")
-        frames.append(frame(b"".join((head, ip, host_bytes, name))))
+        position = None if places is None else places[number]
+        if position is None:
+            head = _RECORD.pack(
+                MAYBE_STORED if maybe else NEW, id_.bytes, micros, len(ip), len(host_bytes)
+            )
+            frames.append(frame(b"".join((head, ip, host_bytes, name))))
+            continue
+        head = _SEALED.pack(
+            SEALED_MAYBE_STORED if maybe else SEALED_NEW,
+            id_.bytes,
+            micros,
+            len(ip),
+            len(host_bytes),
+            len(stream_bytes),
+            position,
+        )
+        frames.append(frame(b"".join((head, ip, host_bytes, stream_bytes, name))))
     return frames
 
 
-def longest_frame(host: str, username_max_length: int) -> int:
-    """The bytes of the longest record frame a host can write: no record is longer."""
+def longest_frame(host: str, username_max_length: int, *, sealed: bool = False) -> int:
+    """The bytes of the longest record frame a host can write (``sealed``: into a sealed
+    table, its stream at most 1,000 bytes): no record is longer."""
     host_bytes = len(host.encode("utf-8", "surrogatepass"))
     ip_bytes = 255  # its length is one byte
+    if sealed:
+        return _FRAME.size + _SEALED.size + ip_bytes + host_bytes + 1000 + 4 * username_max_length
     return _FRAME.size + _RECORD.size + ip_bytes + host_bytes + 4 * username_max_length
 
 
@@ -101,6 +131,8 @@ class Spooled:
     id: UUID
     host: str
     maybe_stored: bool
+    stream: str | None = None
+    position: int | None = None
 
 
 @dataclass(slots=True)
@@ -133,16 +165,32 @@ def _payload_at(data: bytes, pos: int) -> bytes | None:
 
 
 def _record(payload: bytes) -> Spooled:
-    kind, id_, micros, ip_length, host_length = _RECORD.unpack_from(payload)
-    if kind not in (NEW, MAYBE_STORED):
+    kind = payload[:1]
+    stream: str | None = None
+    position: int | None = None
+    if kind in (SEALED_NEW, SEALED_MAYBE_STORED):
+        _, id_, micros, ip_length, host_length, stream_length, position = _SEALED.unpack_from(
+            payload
+        )
+        start = _SEALED.size
+    elif kind in (NEW, MAYBE_STORED):
+        _, id_, micros, ip_length, host_length = _RECORD.unpack_from(payload)
+        start, stream_length = _RECORD.size, 0
+    else:
         raise ValueError(f"no record kind {kind!r}")
-    start = _RECORD.size
     ip = payload[start : start + ip_length].decode("ascii") or "-"
     start += ip_length
     host = payload[start : start + host_length].decode("utf-8", "surrogatepass")
-    name = payload[start + host_length :].decode("utf-8", "surrogatepass")
+    start += host_length
+    if stream_length or position is not None:
+        stream = payload[start : start + stream_length].decode("utf-8", "surrogatepass")
+        start += stream_length
+        if not stream or position is None or position < 0:
+            raise ValueError("a sealed record without its stream or position")
+    name = payload[start:].decode("utf-8", "surrogatepass")
     time = _EPOCH + timedelta(microseconds=micros)
-    return Spooled(LoginRecord(name, time, ip), UUID(bytes=id_), host, kind == MAYBE_STORED)
+    maybe = kind in (MAYBE_STORED, SEALED_MAYBE_STORED)
+    return Spooled(LoginRecord(name, time, ip), UUID(bytes=id_), host, maybe, stream, position)
 
 
 _BAD_CONTENT = (ValueError, struct.error, OverflowError, RecursionError)

@@ -280,7 +280,9 @@ class SpoolStore(WrappingStore):
         # In a thread, the lock held: append what fits, all workers together.
         if batch.frames is None:
             left = self.inner.unfinished(batch.inner)
-            batch.frames = record_frames(left.records, left.ids, left.host, left.maybe_stored)
+            batch.frames = record_frames(
+                left.records, left.ids, left.host, left.maybe_stored, left.stream, left.positions
+            )
             batch.set_aside = left.set_aside
             batch.first_time = left.records[0].time if left.records else None
         if batch.spooled == len(batch.frames):
@@ -379,7 +381,10 @@ def from_settings(inner: Any, settings: Settings) -> SpoolStore:
         "host": inner.host,
         "settings": server_settings(inner.url),
     }
-    least = len(header_frame(binding)) + longest_frame(inner.host, settings.username_max_length)
+    longest = longest_frame(
+        inner.host, settings.username_max_length, sealed=bool(settings.login_log_seal_key)
+    )
+    least = len(header_frame(binding)) + longest
     if settings.login_log_spool_max_bytes < least:
         # Else the longest login would never fit, even in an empty spool.
         raise ConfigError(

@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -185,6 +185,19 @@ class _Batch:
     left: list[tuple[int, int]]
     set_aside: list[LoginRecord] = field(default_factory=list)
     unsettled: dict[int, bool] = field(default_factory=dict)
+    stream: str | None = None
+    positions: list[int | None] | None = None
+    """A sealed table's: the rows' stream and positions, fixed by :meth:`Sealing.stamp`."""
+
+
+class Sealing(Protocol):
+    """What seals a table's rows (:mod:`quart_app.seal.table`): told of every batch."""
+
+    def stamp(self, batch: _Batch) -> None:
+        """Give a new batch its stream and positions, before its first attempt."""
+
+    def settled(self, batch: _Batch, start: int, stop: int, *, set_aside: bool) -> None:
+        """``batch[start:stop]`` is committed, or (``set_aside``) will never be stored."""
 
 
 class Unfinished(NamedTuple):
@@ -196,6 +209,8 @@ class Unfinished(NamedTuple):
     maybe_stored: list[bool]
     """Per record: whether it may be in the table already (its COMMIT went unanswered)."""
     set_aside: list[LoginRecord]
+    stream: str | None = None
+    positions: list[int | None] | None = None
 
 
 class PostgresStore:
@@ -227,6 +242,8 @@ class PostgresStore:
         self.timeout = timeout
         self.where = self.url.where or "(a URL that cannot be used)"
         self.description = f"PostgreSQL table {table} at {self.where}"
+        self.sealing: Sealing | None = None
+        """Set before :meth:`open` to seal the table: its rows get a stream and positions."""
         self._sql = insert_sql(table)
         # Defaults the URL may override: a name for pg_stat_activity, and the
         # server-side half of the timeout.
@@ -253,7 +270,9 @@ class PostgresStore:
                     # answered 200 in default mode, then refused and set aside.
                     reason = f"its encoding is {encoding}, not UTF8: it cannot store every username"
                     raise DatabaseError(self.where, reason, reason, lasting="table")
-                await ensure_table(connection, self.table)
+                await ensure_table(connection, self.table, sealed=self.sealing is not None)
+                if self.sealing is not None:
+                    self._sql = insert_sql(self.table, sealed=True)
         except TableError as exc:
             self._drop_connection()
             reason = f"the table {self.table}: {exc}"
@@ -266,8 +285,12 @@ class PostgresStore:
             raise self._error(exc) from None
 
     def prepare(self, records: list[LoginRecord]) -> _Batch:
-        """The batch's columns, with an id for each record that every attempt reuses."""
-        return self.restore(records, new_ids(len(records)), self.host)
+        """The batch's columns, with an id for each record that every attempt reuses (and, in
+        a sealed table, its stream and position)."""
+        batch = self.restore(records, new_ids(len(records)), self.host)
+        if self.sealing is not None:
+            self.sealing.stamp(batch)
+        return batch
 
     def restore(
         self,
@@ -275,6 +298,9 @@ class PostgresStore:
         ids: list[UUID],
         host: str,
         maybe_stored: Sequence[bool] = (),
+        *,
+        stream: str | None = None,
+        positions: list[int | None] | None = None,
     ) -> _Batch:
         """A batch of ``records`` with the ids and host an earlier attempt prepared them with.
 
@@ -282,6 +308,7 @@ class PostgresStore:
         (what :meth:`unfinished` said of it, or every record a crash left
         unsure of); those are found out before anything is sent, so that a
         resend stores each record once and sets none aside for being there.
+        ``stream`` and ``positions``: a sealed table's, as first stamped.
         """
         left: list[tuple[int, int]] = []
         unsettled: dict[int, bool] = {}
@@ -302,6 +329,8 @@ class PostgresStore:
             host,
             left,
             unsettled=unsettled,
+            stream=stream,
+            positions=positions,
         )
 
     def unfinished(self, batch: _Batch) -> Unfinished:
@@ -313,11 +342,16 @@ class PostgresStore:
         records: list[LoginRecord] = []
         ids: list[UUID] = []
         maybe: list[bool] = []
+        positions: list[int | None] | None = [] if batch.positions is not None else None
         for start, stop in batch.left:
             records += batch.records[start:stop]
             ids += batch.ids[start:stop]
             maybe += [start in batch.unsettled] * (stop - start)
-        return Unfinished(records, ids, batch.host, maybe, list(batch.set_aside))
+            if positions is not None and batch.positions is not None:
+                positions += batch.positions[start:stop]
+        return Unfinished(
+            records, ids, batch.host, maybe, list(batch.set_aside), batch.stream, positions
+        )
 
     async def write(self, batch: _Batch) -> Sequence[LoginRecord]:
         """Insert ``batch``; return the records the table refuses or skips.
@@ -371,6 +405,7 @@ class PostgresStore:
             logger.error("login log: %s refuses a record: %s", self.description, reason)
             batch.set_aside.append(batch.records[start])
             batch.left.pop(0)
+            self._settled(batch, start, start + 1, set_aside=True)
         return batch.set_aside
 
     async def sync(self) -> None:
@@ -422,8 +457,10 @@ class PostgresStore:
         for low, high, committed in found:
             if committed:
                 self._last_stored = batch.records[high - 1]
+                self._settled(batch, low, high, set_aside=False)
             elif committed is None:
                 batch.set_aside += batch.records[low:high]
+                self._settled(batch, low, high, set_aside=True)
         if unknown:
             # The records themselves are logged once, by the writer, as set aside.
             logger.error(
@@ -479,7 +516,9 @@ class PostgresStore:
             probes.insert(0, self._last_stored._replace(time=now))
         for probe in probes:
             with contextlib.suppress(asyncpg.PostgresError):
-                if await self._insert(self.prepare([probe]), 0, 1, commit=False) == 1:
+                # Not prepare(): a probe takes no place in a sealed table's stream.
+                check = self.restore([probe], new_ids(1), self.host)
+                if await self._insert(check, 0, 1, commit=False) == 1:
                     return True
         return False
 
@@ -511,13 +550,21 @@ class PostgresStore:
         if there is no connection, and each statement have the timeout.
         """
         ids = new_ids(stop - start) if fresh else batch.ids[start:stop]
-        rows = (
+        rows: tuple[Any, ...] = (
             ids,
             batch.usernames[start:stop],
             batch.times[start:stop],
             batch.ips[start:stop],
             batch.host,
         )
+        if self.sealing is not None:
+            # Fresh ids try whether the rows' ids are there: without a stream, so that
+            # the key on (stream, position) does not skip them too.
+            positions = batch.positions
+            if fresh or positions is None or batch.stream is None:
+                rows += (None, [None] * (stop - start))
+            else:
+                rows += (batch.stream, positions[start:stop])
         try:
             connection = self._connection or await self._connect()
             transaction = connection.transaction()
@@ -547,6 +594,7 @@ class PostgresStore:
                 raise
             batch.unsettled.pop(start, None)
             self._last_stored = batch.records[stop - 1]
+            self._settled(batch, start, stop, set_aside=False)
             return taken
         except DatabaseError:
             raise
@@ -560,12 +608,30 @@ class PostgresStore:
             self._drop_connection()
             raise
 
+    async def connect_apart(self) -> Any:
+        """A connection of its own, made as this store's are (URL, settings, timeout); the
+        caller closes it. Raises :class:`DatabaseError`, as :meth:`write` does."""
+        try:
+            return await self._new_connection()
+        except DatabaseError:
+            raise
+        except _DATABASE_ERRORS as exc:
+            raise self._error(exc) from None
+
+    def _settled(self, batch: _Batch, start: int, stop: int, *, set_aside: bool) -> None:
+        if self.sealing is not None and batch.stream is not None:
+            self.sealing.settled(batch, start, stop, set_aside=set_aside)
+
     async def _connect(self) -> Any:
+        self._connection = await self._new_connection()
+        return self._connection
+
+    async def _new_connection(self) -> Any:
         if self._unusable:
             raise DatabaseError(self.where, self._unusable, self._unusable, lasting="setup")
         try:
             async with asyncio.timeout(self.timeout):
-                self._connection = await asyncpg.connect(
+                return await asyncpg.connect(
                     self.url, timeout=self.timeout, server_settings=self._server_settings
                 )
         except (ValueError, TypeError) as exc:
@@ -576,7 +642,6 @@ class PostgresStore:
                 "as it may hold the password): percent-encode the user name and password"
             )
             raise DatabaseError(self.where, reason, reason, lasting="setup") from None
-        return self._connection
 
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
