@@ -310,7 +310,7 @@ class Settings:
     login_log_seal_key: str = _setting(
         "",
         optional_path,
-        "signing key (`quart-app-log keygen`): seals the log; empty: not sealed",
+        "signing key (`quart-app-log keygen`): seals the log or the table; empty: not sealed",
     )
     login_log_seal_interval: float = _setting(
         1.0,
@@ -410,11 +410,6 @@ class Settings:
                 f"LOGIN_LOG_FULL_TIMEOUT must be at least {DURABLE_MIN_WAIT:g} s when "
                 "LOGIN_LOG_DURABLE is on: a login waits that long for its sync, and would "
                 "be answered 503 while logged"
-            )
-        if settings.login_log_seal_key and settings.login_log_database_url:
-            raise ConfigError(
-                "LOGIN_LOG_SEAL_KEY seals the log file; a PostgreSQL table "
-                "(LOGIN_LOG_DATABASE_URL) cannot be sealed yet"
             )
         if settings.login_log_spool_dir and not settings.login_log_database_url:
             raise ConfigError(

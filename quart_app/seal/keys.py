@@ -91,6 +91,22 @@ def sealed_log(path: str) -> str | None:
     return next((line[6:] for line in lines[1:] if line.startswith("seals ")), None)
 
 
+def mark_sealing(path: str, target: str) -> None:
+    """Add ``seals TARGET`` to the key at ``path`` (a table's key never changes): no log nor
+    other table may take it for a new key. Crash-safe: a copy, synced, renamed over it."""
+    with open(path, "rb") as file:
+        first = file.read(4096).split(b"\n", 1)[0]
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, first + f"\nseals {target}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    _sync_directory(path)
+
+
 def write_next(path: str, signer: Signer, log_path: str) -> None:
     """Step 1 of a key change: ``signer`` to ``KEY.next``, synced with its directory."""
     target = next_path(path)

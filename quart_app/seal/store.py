@@ -125,10 +125,13 @@ class SealedStore(WrappingStore):
             failing = False
 
 
-def from_settings(inner: RecordStore, settings: Settings) -> SealedStore:
-    """Seal ``inner`` (the file store) with ``LOGIN_LOG_SEAL_KEY``."""
+def from_settings(inner: RecordStore, settings: Settings) -> RecordStore:
+    """Seal ``inner`` with ``LOGIN_LOG_SEAL_KEY``: the file store's lines, or the PostgreSQL
+    table's rows (:mod:`.table`)."""
     if not isinstance(inner, FileStore):
-        raise TypeError("only the file store can be sealed")
+        from .table import from_settings as sealed_table
+
+        return sealed_table(inner, settings)
     return SealedStore(
         inner,
         settings.login_log_seal_key,

@@ -177,16 +177,23 @@ def parser() -> argparse.ArgumentParser:
     keys = command("keygen", "make a host's signing key for sealed logs, and print its public key")
     keys.add_argument("key", type=Path, metavar="KEY_PATH", help="the key (KEY_PATH.pub: public)")
     keys.add_argument("--name", help="the key's name (default HOSTNAME/login-log)")
-    check = command("verify", "check a sealed log: every line as sealed, nothing cut or added")
+    check = command(
+        "verify",
+        "check a sealed log or table: every line or row as sealed, nothing cut or added",
+    )
     check.add_argument(
-        "logs", nargs="+", metavar="LOG", help="the log's files, oldest first (.gz too)"
+        "logs",
+        nargs="+",
+        metavar="LOG|URL",
+        help="the log's files, oldest first (.gz too), or a sealed table's postgresql:// URL",
     )
     check.add_argument(
         "--key",
         action="append",
         required=True,
         metavar="PUBLIC",
-        help="the host's first public key: the line keygen printed, or its .pub file",
+        help="the host's first public key: the line keygen printed, or its .pub file "
+        "(a table: each host's)",
     )
     check.add_argument(
         "--checkpoint",
@@ -203,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
         "removed on purpose); its checkpoint is trusted",
     )
     check.add_argument("--seal", metavar="FILE", help="the seal file (default: LOG.seal)")
+    check.add_argument("--table", type=_table, default="login_log", help="(default login_log)")
     return main
 
 
@@ -278,6 +286,7 @@ async def _stats(args: argparse.Namespace, sources: Sources, out: TextIO, report
 
 
 async def _purge(args: argparse.Namespace, sources: Sources, out: TextIO, report: Reported) -> int:
+    from quart_app.seal import table_purge as sealed_purge
     from quart_app.trail import table as tables
 
     if sources.url is None:
@@ -291,6 +300,8 @@ async def _purge(args: argparse.Namespace, sources: Sources, out: TextIO, report
         report(Bad("source", str(exc), whole_source=True))
         return USAGE
     try:
+        if await sealed_purge.is_sealed(connection, sources.table):
+            return await _purge_sealed(args, connection, sources.table, out)
         older = await tables.count_before(connection, sources.table, args.before)
         if args.dry_run or not older:
             verb = "would delete" if args.dry_run else "deleted"
@@ -311,6 +322,32 @@ async def _purge(args: argparse.Namespace, sources: Sources, out: TextIO, report
         return USAGE
     finally:
         connection.terminate()
+
+
+async def _purge_sealed(args: argparse.Namespace, connection: Any, table: str, out: TextIO) -> int:
+    from quart_app.seal import table_purge as sealed_purge
+    from quart_app.trail.table import PURGE_BATCH
+
+    before = args.before.isoformat(sep=" ")
+    cuts, loose = await sealed_purge.plan(connection, table, args.before)
+    count = sum(cut.rows for cut in cuts) + loose
+    for cut in cuts:
+        out.write(f"stream {cut.stream}: cut at position {cut.position:,} ({cut.rows:,} rows)\n")
+    if args.dry_run or not (cuts or loose):
+        verb = "would delete" if args.dry_run else "deleted"
+        out.write(
+            f"{verb} {count:,} rows older than {before} from the sealed table {table}, each "
+            "stream cut at its last checkpoint before then\n"
+        )
+        return MATCHED if count else NOTHING
+    if not args.yes:
+        _confirm(f"Delete {count:,} rows older than {before} from the sealed table {table}?")
+    deleted = await sealed_purge.purge(connection, table, cuts, args.before, PURGE_BATCH)
+    out.write(
+        f"deleted {deleted:,} rows older than {before} from the sealed table {table}, each "
+        "stream cut at its last checkpoint before then (verify starts there)\n"
+    )
+    return MATCHED if deleted else NOTHING
 
 
 def _confirm(question: str) -> None:
@@ -354,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
             keygen(args.key, args.name, out)
             return MATCHED
         if args.command == "verify":
-            return run_verify(args.logs, args.key, args.checkpoint, args.start, args.seal, out)
+            return run_verify(
+                args.logs, args.key, args.checkpoint, args.start, args.seal, out, args.table
+            )
         sources = Sources.of(args.sources, args.table)
         if getattr(args, "follow", False):
             if sources.url is not None:

@@ -1,4 +1,5 @@
-"""``verify``: check a sealed log against its seal file and the host's first public key."""
+"""``verify``: check a sealed log against its seal file and the host's first public key, or a
+sealed table against its checkpoints table and the hosts' keys."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from quart_app.seal.sealer import is_being_written
 from quart_app.seal.sidecar import sidecar_path
 from quart_app.seal.verify import Report, copies_from, verify
 
-from .sources import UsageError
+from .sources import Sources, UsageError
 
 
 def load_keys(given: list[str]) -> list[Verifier]:
@@ -53,6 +54,16 @@ def find_seal(logs: list[str], given: str | None) -> str:
     return sidecar_path(logs[-1])
 
 
+def _copies(checkpoints: list[str]) -> list[str]:
+    copies = []
+    for path in checkpoints:
+        data = _read_regular(path, "--checkpoint", MAX_COPIES + 1)
+        if len(data) > MAX_COPIES:
+            raise UsageError(f"--checkpoint {path}: larger than {MAX_COPIES:,} bytes")
+        copies += copies_from(data.decode("utf-8", "replace"))
+    return copies
+
+
 def run_verify(
     logs: list[str],
     keys: list[str],
@@ -60,17 +71,21 @@ def run_verify(
     start: int | None,
     seal: str | None,
     out: TextIO,
+    table: str = "login_log",
 ) -> int:
-    """Verify; print what was proved; 0 when everything verified, 1 when not."""
+    """Verify; print what was proved; 0 when everything verified, 1 when not (2: a table
+    that cannot be read)."""
+    sources = Sources.of(logs, table)
+    if sources.url is not None:
+        if start is not None or seal is not None:
+            raise UsageError("--start and --seal are a log file's: a table starts at its cut")
+        from .verify_table import run_verify_table
+
+        return run_verify_table(sources, load_keys(keys), _copies(checkpoints), out)
     trusted = load_keys(keys)
     for log in logs:
         _read_regular(log, "LOG", 1)
-    copies = []
-    for path in checkpoints:
-        data = _read_regular(path, "--checkpoint", MAX_COPIES + 1)
-        if len(data) > MAX_COPIES:
-            raise UsageError(f"--checkpoint {path}: larger than {MAX_COPIES:,} bytes")
-        copies += copies_from(data.decode("utf-8", "replace"))
+    copies = _copies(checkpoints)
     sealed = find_seal(logs, seal)
     if os.path.exists(sealed) and not os.path.isfile(sealed):
         raise UsageError(f"{sealed}: not a seal file (not a regular file)")
