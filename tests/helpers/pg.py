@@ -126,6 +126,7 @@ class Database:
         for statement in self.cleanup:
             await self.execute(statement)
         await self.execute(f"DROP TABLE IF EXISTS {quoted(self.table)}")
+        await self.execute(f"DROP TABLE IF EXISTS {quoted(self.table + '_checkpoints')}")
         for role in self.roles:
             await self.execute(f"DROP ROLE IF EXISTS {role}")
 
