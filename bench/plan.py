@@ -79,6 +79,7 @@ SERVERS = [
     ServerSpec("pg", database=True),
     ServerSpec("pg-durable", env={"QUART_LOGIN_LOG_DURABLE": "true"}, database=True),
     ServerSpec("pg-spool", database=True, spool=True),
+    ServerSpec("pg-sealed", database=True, sealed=True),
     ServerSpec("naive", app="bench.baselines.naive:app"),
     ServerSpec("background", app="bench.baselines.background:app"),
 ]
@@ -99,6 +100,12 @@ TARGETS = [
         "login",
         "PostgreSQL store with a spool (`LOGIN_LOG_SPOOL_DIR`), the database up: nothing spooled",
     ),
+    Target(
+        "pg sealed",
+        "pg-sealed",
+        "login",
+        "PostgreSQL store, sealed (`LOGIN_LOG_SEAL_KEY`): a stream per process, its notes",
+    ),
     Target("naive", "naive", "login", "baseline: aiofiles open/append/close awaited per login"),
     Target("background", "background", "login", "baseline: `add_background_task`, one append"),
 ]
@@ -112,6 +119,14 @@ WRITERS = {
 }
 
 GOALS = [
+    Goal(
+        "sealed PostgreSQL `/login/` server CPU per request vs PostgreSQL",
+        "cpu",
+        "pg sealed",
+        "pg",
+        1.03,
+        False,
+    ),
     Goal("`/login/` req/s vs `/`", "rps", "login", "/", 0.95, True),
     Goal("`/login/` server CPU per request vs `/`", "cpu", "login", "/", 1.05, False),
     Goal("`/login/` req/s vs bare `/`", "rps", "login", "/ bare", 0.95, True),
