@@ -171,3 +171,25 @@ async def test_purge_cuts_each_stream_at_a_checkpoint_and_verify_starts_there(
     assert verified.status == 0, verified
     assert verified.out.count("verified from the cut at position") == 3, verified.out
     assert both.verify("--checkpoint", new.copies()).status == 0
+
+
+async def test_a_cut_mark_added_by_hand_hides_no_row_before_it(sealed: SealedRun) -> None:
+    row = await sealed.row(0)
+    table = sealed.database.table
+    async with connected(sealed.database.url) as connection:
+        size = await connection.fetchval(
+            f"SELECT max(size) FROM {quoted(table + '_checkpoints')} WHERE stream = $1",
+            row["stream"],
+        )
+    await sealed.database.execute(
+        f"INSERT INTO {quoted(table + '_checkpoints')} (stream, seq, size, note) "
+        "VALUES ($1, -1 - $2::int8, $2::int8, 'cut')",
+        row["stream"],
+        size,
+    )
+    await sealed.database.execute(
+        f"UPDATE {quoted(table)} SET username = 'mallory' WHERE id = $1", row["id"]
+    )
+    ran = sealed.verify()
+    assert ran.status == 1, ran
+    assert f"row ({row['stream']}, 0, {row['id']}): before the cut at position" in ran.out
