@@ -9,6 +9,8 @@ caught against the stderr copies.
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,10 @@ import pytest
 from quart_app.stores.pg_table import quoted
 
 from helpers.pg import Database, connected
-from helpers.seal_table import SealedRun, sealed_run
+from helpers.seal_table import SealedRun, host_key, sealed_env, sealed_run
+from helpers.server import run_server, send_logins
 from helpers.trail import run_log
+from helpers.verdicts import assert_recorded_once
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -193,3 +197,65 @@ async def test_a_cut_mark_added_by_hand_hides_no_row_before_it(sealed: SealedRun
     ran = sealed.verify()
     assert ran.status == 1, ran
     assert f"row ({row['stream']}, 0, {row['id']}): before the cut at position" in ran.out
+
+
+async def test_two_hosts_at_once_each_verified_by_its_own_key(
+    tmp_path: Path, database: Database
+) -> None:
+    keys = [host_key(tmp_path / name, f"{name}/login-log") for name in ("host-a", "host-b")]
+    runs = []
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                run_server(
+                    tmp_path / name,
+                    sealed_env(database, key, LOGIN_LOG_HOST=name),
+                    workers=2,
+                )
+            )
+            for name, (key, _) in zip(("host-a", "host-b"), keys, strict=True)
+        ]
+        runs = await asyncio.gather(
+            *(
+                send_logins(server.url, [f"{number}-{i}" for i in range(400)])
+                for number, server in enumerate(servers)
+            )
+        )
+        stderr = []
+        for server in servers:
+            assert server.stop() == 0, server.stderr
+            stderr.append(server.stderr)
+    await assert_recorded_once(database, *runs)
+    both = SealedRun(database, [public for _, public in keys], tmp_path, stderr=stderr)
+    ran = both.verify("--checkpoint", both.copies())
+    assert ran.status == 0, ran
+    assert ran.out.count("; clean stop\n") == 4, ran.out
+    assert "OK: 800 row(s) of 4 stream(s) read" in ran.out
+    only_a = SealedRun(database, [keys[0][1]], tmp_path)
+    ran = only_a.verify()
+    assert ran.status == 1
+    assert ran.out.count("its certificate is signed by no --key given") == 2, ran.out
+
+
+async def test_a_row_at_a_position_no_stream_gives_is_caught_in_a_stream_with_no_row(
+    tmp_path: Path, database: Database
+) -> None:
+    key, public = host_key(tmp_path / "keys")
+    with run_server(tmp_path, sealed_env(database, key), workers=1) as server:
+        assert server.stop() == 0, server.stderr
+    empty = SealedRun(database, [public], tmp_path)
+    assert empty.verify().status == 0
+    table = quoted(database.table)
+    async with connected(database.url) as connection:
+        notes = quoted(f"{database.table}_checkpoints")
+        stream = await connection.fetchval(f"SELECT stream FROM {notes}")
+    forged = "00000000-0000-7000-8000-00000000000a"
+    await database.execute(
+        f"INSERT INTO {table} (id, username, logged_in_at, ip, host, stream, position) "
+        "VALUES ($1, 'forged', now(), NULL, 'h', $2, -1)",
+        forged,
+        stream,
+    )
+    ran = empty.verify()
+    assert ran.status == 1, ran
+    assert f"FAILED: row ({stream}, -1, {forged}): inserted\n" in ran.out

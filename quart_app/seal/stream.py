@@ -89,11 +89,6 @@ class Stream:
         self._first = [self._note(0, host_key.sign(body.text()))]
 
     @property
-    def settled_size(self) -> int:
-        """Positions settled, from the first: what the next checkpoint may cover."""
-        return self.range.size
-
-    @property
     def pending(self) -> int:
         """Positions given out and not settled yet (not committed, nor set aside)."""
         return self.next_position - self.range.size

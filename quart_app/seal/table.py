@@ -146,17 +146,6 @@ class SealedTableStore(WrappingStore):
                     self.failing,
                 )
 
-    def stats(self) -> dict[str, Any]:
-        """The stream, for ``/healthz``: rows sealed, waiting, notes not stored yet."""
-        stream = self.stream
-        return {
-            "stream": stream.name if stream else None,
-            "sealed": stream.settled_size if stream else 0,
-            "pending": stream.pending if stream else 0,
-            "notes_waiting": len(self.queued),
-            "error": self.failing,
-        }
-
     async def _seal_every(self) -> None:
         # Not in open(): a database that hangs would hold the start up.
         await self._send()

@@ -63,12 +63,15 @@ async def plan(connection: Any, table: str, before: datetime) -> tuple[list[Cut]
         done = await connection.fetchval(
             f"SELECT coalesce(max(size), 0) FROM {notes} WHERE stream = $1 AND seq < 0", stream
         )
-        if position is None or position <= done:
+        if position is None or position < done:
+            position = done  # a purge cut short before: finished at its own cut
+        if not position:
             continue
         count = await connection.fetchval(
             f"SELECT count(*) FROM {rows} WHERE stream = $1 AND position < $2", stream, position
         )
-        cuts.append(Cut(stream, position, count))
+        if position > done or count:
+            cuts.append(Cut(stream, position, count))
     loose = await connection.fetchval(
         f"SELECT count(*) FROM {rows} WHERE stream IS NULL AND logged_in_at < $1", before
     )
