@@ -44,13 +44,15 @@ from quart_app.tools.server import ENTRY, ROOT, free_port
 from quart_app.tools.throwaway_postgres import throwaway_postgres
 
 # name: (path, store, label). store: "file" (the log file), "sealed" (sealed),
-# "pg" (the PostgreSQL table), "pg-spool" (the table inside a spool, the database up).
+# "pg" (the PostgreSQL table), "pg-spool" (the table inside a spool, the database up),
+# "pg-sealed" (the table, sealed).
 TARGETS = {
     "/": ("/", "file", "`/?username=…`"),
     "/login/": ("/login/", "file", "`/login/?username=…`"),
     "sealed": ("/login/", "sealed", "sealed `/login/?username=…`"),
     "pg": ("/login/", "pg", "PostgreSQL `/login/?username=…`"),
     "pg spool": ("/login/", "pg-spool", "spooled PostgreSQL `/login/?username=…`"),
+    "pg sealed": ("/login/", "pg-sealed", "sealed PostgreSQL `/login/?username=…`"),
 }
 DEFAULT_TARGETS = ["/", "/login/", "sealed"]
 """Measured without ``--targets``: the PostgreSQL ones need the ``test`` extra's server."""
@@ -58,6 +60,7 @@ RATIOS = [
     ("/login/", "/", "/login/ over /"),
     ("sealed", "/login/", "sealed /login/ over /login/"),
     ("pg spool", "pg", "spooled PostgreSQL /login/ over PostgreSQL /login/"),
+    ("pg sealed", "pg", "sealed PostgreSQL /login/ over PostgreSQL /login/"),
 ]
 
 BIN = Path(sys.executable).parent
@@ -87,12 +90,12 @@ def instructions(
     env["QUART_LOGIN_LOG_PATH"] = str(log)
     env["PYTHONHASHSEED"] = "0"  # the same dict and set layouts in every run
     key = workdir / f"key-{port}" / "key"  # in a directory of its own: replaced each epoch
-    if sealed:
+    if sealed or store == "pg-sealed":
         key.parent.mkdir()
         keygen = [str(BIN / "quart-app-log"), "keygen", str(key)]
         subprocess.run(keygen, check=True, stdout=subprocess.DEVNULL)
         env["QUART_LOGIN_LOG_SEAL_KEY"] = str(key)
-    if store in ("pg", "pg-spool"):
+    if store in ("pg", "pg-spool", "pg-sealed"):
         env["QUART_LOGIN_LOG_DATABASE_URL"] = database_url
         env["QUART_LOGIN_LOG_TABLE"] = f"login_log_{port}"
     if store == "pg-spool":
