@@ -214,3 +214,42 @@ async def test_a_lost_commit_reply_and_a_row_set_aside_verify(
     assert ran.status == 0, ran
     assert "1 row(s) set aside (the table refused them; not tampering)" in ran.out
     assert "; clean stop\n" in ran.out, run.stderr
+
+
+async def test_checkpoints_the_table_never_got_prove_the_rows_from_the_stderr_copies(
+    tmp_path: Path, database: Database
+) -> None:
+    key, public = host_key(tmp_path / "keys")
+    run = SealedRun(database, [public], tmp_path)
+    notes = quoted(f"{database.table}_checkpoints")
+    with run_server(tmp_path, sealed_env(database, key), workers=1) as server:
+        run.runs.append(await send_logins(server.url, ["first"]))
+        await sealed_up_to(database, 1)
+        # From now on the checkpoints table refuses every note: they are on stderr only.
+        database.cleanup.append("DROP FUNCTION IF EXISTS refuse_notes() CASCADE")
+        await database.execute(
+            "CREATE FUNCTION refuse_notes() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no notes'; END $$"
+        )
+        await database.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON {notes} "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_notes()"
+        )
+        run.runs.append(await send_logins(server.url, [f"then-{i}" for i in range(99)]))
+        assert server.stop() == 0, server.stderr
+        run.stderr.append(server.stderr)
+    assert "could not be stored" in run.stderr[0]
+    alone = run.verify()
+    assert alone.status == 0, alone
+    assert "99 row(s) after its last checkpoint are not sealed" in alone.out
+    out = verified(run, clean=1)
+    assert "100 row(s), sealed up to position 100" in out
+    assert "not sealed" not in out
+    table = quoted(database.table)
+    await database.execute(
+        f"INSERT INTO {table} (id, username, logged_in_at, ip, host, stream, position) "
+        f"SELECT gen_random_uuid(), 'forged', now(), NULL, host, stream, 100 FROM {table} LIMIT 1"
+    )
+    ran = run.verify("--checkpoint", run.copies())
+    assert ran.status == 1, ran
+    assert "1 row(s) after the clean stop at position 100 held elsewhere: inserted" in ran.out

@@ -173,11 +173,19 @@ class _StreamCheck:
             report.failures.insert(0, f"stream {report.name}: {exc}")
             report.rows += await _count_rest(rows)
             return
-        # The rows after the last checkpoint: unsealed, or (after a clean stop) added.
+        # The rows after the last checkpoint: unsealed, or (after a clean stop) added. Their
+        # roots are kept at the sizes of copies held elsewhere: notes the table never got
+        # (the database away when they were signed) still prove the rows they cover.
+        wanted = {_size_of(note) for note in self.copies if not self.copies[note]}
+        tail = CompactRange(self.range.size, self.range.roots)
         while (row := await rows.peek()) is not None:
             rows.take()
             position, leaf = row
             report.rows += 1
+            if position == tail.size and leaf is not None:
+                tail.append_hash(hashlib.sha256(b"\x00" + leaf).digest())
+                if tail.size in wanted:
+                    self.roots[tail.size] = tail.root()
             if position is None or position < self.covered:  # below 0: no stream gives it
                 report.fail(f"row ({report.name}, {position}, {_id_of(leaf)}): inserted")
             elif report.stopped:
@@ -338,6 +346,14 @@ class _StreamCheck:
             rows.at = at
 
 
+def _size_of(note: str) -> int:
+    """The size a note speaks of, read without checking it (-1: none)."""
+    lines = note.split("\n", 2)
+    if len(lines) < 3 or not (lines[1].isascii() and lines[1].isdigit()) or len(lines[1]) > 19:
+        return -1
+    return int(lines[1])
+
+
 def _parsed(text: str) -> Checkpoint | None:
     try:
         return Checkpoint.parse(text)
@@ -456,7 +472,8 @@ def _check_copies(check: _StreamCheck, report: TableReport) -> None:
             if with_key is not None and with_key.next_key is not None:
                 known.append(Verifier.parse(with_key.next_key))
                 grew = True
-    for note in missing:
+    stopped_at = -1
+    for note in sorted(missing, key=_size_of):
         if note not in opened:
             report.failures.append(
                 f"stream {stream.name}: a checkpoint held elsewhere is signed by no key of its "
@@ -469,16 +486,14 @@ def _check_copies(check: _StreamCheck, report: TableReport) -> None:
             report.before_cut += 1
             continue
         if body is not None and check.roots.get(size) == body.root:
-            # A note the table never got (the database away at the stop): its rows are.
+            # A note the table never got (the database away when it was signed): the rows
+            # it covers are as it says.
             report.external += 1
-            if body.reason == "stop" and size == check.covered:
-                stream.stopped = True
-                if stream.unsealed:
-                    stream.failures.append(
-                        f"stream {stream.name}: {stream.unsealed:,} row(s) after the clean stop "
-                        f"at position {size:,} held elsewhere: inserted"
-                    )
-                    stream.unsealed = 0
+            if size > stream.sealed:
+                stream.unsealed -= size - stream.sealed
+                stream.sealed = size
+            if body.reason == "stop":
+                stopped_at = max(stopped_at, size)
             continue
         what = f"{size:,} rows" if size >= 0 else "a set-aside note"
         stream.failures.append(
@@ -486,3 +501,11 @@ def _check_copies(check: _StreamCheck, report: TableReport) -> None:
             "checkpoints table: its newest rows were deleted with their checkpoints, or the "
             "table was changed"
         )
+    if stopped_at >= 0:  # a clean stop held elsewhere: nothing may follow it
+        stream.stopped = True
+        if stream.unsealed:
+            stream.failures.append(
+                f"stream {stream.name}: {stream.unsealed:,} row(s) after the clean stop at "
+                f"position {stopped_at:,} held elsewhere: inserted"
+            )
+            stream.unsealed = 0
