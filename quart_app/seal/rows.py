@@ -19,6 +19,7 @@ which tree and at which index.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -38,7 +39,16 @@ def address_bytes(ip: str) -> bytes:
     """The address field of a leaf: family, prefix length, 16 bytes."""
     if ip == "-":
         return _NO_ADDRESS
-    address = ipaddress.ip_address(ip)
+    # inet_pton first: in C, a tenth of ipaddress's time, for the addresses a socket gives.
+    try:
+        return b"\x04\x20" + _MAPPED + socket.inet_pton(socket.AF_INET, ip)
+    except OSError:
+        pass
+    try:
+        return b"\x06\x80" + socket.inet_pton(socket.AF_INET6, ip)
+    except OSError:
+        pass
+    address = ipaddress.ip_address(ip)  # a scope (fe80::1%eth0): the table refuses it anyway
     if address.version == 4:
         return b"\x04\x20" + _MAPPED + address.packed
     return b"\x06\x80" + address.packed
