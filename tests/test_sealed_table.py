@@ -259,3 +259,25 @@ async def test_a_row_at_a_position_no_stream_gives_is_caught_in_a_stream_with_no
     ran = empty.verify()
     assert ran.status == 1, ran
     assert f"FAILED: row ({stream}, -1, {forged}): inserted\n" in ran.out
+
+
+async def test_a_role_that_may_only_insert_writes_a_sealed_table(
+    tmp_path: Path, database: Database
+) -> None:
+    from quart_app.stores.pg_table import create_checkpoints_sql, create_table_sql
+
+    await database.execute(create_table_sql(database.table, sealed=True))
+    await database.execute(create_checkpoints_sql(database.table))
+    url = await database.insert_only_role()
+    role = database.roles[-1]
+    await database.execute(f"GRANT INSERT ON {quoted(database.table + '_checkpoints')} TO {role}")
+    key, public = host_key(tmp_path / "keys")
+    run = SealedRun(database, [public], tmp_path)
+    env = sealed_env(database, key, LOGIN_LOG_DATABASE_URL=url)
+    with run_server(tmp_path, env, workers=2) as server:
+        run.runs.append(await send_logins(server.url, [f"writer-{i}" for i in range(200)]))
+        assert server.stop() == 0, server.stderr
+    assert run.runs[0].statuses == {200: 200}
+    ran = run.verify()
+    assert ran.status == 0, ran
+    assert "OK: 200 row(s) of 2 stream(s) read" in ran.out
