@@ -266,19 +266,13 @@ async def table_problems(connection: Any, table: str, *, sealed: bool = False) -
             problems.append(f"{what} {_LOST[relation['persistence']]}")
     columns = await connection.fetch(_COLUMNS_SQL, name)
     by_name = {column["attname"]: column for column in columns}
-    for column, wanted in COLUMNS.items():
-        found = by_name.get(column)
-        if found is None:
-            problems.append(f"column {column} is missing")
-        elif found["type"] != wanted:
-            problems.append(f"column {column} is {found['type']}, not {wanted}")
-        elif not found["insertable"]:
-            problems.append(f"this role may not insert into column {column}")
-        elif column == "ip" and found["not_null"]:
-            # Answered 200 (queued), then set aside: the store sends NULL for "-".
-            problems.append(
-                "column ip is NOT NULL: a login whose address is unknown could not be stored"
-            )
+    problems += _column_problems(by_name, COLUMNS)
+    ip = by_name.get("ip")
+    if ip is not None and ip["type"] == COLUMNS["ip"] and ip["insertable"] and ip["not_null"]:
+        # Answered 200 (queued), then set aside: the store sends NULL for "-".
+        problems.append(
+            "column ip is NOT NULL: a login whose address is unknown could not be stored"
+        )
     if sealed:
         problems += [
             f"{problem} (a sealed table's: docs/postgres.md)"
